@@ -29,6 +29,7 @@ class RopeScaling:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position: int = 8192
+    freq_factors: tuple[float, ...] = ()  # per-frequency divisors (GGUF `rope_freqs`), head_dim/2 values
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         d = dict(d)
-        d["rope_scaling"] = RopeScaling(**d.get("rope_scaling", {}))
+        rs = dict(d.get("rope_scaling", {}))
+        rs["freq_factors"] = tuple(rs.get("freq_factors", ()))
+        d["rope_scaling"] = RopeScaling(**rs)
         return cls(**d)
 
 

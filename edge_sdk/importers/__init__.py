@@ -1,0 +1,55 @@
+"""Stage 1 of the pipeline: read a model from disk into float32 weights and a tokenizer.
+
+Example::
+
+    m = import_model("SmolLM2-135M-Instruct.Q4_1.gguf")   # or a Hugging Face directory
+    m.config.n_layers, m.tokenizer.encode("Hello")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..config import ModelConfig
+from ..errors import ModelFileError
+from ..weights import FloatWeights
+
+
+@dataclass
+class ImportedModel:
+    config: ModelConfig
+    weights: FloatWeights
+    tokenizer: "Tokenizer"  # noqa: F821
+    source: str
+
+
+def is_hf_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def import_model(path: str | os.PathLike) -> ImportedModel:
+    """A .gguf file or a Hugging Face directory -> config, float weights, tokenizer."""
+    from ..tokenizer import Tokenizer
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise ModelFileError(f"{p}: no such file or directory")
+    if os.path.isdir(p):
+        if not is_hf_dir(p):
+            raise ModelFileError(
+                f"{p}: a directory without config.json; expected a Hugging Face LLaMA directory "
+                "(config.json, *.safetensors, tokenizer.json) or a converted edge package (manifest.json)"
+            )
+        from .hf_import import import_hf_dir
+
+        cfg, weights = import_hf_dir(p)
+        tok = Tokenizer.from_hf_dir(p)
+    else:
+        from .gguf_import import import_gguf
+
+        cfg, weights, meta = import_gguf(p)
+        tok = Tokenizer.from_gguf_metadata(meta)
+    if tok.vocab_size > cfg.vocab_size:
+        raise ModelFileError(f"{p}: the tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size} embeddings")
+    return ImportedModel(config=cfg, weights=weights, tokenizer=tok, source=p)

@@ -1,0 +1,215 @@
+"""The Python API: `edge_sdk.load()` and the `Model` it returns.
+
+Example::
+
+    import edge_sdk
+    with edge_sdk.load("smollm2-135m") as model:
+        print(model.generate("The capital of France is", max_tokens=8))
+        for piece in model.stream("Once upon a time", max_tokens=32, temperature=0.8, seed=1):
+            print(piece, end="", flush=True)
+        print(model.chat([{"role": "user", "content": "What is 2+2?"}], max_tokens=32))
+
+A `Model` serves one request at a time: calls from other threads wait their
+turn (or get `BusyError` after `busy_timeout` seconds); a generation can be
+stopped with a `threading.Event` (`cancel=`), a `timeout=` in seconds, or
+Ctrl-C, and the model stays usable with a consistent cache.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import warnings
+from typing import Any, Iterator, Sequence
+
+from .chat_template import DEFAULT_CHATML_TEMPLATE, render_chat
+from .config import ModelConfig, QuantConfig
+from .errors import BackendError, BusyError, EdgeSDKError
+from .generate import Generator
+from .sampling import SamplingParams
+from .tokenizer import Tokenizer
+
+SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
+BACKENDS = ("auto", "native", "numpy", "float", "onnx", "tflite")
+
+
+class Model:
+    """A loaded model: tokenizer + backend + generator. Create it with `edge_sdk.load()`."""
+
+    def __init__(self, backend: Any, tokenizer: Tokenizer, config: ModelConfig, quant: QuantConfig | None,
+                 name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None) -> None:
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.config = config
+        self.quant = quant
+        self.name = name
+        self.busy_timeout = busy_timeout
+        self.details = details or {}
+        self._gen = Generator(backend, tokenizer)
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._closed = False
+        self.last_stats: dict[str, Any] = {}
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = False, add_bos: bool | None = None) -> list[int]:
+        """Token ids of `text`; `special=True` parses special tokens such as `<|im_start|>`."""
+        return self.tokenizer.encode(text, special=special, add_bos=add_bos)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    # -- serialization of requests ----------------------------------------------------------------
+    def _acquire(self) -> None:
+        if self._closed:
+            raise EdgeSDKError("the model is closed")
+        if self._owner == threading.get_ident():
+            raise BusyError("this thread still has an unfinished stream from this model; finish or close it first")
+        timeout = -1 if self.busy_timeout is None else self.busy_timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise BusyError(f"the model is busy with another request (waited {self.busy_timeout} s)")
+        self._owner = threading.get_ident()
+
+    def _release(self) -> None:
+        self._owner = None
+        self._lock.release()
+
+    # -- generation -------------------------------------------------------------------------------
+    def _params(self, sampling: dict[str, Any]) -> SamplingParams:
+        unknown = set(sampling) - set(SAMPLING_KEYS)
+        if unknown:
+            raise TypeError(f"unknown sampling parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS)}")
+        if isinstance(sampling.get("stop"), str):
+            sampling["stop"] = (sampling["stop"],)
+        elif sampling.get("stop") is not None:
+            sampling["stop"] = tuple(sampling["stop"])
+        return SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
+
+    def stream_ids(self, prompt_ids: Sequence[int], *, cancel: threading.Event | None = None,
+                   timeout: float | None = None, **sampling: Any) -> Iterator[str]:
+        """Stream the completion of already tokenized input (text pieces)."""
+        params = self._params(dict(sampling))
+        self._acquire()
+        try:
+            yield from self._gen.stream_text(prompt_ids, params, cancel, timeout)
+        finally:
+            self.last_stats = self._gen.stats.to_dict()
+            self._release()
+
+    def stream(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
+               **sampling: Any) -> Iterator[str]:
+        """Stream the completion of `prompt` as text pieces (never splitting a UTF-8 character)."""
+        ids = self.tokenizer.encode(prompt, special=False)
+        return self.stream_ids(ids, cancel=cancel, timeout=timeout, **sampling)
+
+    def generate(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
+                 **sampling: Any) -> str:
+        """The completion of `prompt` (without the prompt)."""
+        return "".join(self.stream(prompt, cancel=cancel, timeout=timeout, **sampling))
+
+    def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The model's chat template applied to `messages`."""
+        template = self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE
+        bos = self.tokenizer.id_to_token(self.tokenizer.bos_id) if self.tokenizer.bos_id is not None else ""
+        eos_id = min(self.tokenizer.eos_ids) if self.tokenizer.eos_ids else None
+        eos = self.tokenizer.id_to_token(eos_id) if eos_id is not None else ""
+        return render_chat(template, messages, add_generation_prompt=add_generation_prompt, bos_token=bos or "", eos_token=eos or "")
+
+    def chat_stream(self, messages: list[dict[str, str]], *, cancel: threading.Event | None = None,
+                    timeout: float | None = None, **sampling: Any) -> Iterator[str]:
+        text = self.chat_prompt(messages)
+        ids = self.tokenizer.encode(text, special=True)
+        return self.stream_ids(ids, cancel=cancel, timeout=timeout, **sampling)
+
+    def chat(self, messages: list[dict[str, str]], *, stream: bool = False, cancel: threading.Event | None = None,
+             timeout: float | None = None, **sampling: Any) -> str | Iterator[str]:
+        """The assistant's reply to a conversation (a list of {"role", "content"} dicts)."""
+        it = self.chat_stream(messages, cancel=cancel, timeout=timeout, **sampling)
+        return it if stream else "".join(it)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "ctx": self.backend.ctx, "backend": self.backend.name,
+                "vocab_size": self.config.vocab_size, "n_layers": self.config.n_layers,
+                "quant": self.quant.to_dict() if self.quant else None, **self.details}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._acquire()
+        try:
+            self._closed = True
+            self.backend.close()
+        finally:
+            self._release()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _warn_once(msg: str) -> None:
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def make_backend(name: str, cfg: ModelConfig, qweights: Any, fweights: Any, ctx: int, kv_dtype: str,
+                 threads: int | None, package: Any = None) -> Any:
+    if name == "float":
+        if fweights is None:
+            raise BackendError("the float backend needs the original model (a .gguf file or Hugging Face directory), not a converted package")
+        from .backends.numpy_backend import FloatBackend
+
+        return FloatBackend(cfg, fweights, ctx, kv_dtype)
+    if name == "numpy":
+        from .backends.numpy_backend import NumpyInt8Backend
+
+        return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype)
+    raise BackendError(f"backend {name!r} is not available in this build; available: numpy, float")
+
+
+def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
+         threads: int | None = None, ctx: int | None = None, kv_dtype: str = "f32", group_size: int = 0,
+         busy_timeout: float | None = None, quiet: bool = True) -> Model:
+    """Load a model for generation.
+
+    `model`: a registered name (default `smollm2-135m`), a .gguf file, a Hugging Face
+    directory or a converted package. `backend`: "auto" (the native core when built,
+    else numpy), "native", "numpy" (int8 reference), "float", "onnx", "tflite".
+    `ctx`: context length (default min(model's, 2048)). `group_size`: 0 for per-row
+    int8 scales, or the group size for per-group scales.
+    """
+    from . import models
+    from .convert import cached_package
+    from .package import is_package, load_package
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    name = str(model or models.DEFAULT_MODEL)
+    path = models.resolve(model)
+    if name in models.REGISTRY and backend != "float":
+        path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet)
+    fweights = None
+    if is_package(path):
+        pkg = load_package(path)
+        cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer
+    else:
+        from .importers import import_model
+        from .quantize import quantize_weights
+
+        imported = import_model(path)
+        cfg, tok, fweights = imported.config, imported.tokenizer, imported.weights
+        qcfg = QuantConfig(group_size=group_size)
+        qweights = None if backend == "float" else quantize_weights(cfg, fweights, qcfg)
+        if backend != "float":
+            fweights = None
+    ctx = ctx or min(cfg.max_ctx, 2048)
+    if ctx < 1 or ctx > cfg.max_ctx:
+        raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
+    chosen = backend
+    if backend == "auto":
+        chosen = "numpy"
+    be = make_backend(chosen, cfg, qweights, fweights, ctx, kv_dtype, threads)
+    return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout)

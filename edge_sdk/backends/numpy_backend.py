@@ -1,0 +1,45 @@
+"""Backends that run the numpy reference forwards: "numpy" (int8) and "float".
+
+The int8 one computes exactly what the native core computes, in numpy; it is
+the fallback when the native core is not built, and the reference in tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..int8_reference import Int8Forward
+from ..quantize import QWeights
+from ..reference import FloatForward
+from ..weights import FloatWeights
+
+
+class NumpyInt8Backend:
+    name = "numpy"
+
+    def __init__(self, cfg: ModelConfig, weights: QWeights, ctx: int, kv_dtype: str = "f32") -> None:
+        self.config = cfg
+        self.ctx = ctx
+        self._fwd = Int8Forward(cfg, weights, ctx=ctx, kv_dtype=kv_dtype)
+
+    def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
+        return self._fwd.forward(tokens, pos, last_only)
+
+    def close(self) -> None:
+        self._fwd = None  # type: ignore[assignment]
+
+
+class FloatBackend:
+    name = "float"
+
+    def __init__(self, cfg: ModelConfig, weights: FloatWeights, ctx: int, kv_dtype: str = "f32") -> None:
+        self.config = cfg
+        self.ctx = ctx
+        self._fwd = FloatForward(cfg, weights, ctx=ctx, kv_dtype=kv_dtype)
+
+    def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
+        return self._fwd.forward(tokens, pos, last_only)
+
+    def close(self) -> None:
+        self._fwd = None  # type: ignore[assignment]

@@ -1,0 +1,179 @@
+"""Token generation: prefill, decode loop, sampling, streaming text, stop rules.
+
+`Generator` drives one backend. It remembers which tokens its KV cache holds,
+so a new prompt that starts with the previous conversation (a chat turn)
+re-uses those positions instead of recomputing them. The cache record is
+updated only after a forward pass completes, so a cancelled or interrupted
+generation leaves it consistent and the next request just works.
+
+Example::
+
+    gen = Generator(backend, tokenizer)
+    for piece in gen.stream_text(tokenizer.encode("Once upon"), SamplingParams(max_tokens=20)):
+        print(piece, end="")
+    gen.stats  # GenerationStats(prompt_tokens=..., decode_tok_s=..., stop_reason="length")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .backends.base import Backend
+from .errors import ContextOverflowError
+from .sampling import Sampler, SamplingParams
+from .streaming import StopMatcher, TextStreamer
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose cache entries were kept from the previous request
+    generated_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    stop_reason: str = ""  # eos | stop | length | context | cancelled | timeout
+
+    @property
+    def prefill_tok_s(self) -> float:
+        n = self.prompt_tokens - self.reused_tokens
+        return n / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        # the first generated token comes from the prefill's logits
+        n = max(self.generated_tokens - 1, 0)
+        return n / self.decode_s if self.decode_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prefill_tok_s"] = self.prefill_tok_s
+        d["decode_tok_s"] = self.decode_tok_s
+        return d
+
+
+class Generator:
+    """Runs prompts through a backend; one sequence at a time (the caller serializes)."""
+
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, prefill_chunk: int = 128) -> None:
+        if prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be >= 1")
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.prefill_chunk = prefill_chunk
+        self.cached: list[int] = []  # tokens whose K/V sit at positions 0..len-1
+        self.stats = GenerationStats()
+
+    def reset(self) -> None:
+        self.cached = []
+
+    def check_prompt(self, prompt_ids: Sequence[int]) -> None:
+        if len(prompt_ids) == 0:
+            raise ValueError("the prompt is empty (no tokens); give some text or set add_bos")
+        ctx = self.backend.ctx
+        if len(prompt_ids) > ctx:
+            raise ContextOverflowError(
+                f"the prompt has {len(prompt_ids)} tokens but the context holds {ctx}; "
+                "shorten the prompt or load the model with a larger ctx"
+            )
+        vocab = self.backend.config.vocab_size
+        bad = [t for t in prompt_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+
+    def _prefill(self, prompt_ids: list[int]) -> np.ndarray:
+        common = 0
+        for a, b in zip(self.cached, prompt_ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt_ids) - 1)  # recompute at least the last token for its logits
+        self.cached = self.cached[:common]
+        self.stats.reused_tokens = common
+        logits = None
+        for start in range(common, len(prompt_ids), self.prefill_chunk):
+            chunk = prompt_ids[start : start + self.prefill_chunk]
+            logits = self.backend.forward(np.asarray(chunk, dtype=np.int64), start, last_only=True)
+            self.cached = prompt_ids[: start + len(chunk)]
+        assert logits is not None
+        return logits[-1]
+
+    def stream_tokens(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[int]:
+        """Yield generated token ids (EOS excluded); `self.stats` is final when the iterator ends."""
+        prompt_ids = [int(t) for t in prompt_ids]
+        self.check_prompt(prompt_ids)
+        self.stats = st = GenerationStats(prompt_tokens=len(prompt_ids))
+        sampler = Sampler(params)
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        t0 = time.perf_counter()
+        logits = self._prefill(prompt_ids)
+        st.prefill_s = time.perf_counter() - t0
+        history = list(prompt_ids)
+        t1 = time.perf_counter()
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    st.stop_reason = "cancelled"
+                    return
+                if deadline is not None and time.perf_counter() > deadline:
+                    st.stop_reason = "timeout"
+                    return
+                if st.generated_tokens >= params.max_tokens:
+                    st.stop_reason = "length"
+                    return
+                tok = sampler.sample(logits, history)
+                if tok in self.tokenizer.eos_ids:
+                    st.stop_reason = "eos"
+                    return
+                st.generated_tokens += 1
+                history.append(tok)
+                yield tok
+                pos = len(self.cached)
+                if pos >= self.backend.ctx:
+                    st.stop_reason = "context"
+                    return
+                logits = self.backend.forward(np.asarray([tok], dtype=np.int64), pos, last_only=True)[-1]
+                self.cached = self.cached + [tok]
+        finally:
+            if not st.stop_reason:
+                st.stop_reason = "cancelled"
+            st.decode_s = time.perf_counter() - t1
+
+    def stream_text(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[str]:
+        """Yield text pieces; never splits a UTF-8 character; cuts at the first stop string."""
+        streamer = TextStreamer(self.tokenizer)
+        stops = StopMatcher(params.stop)
+        tokens = self.stream_tokens(prompt_ids, params, cancel, timeout)
+        try:
+            for tok in tokens:
+                text, hit = stops.feed(streamer.push(tok))
+                if text:
+                    yield text
+                if hit:
+                    self.stats.stop_reason = "stop"
+                    return
+            text, hit = stops.feed(streamer.flush())
+            tail = text + ("" if hit else stops.flush())
+            if tail:
+                yield tail
+            if hit:
+                self.stats.stop_reason = "stop"
+        finally:
+            tokens.close()

@@ -1,0 +1,145 @@
+"""Import a LLaMA-architecture GGUF file into float32 weights.
+
+Every tensor type that the `gguf` package can dequantize is accepted (F32,
+F16, BF16, Q8_0, Q4_0, Q4_1, Q5_x, the K-quants...). GGUF stores the rows of
+the Q and K projections permuted for llama.cpp's interleaved RoPE; we undo that
+permutation so that the weights are in Hugging Face's layout and the same
+"rotate_half" RoPE serves both importers. The permutation is the one in
+llama.cpp's `convert_hf_to_gguf.py` (`LlamaModel.permute`).
+
+Example::
+
+    cfg, weights, meta = import_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..config import ModelConfig, RopeScaling
+from ..errors import ModelFileError, UnsupportedModelError
+from ..weights import FloatWeights, LayerWeights, check_weights
+from .gguf_meta import open_gguf, reader_metadata
+
+SUPPORTED_ARCHS = ("llama",)
+
+# LayerWeights field -> GGUF tensor name inside `blk.{i}.`
+LAYER_TENSORS = {
+    "attn_norm": "attn_norm",
+    "wq": "attn_q",
+    "wk": "attn_k",
+    "wv": "attn_v",
+    "wo": "attn_output",
+    "ffn_norm": "ffn_norm",
+    "w_gate": "ffn_gate",
+    "w_up": "ffn_up",
+    "w_down": "ffn_down",
+}
+
+
+def config_from_gguf_metadata(meta: dict[str, Any], source: str = "model") -> ModelConfig:
+    """Build a ModelConfig from GGUF metadata; unsupported architectures raise UnsupportedModelError."""
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise UnsupportedModelError(
+            f"{source}: architecture {arch!r} is not supported; edge_sdk runs LLaMA-architecture models "
+            f"(GGUF general.architecture in {SUPPORTED_ARCHS}, or Hugging Face LlamaForCausalLM)"
+        )
+
+    def key(name: str, default: Any = None, required: bool = True) -> Any:
+        k = f"{arch}.{name}"
+        if k in meta:
+            return meta[k]
+        if required and default is None:
+            raise ModelFileError(f"{source}: GGUF metadata key {k!r} is missing")
+        return default
+
+    n_heads = int(key("attention.head_count"))
+    dim = int(key("embedding_length"))
+    head_dim = int(key("attention.key_length", dim // max(n_heads, 1)))
+    rot = int(key("rope.dimension_count", head_dim))
+    if rot != head_dim:
+        raise UnsupportedModelError(f"{source}: partial rotary embeddings (rope.dimension_count={rot} < head_dim={head_dim}) are not supported")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = int(key("vocab_size", len(tokens) if tokens else None))
+    scaling = RopeScaling()
+    kind = key("rope.scaling.type", "none", required=False)
+    if kind == "linear":
+        scaling = RopeScaling(kind="linear", factor=float(key("rope.scaling.factor", 1.0, required=False)))
+    elif kind not in ("none", None):
+        raise UnsupportedModelError(f"{source}: RoPE scaling type {kind!r} is not supported (supported: none, linear, llama3)")
+    return ModelConfig(
+        vocab_size=vocab,
+        dim=dim,
+        n_layers=int(key("block_count")),
+        n_heads=n_heads,
+        n_kv_heads=int(key("attention.head_count_kv", n_heads, required=False)),
+        ffn_dim=int(key("feed_forward_length")),
+        head_dim=head_dim,
+        rope_theta=float(key("rope.freq_base", 10000.0, required=False)),
+        rope_scaling=scaling,
+        rms_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5, required=False)),
+        max_ctx=int(key("context_length", 2048, required=False)),
+        name=str(meta.get("general.name", "")),
+    )
+
+
+def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation: interleaved pairs -> rotate_half halves, per head."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _dequantize(t: Any, source: str) -> np.ndarray:
+    from gguf.quants import dequantize
+
+    try:
+        arr = dequantize(t.data, t.tensor_type)
+    except NotImplementedError as e:
+        raise UnsupportedModelError(f"{source}: tensor {t.name} has type {t.tensor_type.name}, which cannot be dequantized ({e})") from e
+    except Exception as e:
+        raise ModelFileError(f"{source}: tensor {t.name} could not be read, the file may be truncated ({type(e).__name__}: {e})") from e
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def import_gguf(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights, dict[str, Any]]:
+    """Read a GGUF file: its config, float32 weights and metadata (for the tokenizer)."""
+    source = os.fspath(path)
+    reader = open_gguf(source)
+    meta = reader_metadata(reader)
+    cfg = config_from_gguf_metadata(meta, source)
+
+    file_size = os.path.getsize(source)
+    tensors = {}
+    for t in reader.tensors:
+        end = int(t.data_offset) + int(t.n_bytes)
+        if end > file_size:
+            raise ModelFileError(f"{source}: tensor {t.name} ends at byte {end} but the file has {file_size} bytes (truncated)")
+        tensors[t.name] = t
+
+    def get(name: str) -> np.ndarray:
+        if name not in tensors:
+            raise ModelFileError(f"{source}: required tensor {name!r} is missing")
+        return _dequantize(tensors[name], source)
+
+    layers = []
+    for i in range(cfg.n_layers):
+        fields = {f: get(f"blk.{i}.{g}.weight") for f, g in LAYER_TENSORS.items()}
+        fields["wq"] = unpermute_rope_rows(fields["wq"], cfg.n_heads)
+        fields["wk"] = unpermute_rope_rows(fields["wk"], cfg.n_kv_heads)
+        layers.append(LayerWeights(**fields))
+
+    output = get("output.weight") if "output.weight" in tensors else None
+    if "rope_freqs.weight" in tensors:
+        factors = tuple(float(v) for v in get("rope_freqs.weight").ravel())
+        if len(factors) != cfg.head_dim // 2:
+            raise ModelFileError(f"{source}: rope_freqs has {len(factors)} values, expected head_dim/2={cfg.head_dim // 2}")
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "rope_scaling": {"kind": "freq_factors", "freq_factors": factors}})
+    weights = FloatWeights(tok_embd=get("token_embd.weight"), layers=layers, out_norm=get("output_norm.weight"), output=output)
+    if output is None:
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": True})
+    check_weights(cfg, weights, source)
+    return cfg, weights, meta
