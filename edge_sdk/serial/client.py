@@ -1,0 +1,246 @@
+"""SerialClient: talk to a SerialServer from a host script.
+
+The client is what a microcontroller does (see `examples/mcu_client/`), in
+Python: number requests, send them, read frames until the reply for that
+seq. Frames with another seq (a late reply to a cancelled or timed-out
+request) are skipped. `cancel()` may be called from another thread while a
+`stream()` is being read; the stream then ends with the server's DONE.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import serial
+
+from ..errors import ProtocolError
+from . import messages
+from .protocol import (
+    CANCEL,
+    CHAT,
+    DONE,
+    ERROR,
+    GENERATE,
+    INFO,
+    INFO_REPLY,
+    NO_SEQ,
+    PING,
+    PONG,
+    PROTOCOL_VERSION,
+    RESPONSE_TYPES,
+    TOKEN,
+    ErrorCode,
+    Frame,
+    FrameFault,
+    FrameReader,
+    encode_frame,
+    split_message,
+    type_name,
+)
+
+
+class RemoteError(ProtocolError):
+    """The server answered with an ERROR frame; `code` says why.
+
+    >>> try:                                              # doctest: +SKIP
+    ...     client.generate("hi")
+    ... except RemoteError as e:
+    ...     if e.code == ErrorCode.BUSY: ...
+    """
+
+    def __init__(self, code: int, seq: int, message: str) -> None:
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = f"code {code}"
+        where = f"request {seq}" if seq != NO_SEQ else "an undecodable frame"
+        super().__init__(f"server error {name} for {where}: {message}")
+        self.code = code
+        self.seq = seq
+        self.message = message
+
+
+class SerialClient:
+    """Client side of the serial protocol.
+
+    `port` is a device path or pyserial URL, or an open pyserial port.
+    `timeout` is how long to wait for each frame of a reply (the first token
+    of a long prompt can take a while on a small board).
+
+        >>> with SerialClient("/dev/ttyUSB0", 115200) as c:   # doctest: +SKIP
+        ...     c.ping()
+        ...     for piece in c.stream("Say hi.", max_tokens=16, temperature=0):
+        ...         print(piece, end="")
+        ...     c.last_stats["stop_reason"]
+    """
+
+    def __init__(self, port: str | serial.SerialBase, baud: int = 115200, timeout: float = 10.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self._owned = isinstance(port, str)
+        self._name = port if isinstance(port, str) else getattr(port, "port", repr(port))
+        if isinstance(port, str):
+            try:
+                self._port = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+            except (serial.SerialException, ValueError) as e:
+                raise ProtocolError(f"cannot open serial port {port!r} at {baud} baud: {e}") from e
+        else:
+            self._port = port
+            self._port.timeout = 0.05
+        self.baud = baud
+        self.timeout = timeout
+        self.last_stats: dict[str, Any] = {}
+        self._reader = FrameReader()
+        self._pending: list[Frame | FrameFault] = []
+        self._seq = 0
+        self._active: int | None = None  # seq of the stream being read
+        self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        if self._owned:
+            self._port.close()
+
+    def __enter__(self) -> SerialClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- requests
+
+    def ping(self, payload: bytes = b"") -> float:
+        """Round-trip time of a PING, in seconds."""
+        t0 = time.perf_counter()
+        seq = self._request(PING, payload)
+        reply = self._expect(seq, PING, (PONG,))
+        if reply.payload != payload:
+            raise ProtocolError(f"PONG for request {seq} echoed {reply.payload!r}, sent {payload!r}")
+        return time.perf_counter() - t0
+
+    def info(self) -> dict[str, Any]:
+        """`{"name", "ctx", "backend", "protocol_version", "max_payload"}` of the server."""
+        seq = self._request(INFO, b"")
+        return messages.decode_info_reply(self._expect(seq, INFO, (INFO_REPLY,)).payload)
+
+    def generate(self, prompt: str, **sampling: Any) -> str:
+        """Whole completion of `prompt`; `last_stats` holds the DONE statistics."""
+        return "".join(self.stream(prompt, **sampling))
+
+    def chat(self, messages_: Sequence[Mapping[str, str]], **sampling: Any) -> str:
+        """Whole reply to a chat (`[{"role": ..., "content": ...}, ...]`)."""
+        return "".join(self.chat_stream(messages_, **sampling))
+
+    def stream(self, prompt: str, **sampling: Any) -> Iterator[str]:
+        """Text pieces as the server sends them.
+
+        The request is sent at once; breaking out of the loop cancels it and
+        reads up to its DONE, so the line is clean for the next request.
+        """
+        return self._stream(GENERATE, messages.encode_generate(prompt, **sampling))
+
+    def chat_stream(self, messages_: Sequence[Mapping[str, str]], **sampling: Any) -> Iterator[str]:
+        """Like `stream`, for a CHAT request."""
+        return self._stream(CHAT, messages.encode_chat(messages_, **sampling))
+
+    def cancel(self) -> bool:
+        """Ask the server to stop the running stream; False when none runs.
+
+        The stream keeps yielding what was already sent and ends at DONE with
+        `last_stats["stop_reason"] == "cancelled"`.
+        """
+        target = self._active
+        if target is None:
+            return False
+        self._request(CANCEL, messages.encode_cancel(target))
+        return True
+
+    # ---------------------------------------------------------- internals
+
+    def _stream(self, msg_type: int, payload: bytes) -> Iterator[str]:
+        self._port.reset_input_buffer()
+        self._pending.clear()
+        seq = self._request(msg_type, payload)
+        self._active = seq
+        self.last_stats = {}
+        return self._pieces(seq, msg_type)
+
+    def _pieces(self, seq: int, msg_type: int) -> Iterator[str]:
+        done = False
+        try:
+            while True:
+                frame = self._expect(seq, msg_type, (TOKEN, DONE))
+                if frame.type == DONE:
+                    self.last_stats = messages.decode_done(frame.payload)
+                    done = True
+                    return
+                yield frame.payload.decode("utf-8", errors="replace")
+        except ProtocolError:
+            done = True  # the request is over (ERROR) or the line is unusable
+            raise
+        finally:
+            self._active = None
+            if not done:
+                self._abandon(seq, msg_type)
+
+    def _abandon(self, seq: int, msg_type: int) -> None:
+        # The caller stopped reading early: cancel and read up to the DONE.
+        try:
+            self._request(CANCEL, messages.encode_cancel(seq))
+            while True:
+                frame = self._expect(seq, msg_type, (TOKEN, DONE))
+                if frame.type == DONE:
+                    self.last_stats = messages.decode_done(frame.payload)
+                    return
+        except ProtocolError:
+            pass
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFF + 1  # 1..65535; 0 is reserved
+        return self._seq
+
+    def _request(self, msg_type: int, payload: bytes) -> int:
+        with self._write_lock:
+            seq = self._next_seq()
+            wire = split_message(msg_type, seq, payload)
+            try:
+                self._port.write(wire)
+            except (serial.SerialException, OSError) as e:
+                raise ProtocolError(f"cannot send {type_name(msg_type)} on {self._name}: {e}") from e
+        return seq
+
+    def _expect(self, seq: int, msg_type: int, want: tuple[int, ...]) -> Frame:
+        """Next frame for `seq` of a type in `want`; ERROR frames raise."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            item = self._next_item(deadline, seq, msg_type)
+            if isinstance(item, FrameFault):
+                raise ProtocolError(f"bad frame from server while waiting for request {seq}: {item.detail}")
+            if item.version != PROTOCOL_VERSION:
+                raise ProtocolError(f"server speaks protocol version {item.version}; this client speaks {PROTOCOL_VERSION}")
+            if item.type == ERROR and item.seq in (seq, NO_SEQ):
+                code, text = messages.decode_error(item.payload)
+                raise RemoteError(code, item.seq, text)
+            if item.seq != seq or item.type not in RESPONSE_TYPES:
+                continue  # stale reply, or an answer to a CANCEL that crossed DONE
+            if item.type not in want:
+                raise ProtocolError(f"expected {'/'.join(type_name(t) for t in want)} for request {seq}, got {type_name(item.type)}")
+            return item
+
+    def _next_item(self, deadline: float, seq: int, msg_type: int) -> Frame | FrameFault:
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(
+                    f"no reply to {type_name(msg_type)} (seq {seq}) within {self.timeout} s on {self._name}; "
+                    f"is a server running there at {self.baud} baud?"
+                )
+            try:
+                data = self._port.read(max(1, self._port.in_waiting))
+            except (serial.SerialException, OSError) as e:
+                raise ProtocolError(f"cannot read from {self._name}: {e}") from e
+            if data:
+                self._pending.extend(self._reader.feed(data))
+        return self._pending.pop(0)

@@ -1,0 +1,380 @@
+"""SerialServer: serve a model to a microcontroller over a serial line.
+
+Two threads share the work. A reader thread turns bytes into requests
+(`FrameReader` -> `RequestAssembler`) and puts them, and any faults, on a
+queue. The serving thread answers them in order; while a GENERATE or CHAT
+streams, it looks at the queue after every token, so a CANCEL stops the stream
+within one token, a PING is answered between tokens, and a second GENERATE is
+refused as BUSY. Only the serving thread writes to the port.
+
+Nothing on the line can stop the server: a fault becomes an ERROR frame (with
+seq 0 when the frame's seq cannot be trusted), a model exception becomes an
+ERROR for its request, a write that times out or fails (the peer is gone)
+abandons the stream, and read failures (a closed peer, an unplugged adapter)
+are retried with a back-off. Memory is bounded by MAX_WIRE per frame and the
+server's `max_message` per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import serial
+
+from ..errors import EdgeSDKError, ProtocolError
+from . import messages
+from .protocol import (
+    CANCEL,
+    CHAT,
+    DONE,
+    ERROR,
+    GENERATE,
+    INFO,
+    INFO_REPLY,
+    MAX_MESSAGE,
+    MAX_PAYLOAD,
+    NO_SEQ,
+    PING,
+    PONG,
+    PROTOCOL_VERSION,
+    TOKEN,
+    ErrorCode,
+    Frame,
+    FrameFault,
+    FrameReader,
+    Message,
+    MessageFault,
+    RequestAssembler,
+    encode_frame,
+)
+
+log = logging.getLogger("edge_sdk.serial")
+
+Event = Message | MessageFault | FrameFault
+
+
+class StreamingModel(Protocol):
+    """What the server drives; `edge_sdk.load(...)` returns one."""
+
+    last_stats: dict[str, Any]
+
+    def stream(self, prompt: str, **sampling: Any) -> Iterator[str]: ...
+
+    def chat_stream(self, messages: list[dict[str, str]], **sampling: Any) -> Iterator[str]: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+class _LinkDown(Exception):
+    """A write to the port failed or timed out."""
+
+
+@dataclass
+class _Active:
+    seq: int
+    cancelled: bool = False
+
+
+class SerialServer:
+    """Serve `model` on a serial port, one request at a time.
+
+    `port` is a device path or pyserial URL (opened here, closed by `stop`), or
+    an open pyserial port (its `timeout` and `write_timeout` are set; it stays
+    open). `write_timeout` is how long a blocked write may wait before the
+    peer counts as gone and the stream is abandoned.
+
+        >>> model = edge_sdk.load("SmolLM2-135M-Instruct")        # doctest: +SKIP
+        >>> with SerialServer(model, "/dev/ttyAMA0", 115200) as srv:  # doctest: +SKIP
+        ...     srv.serve_forever()   # until Ctrl-C or srv.stop() from another thread
+
+    `stats` counts what happened: frames_in, frames_out, faults, bytes_in,
+    discarded_bytes, read_errors, write_errors, requests, cancelled, aborted.
+    """
+
+    def __init__(
+        self,
+        model: StreamingModel,
+        port: str | serial.SerialBase,
+        baud: int = 115200,
+        *,
+        write_timeout: float = 2.0,
+        max_message: int = MAX_MESSAGE,
+        poll_s: float = 0.05,
+        retry_s: float = 0.2,
+    ) -> None:
+        if write_timeout <= 0 or poll_s <= 0 or retry_s <= 0:
+            raise ValueError("write_timeout, poll_s and retry_s must be positive")
+        self.model = model
+        self._owned = isinstance(port, str)
+        if isinstance(port, str):
+            try:
+                self._port = serial.serial_for_url(port, baudrate=baud, timeout=poll_s, write_timeout=write_timeout)
+            except (serial.SerialException, ValueError) as e:
+                raise ProtocolError(f"cannot open serial port {port!r} at {baud} baud: {e}") from e
+        else:
+            self._port = port
+            self._port.timeout = poll_s
+            self._port.write_timeout = write_timeout
+        self._max_message = max_message
+        self._poll_s = poll_s
+        self._retry_s = retry_s
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "frames_in",
+                "frames_out",
+                "faults",
+                "bytes_in",
+                "discarded_bytes",
+                "read_errors",
+                "write_errors",
+                "requests",
+                "cancelled",
+                "aborted",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> SerialServer:
+        """Serve in a background thread; returns self."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._thread = threading.Thread(target=self.serve_forever, name="edge-sdk-serial-serve", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve until `stop()`; the port is closed on return if it was opened here."""
+        self._reader = threading.Thread(target=self._read_loop, name="edge-sdk-serial-read", daemon=True)
+        self._reader.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    event = self._events.get(timeout=self._poll_s)
+                except queue.Empty:
+                    continue
+                self._handle(event, None)
+        finally:
+            self._stop.set()
+            self._wake_reader()
+            self._reader.join()
+            if self._owned:
+                self._port.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the server to stop; a running stream ends with DONE "shutdown"."""
+        self._stop.set()
+        self._wake_reader()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"serial server did not stop within {timeout} s (is the model stuck in a token?)")
+
+    def __enter__(self) -> SerialServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._thread is None and self._owned and self._port.is_open:
+            self._port.close()
+
+    def _wake_reader(self) -> None:
+        cancel = getattr(self._port, "cancel_read", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except (serial.SerialException, OSError, AttributeError):
+                pass
+
+    # --------------------------------------------------------------- reader
+
+    def _read_loop(self) -> None:
+        reader = FrameReader()
+        assembler = RequestAssembler(self._max_message)
+        failing = False
+        while not self._stop.is_set():
+            try:
+                data = self._port.read(max(1, self._port.in_waiting))
+            except (serial.SerialException, OSError, TypeError) as e:
+                # TypeError: pyserial's posix read on a port closed under it.
+                self.stats["read_errors"] += 1
+                if not failing:
+                    log.warning("serial read failed (%s); retrying every %.1f s", e, self._retry_s)
+                failing = True
+                self._stop.wait(self._retry_s)
+                continue
+            if failing and data:
+                log.info("serial port readable again")
+                failing = False
+            if not data:
+                continue
+            self.stats["bytes_in"] += len(data)
+            before = reader.discarded_bytes
+            for item in reader.feed(data):
+                if isinstance(item, FrameFault):
+                    self.stats["faults"] += 1
+                    self._events.put(item)
+                    continue
+                self.stats["frames_in"] += 1
+                for event in assembler.push(item):
+                    self._events.put(event)
+            self.stats["discarded_bytes"] += reader.discarded_bytes - before
+
+    # -------------------------------------------------------------- serving
+
+    def _handle(self, event: Event, active: _Active | None) -> None:
+        """Answer one event; `active` is the streaming request, if any."""
+        if isinstance(event, FrameFault):
+            self._reply(ERROR, NO_SEQ, messages.encode_error(event.code, event.detail))
+            return
+        if isinstance(event, MessageFault):
+            self._reply(ERROR, event.seq, messages.encode_error(event.code, event.detail))
+            return
+        if event.type == PING:
+            self._reply(PONG, event.seq, event.payload)
+        elif event.type == INFO:
+            self._reply_info(event.seq)
+        elif event.type == CANCEL:
+            self._cancel(event, active)
+        elif active is not None:
+            self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.BUSY, f"busy: request {active.seq} is streaming"))
+        else:
+            self._serve_stream(event)
+
+    def _cancel(self, event: Message, active: _Active | None) -> None:
+        try:
+            target = messages.decode_cancel(event.payload)
+        except ProtocolError as e:
+            self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.BAD_PAYLOAD, str(e)))
+            return
+        if active is not None and active.seq == target:
+            active.cancelled = True
+        else:
+            self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.NOT_RUNNING, f"request {target} is not streaming"))
+
+    def _reply_info(self, seq: int) -> None:
+        try:
+            info = dict(self.model.info())
+        except Exception as e:  # noqa: BLE001 - a broken model must not stop the server
+            log.exception("model.info() failed")
+            self._reply(ERROR, seq, messages.encode_error(ErrorCode.INTERNAL, f"info failed: {type(e).__name__}: {e}"))
+            return
+        info.update(protocol_version=PROTOCOL_VERSION, max_payload=MAX_PAYLOAD)
+        self._reply(INFO_REPLY, seq, messages.encode_info_reply(info))
+
+    def _serve_stream(self, req: Message) -> None:
+        seq = req.seq
+        try:
+            if req.type == GENERATE:
+                prompt, sampling = messages.decode_generate(req.payload)
+            else:
+                chat, sampling = messages.decode_chat(req.payload)
+        except ProtocolError as e:
+            self._reply(ERROR, seq, messages.encode_error(ErrorCode.BAD_PAYLOAD, str(e)))
+            return
+        self.stats["requests"] += 1
+        before = getattr(self.model, "last_stats", None)
+        before_copy = dict(before) if isinstance(before, dict) else None
+        active = _Active(seq)
+        pieces = 0
+        reason = "stop"
+        t0 = time.perf_counter()
+        it: Iterator[str] | None = None
+        try:
+            it = self.model.stream(prompt, **sampling) if req.type == GENERATE else self.model.chat_stream(chat, **sampling)
+            for piece in it:
+                pieces += 1
+                for chunk in messages.split_utf8(piece, MAX_PAYLOAD):
+                    self._send(TOKEN, seq, chunk)
+                self._drain(active)
+                if active.cancelled:
+                    reason = "cancelled"
+                    break
+                if self._stop.is_set():
+                    reason = "shutdown"
+                    break
+        except _LinkDown as e:
+            self.stats["aborted"] += 1
+            log.warning("stream %d abandoned: %s", seq, e)
+            self._close(it)
+            self._flush_output()
+            return
+        except EdgeSDKError as e:
+            self._close(it)
+            self._reply(ERROR, seq, messages.encode_error(ErrorCode.MODEL_ERROR, f"{type(e).__name__}: {e}"))
+            return
+        except Exception as e:  # noqa: BLE001 - a broken model must not stop the server
+            log.exception("stream %d failed", seq)
+            self._close(it)
+            self._reply(ERROR, seq, messages.encode_error(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+            return
+        self._close(it)
+        if reason == "cancelled":
+            self.stats["cancelled"] += 1
+        stats = self._final_stats(before, before_copy, pieces, time.perf_counter() - t0)
+        if reason != "stop" or "stop_reason" not in stats:
+            stats["stop_reason"] = reason
+        self._reply(DONE, seq, messages.encode_done(stats))
+
+    def _final_stats(self, before: Any, before_copy: dict | None, pieces: int, elapsed: float) -> dict[str, Any]:
+        # Use the model's own numbers when this stream updated them; otherwise
+        # (a model that sets last_stats only on natural completion) count here.
+        now = getattr(self.model, "last_stats", None)
+        if isinstance(now, dict) and (now is not before or now != before_copy):
+            return dict(now)
+        return {"generated_tokens": pieces, "decode_tok_s": pieces / elapsed if elapsed > 0 else 0.0}
+
+    def _drain(self, active: _Active) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(event, active)
+
+    # -------------------------------------------------------------- writing
+
+    def _send(self, ftype: int, seq: int, payload: bytes) -> None:
+        wire = encode_frame(Frame(ftype, seq, payload))
+        try:
+            self._port.write(wire)
+        except (serial.SerialException, OSError) as e:
+            # SerialTimeoutException is a SerialException.
+            self.stats["write_errors"] += 1
+            raise _LinkDown(f"{type(e).__name__}: {e}") from e
+        self.stats["frames_out"] += 1
+
+    def _reply(self, ftype: int, seq: int, payload: bytes) -> None:
+        try:
+            self._send(ftype, seq, payload)
+        except _LinkDown as e:
+            log.warning("reply to seq %d dropped: %s", seq, e)
+            self._flush_output()
+
+    def _flush_output(self) -> None:
+        # Drop what a vanished peer did not read, so a returning one is not
+        # flooded with a stale stream.
+        try:
+            self._port.reset_output_buffer()
+        except (serial.SerialException, OSError, AttributeError):
+            pass
+
+    @staticmethod
+    def _close(it: Iterator[str] | None) -> None:
+        close = getattr(it, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing the model's stream failed")
