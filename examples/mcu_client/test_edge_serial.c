@@ -1,0 +1,374 @@
+/*
+ * Host test of edge_serial.c against frames made by the Python reference
+ * (test_vectors.h, written by gen_vectors.py). Run: make -C examples/mcu_client test
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "edge_serial.h"
+#include "test_vectors.h"
+
+static int checks = 0;
+static int failures = 0;
+
+#define CHECK(cond)                                                        \
+    do {                                                                   \
+        checks++;                                                          \
+        if (!(cond)) {                                                     \
+            failures++;                                                    \
+            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                  \
+    } while (0)
+
+#define CHECK_BYTES(got, got_len, vec) CHECK((got_len) == sizeof(vec) && memcmp((got), (vec), sizeof(vec)) == 0)
+
+/* ------------------------------------------------ a line made of arrays */
+
+typedef struct {
+    uint8_t in[8192]; /* what the "server" sends */
+    size_t in_len;
+    size_t in_pos;
+    uint8_t out[4096]; /* what the client wrote */
+    size_t out_len;
+    uint32_t now; /* advances 1 ms per clock read */
+} fake_line;
+
+static void feed(fake_line *l, const uint8_t *data, size_t n) {
+    memcpy(l->in + l->in_len, data, n);
+    l->in_len += n;
+}
+
+static int line_read(void *ctx) {
+    fake_line *l = (fake_line *)ctx;
+    return l->in_pos < l->in_len ? l->in[l->in_pos++] : -1;
+}
+
+static int line_write(void *ctx, uint8_t b) {
+    fake_line *l = (fake_line *)ctx;
+    if (l->out_len >= sizeof l->out) {
+        return -1;
+    }
+    l->out[l->out_len++] = b;
+    return 0;
+}
+
+static uint32_t line_millis(void *ctx) { return ((fake_line *)ctx)->now++; }
+
+static void client_on(es_client *c, fake_line *l) {
+    es_hal hal;
+    memset(l, 0, sizeof *l);
+    hal.read_byte = line_read;
+    hal.write_byte = line_write;
+    hal.millis = line_millis;
+    hal.ctx = l;
+    es_client_init(c, &hal, 100);
+}
+
+typedef struct {
+    char text[256];
+    size_t len;
+    int calls;
+    int cancel_after; /* return nonzero on this call (1-based); 0 never */
+} token_sink;
+
+static int on_token(void *user, const char *text, size_t len) {
+    token_sink *s = (token_sink *)user;
+    memcpy(s->text + s->len, text, len);
+    s->len += len;
+    s->text[s->len] = '\0';
+    s->calls++;
+    return s->cancel_after != 0 && s->calls == s->cancel_after;
+}
+
+/* The sampling of gen_vectors.FULL_SAMPLING. */
+static const char *const full_stop[] = {"\n", "User:"};
+
+static es_sampling full_sampling(void) {
+    es_sampling s;
+    memset(&s, 0, sizeof s);
+    s.present = ES_HAS_MAX_TOKENS | ES_HAS_TEMPERATURE | ES_HAS_TOP_K | ES_HAS_TOP_P | ES_HAS_MIN_P |
+                ES_HAS_REPETITION_PENALTY | ES_HAS_SEED;
+    s.max_tokens = 32;
+    s.temperature = 0.7f;
+    s.top_k = 40;
+    s.top_p = 0.9f;
+    s.min_p = 0.05f;
+    s.repetition_penalty = 1.1f;
+    s.seed = 42;
+    s.stop = full_stop;
+    s.n_stop = 2;
+    return s;
+}
+
+/* ----------------------------------------------------------------- tests */
+
+static void test_crc(void) {
+    const uint8_t *d = (const uint8_t *)"123456789";
+    uint32_t u;
+    float f = 0.7f;
+    CHECK(es_crc32(0, d, 9) == VEC_CRC_CHECK);
+    CHECK(es_crc32(es_crc32(0, d, 4), d + 4, 5) == VEC_CRC_CHECK);
+    CHECK(es_crc32(0, d, 0) == 0);
+    memcpy(&u, &f, sizeof u);
+    CHECK(u == VEC_F32_0_7);
+}
+
+static void test_cobs(void) {
+    static const uint8_t raw4[] = {0x11, 0x22, 0x00, 0x33};
+    static const uint8_t enc4[] = {0x03, 0x11, 0x22, 0x02, 0x33};
+    static const uint8_t raw6[] = {0x11, 0x00, 0x00, 0x00};
+    static const uint8_t enc6[] = {0x02, 0x11, 0x01, 0x01, 0x01};
+    static const uint8_t bad_long[] = {0x05, 0x11, 0x22};
+    static const uint8_t bad_zero[] = {0x03, 0x11, 0x00};
+    uint8_t raw[600], enc[620], dec[620];
+    size_t n, m, len, i;
+    int ok = 1;
+
+    CHECK(es_cobs_encode(raw4, sizeof raw4, enc, sizeof enc, &n) == ES_OK);
+    CHECK_BYTES(enc, n, enc4);
+    CHECK(es_cobs_encode(raw6, sizeof raw6, enc, sizeof enc, &n) == ES_OK);
+    CHECK_BYTES(enc, n, enc6);
+    CHECK(es_cobs_encode(raw, 0, enc, sizeof enc, &n) == ES_OK && n == 1 && enc[0] == 0x01);
+    /* 254 non-zero bytes: one full group, no trailing 0x01 (canonical form). */
+    for (i = 0; i < 254; i++) raw[i] = (uint8_t)(i + 1);
+    CHECK(es_cobs_encode(raw, 254, enc, sizeof enc, &n) == ES_OK && n == 255 && enc[0] == 0xFF && enc[254] == 0xFE);
+    /* ... but followed by a zero it ends with 0x01 0x01. */
+    raw[254] = 0;
+    CHECK(es_cobs_encode(raw, 255, enc, sizeof enc, &n) == ES_OK && n == 257 && enc[255] == 0x01 && enc[256] == 0x01);
+    CHECK(es_cobs_encode(raw, 255, enc, 256, &n) == ES_E_SPACE);
+    CHECK(es_cobs_decode(bad_long, sizeof bad_long, dec, sizeof dec, &n) == ES_E_COBS);
+    CHECK(es_cobs_decode(bad_zero, sizeof bad_zero, dec, sizeof dec, &n) == ES_E_COBS);
+
+    /* Round trips at awkward lengths and zero densities, decoding in place. */
+    for (len = 0; len <= 600; len += (len < 40 ? 1 : 13)) {
+        for (i = 0; i < len; i++) raw[i] = (uint8_t)((i * 7 + len) % 5 == 0 && len % 3 ? 0 : (i * 31 + 1) % 255 + 1);
+        if (es_cobs_encode(raw, len, enc, sizeof enc, &n) != ES_OK || n > len + len / 254 + 1) ok = 0;
+        if (memchr(enc, 0, n) != NULL) ok = 0;
+        if (es_cobs_decode(enc, n, enc, sizeof enc, &m) != ES_OK || m != len || memcmp(enc, raw, len) != 0) ok = 0;
+    }
+    CHECK(ok);
+}
+
+static void test_builders(void) {
+    uint8_t out[ES_MAX_WIRE];
+    char big[1100];
+    size_t n;
+    es_sampling s = full_sampling();
+    es_sampling chat_s;
+    es_message chat[2];
+    char prompt[301];
+
+    CHECK(es_build_ping(1, NULL, 0, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_ping_1);
+    CHECK(es_build_info(2, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_info_2);
+    CHECK(es_build_cancel(2, 1, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_cancel_2_target_1);
+    CHECK(es_build_generate(1, "Hello, robot!", &s, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_generate_1);
+    CHECK(es_build_generate(5, "Hi", NULL, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_generate_min_5);
+
+    memset(prompt, 'a', 300);
+    prompt[300] = '\0';
+    memset(&s, 0, sizeof s);
+    s.present = ES_HAS_MAX_TOKENS;
+    s.max_tokens = 0;
+    CHECK(es_build_generate(256, prompt, &s, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_generate_long_256);
+
+    chat[0].role = "system";
+    chat[0].content = "Be brief.";
+    chat[1].role = "user";
+    chat[1].content = "Wave.";
+    memset(&chat_s, 0, sizeof chat_s);
+    chat_s.present = ES_HAS_MAX_TOKENS | ES_HAS_TEMPERATURE;
+    chat_s.max_tokens = 8;
+    chat_s.temperature = 0.0f;
+    CHECK(es_build_chat(6, chat, 2, &chat_s, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_chat_6);
+
+    /* Refusals. */
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    CHECK(es_build_generate(1, big, NULL, out, sizeof out, &n) == ES_E_TOO_LARGE);
+    big[1021] = '\0'; /* 3 + 1021 = 1024: exactly fits */
+    CHECK(es_build_generate(1, big, NULL, out, sizeof out, &n) == ES_OK);
+    big[1021] = 'b'; /* 1022 bytes: one over */
+    big[1022] = '\0';
+    CHECK(es_build_generate(1, big, NULL, out, sizeof out, &n) == ES_E_TOO_LARGE);
+    CHECK(es_build_generate(1, "Hi", NULL, out, sizeof vec_generate_min_5 - 1, &n) == ES_E_SPACE);
+    CHECK(es_build_generate(1, "Hi", NULL, out, 0, &n) == ES_E_SPACE);
+    CHECK(es_build_generate(0, "Hi", NULL, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_generate(1, NULL, NULL, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_cancel(3, 0, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_chat(6, chat, 0, NULL, out, sizeof out, &n) == ES_E_ARG);
+}
+
+/* Push `data` byte by byte; record frames and drop statuses in order. */
+typedef struct {
+    es_frame frames[8];
+    uint8_t copies[8][ES_MAX_PAYLOAD]; /* payloads, copied out of the receiver */
+    int n_frames;
+    int status[8];
+    int n_status;
+} rx_log;
+
+static void push_all(es_rx *rx, const uint8_t *data, size_t n, rx_log *log) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        es_frame f;
+        int r = es_rx_push(rx, data[i], &f);
+        if (r == 1 && log->n_frames < 8) {
+            memcpy(log->copies[log->n_frames], f.payload, f.payload_len);
+            f.payload = log->copies[log->n_frames];
+            log->frames[log->n_frames++] = f;
+        } else if (r < 0 && log->n_status < 8) {
+            log->status[log->n_status++] = r;
+        }
+    }
+}
+
+static void test_receiver(void) {
+    static es_rx rx;
+    static rx_log log;
+    static uint8_t flood[3000];
+    es_done done;
+    es_error err;
+    es_info info;
+
+    es_rx_init(&rx);
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_stream_1, sizeof vec_stream_1, &log);
+    CHECK(log.n_frames == 4 && log.n_status == 0);
+    CHECK(log.frames[0].type == ES_TOKEN && log.frames[0].seq == 1 && log.frames[0].version == 1);
+    CHECK(log.frames[0].payload_len == 5 && memcmp(log.frames[0].payload, "Hello", 5) == 0);
+    CHECK(log.frames[1].payload_len == 1 && memcmp(log.frames[1].payload, ",", 1) == 0);
+    CHECK(log.frames[2].payload_len == 6 && memcmp(log.frames[2].payload, " world", 6) == 0);
+    CHECK(es_parse_done(&log.frames[3], &done) == ES_OK);
+    CHECK(done.present == 0x1Fu && done.prompt_tokens == 5 && done.generated_tokens == 3);
+    CHECK(done.prefill_tok_s == 120.5f && done.decode_tok_s == 33.25f && strcmp(done.stop_reason, "stop") == 0);
+    CHECK(es_parse_error(&log.frames[3], &err) == ES_E_ARG);
+
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_done_unknown_tag_1, sizeof vec_done_unknown_tag_1, &log);
+    CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
+    CHECK(done.present == (ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON) && done.generated_tokens == 7);
+    CHECK(strcmp(done.stop_reason, "eos") == 0);
+
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_error_busy_1, sizeof vec_error_busy_1, &log);
+    CHECK(log.n_frames == 1 && es_parse_error(&log.frames[0], &err) == ES_OK);
+    CHECK(err.seq == 1 && err.code == ES_CODE_BUSY && err.message_len == 28);
+    CHECK(memcmp(err.message, "busy: request 3 is streaming", 28) == 0);
+
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_info_reply_2, sizeof vec_info_reply_2, &log);
+    CHECK(log.n_frames == 1 && es_parse_info(&log.frames[0], &info) == ES_OK);
+    CHECK(info.model_len == 21 && memcmp(info.model, "SmolLM2-135M-Instruct", 21) == 0);
+    CHECK(info.backend_len == 6 && memcmp(info.backend, "native", 6) == 0);
+    CHECK(info.ctx == 8192 && info.protocol_version == 1 && info.max_payload == 1024);
+
+    /* Faults: each dropped with its status; the frames around them survive. */
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_noise, sizeof vec_noise, &log);
+    push_all(&rx, vec_token_flipped_1, sizeof vec_token_flipped_1, &log);
+    push_all(&rx, vec_done_truncated_1, sizeof vec_done_truncated_1, &log);
+    push_all(&rx, vec_short, sizeof vec_short, &log);
+    push_all(&rx, vec_pong_v2_1, sizeof vec_pong_v2_1, &log);
+    push_all(&rx, vec_pong_1, sizeof vec_pong_1, &log);
+    CHECK(log.n_status == 4);
+    CHECK(log.status[0] == ES_E_COBS && log.status[1] == ES_E_CRC && log.status[2] == ES_E_LENGTH && log.status[3] == ES_E_SHORT);
+    CHECK(log.n_frames == 2 && log.frames[0].version == 2 && log.frames[0].type == ES_PONG);
+    CHECK(log.frames[1].version == 1 && log.frames[1].type == ES_PONG && log.frames[1].seq == 1);
+
+    /* A flood with no delimiter is dropped in bounded memory. */
+    memset(&log, 0, sizeof log);
+    memset(flood, 0x41, sizeof flood);
+    push_all(&rx, flood, sizeof flood, &log);
+    CHECK(rx.len <= sizeof rx.buf);
+    push_all(&rx, vec_pong_1, sizeof vec_pong_1, &log);
+    CHECK(log.n_status == 1 && log.status[0] == ES_E_TOO_LARGE);
+    CHECK(log.n_frames == 1 && log.frames[0].type == ES_PONG);
+}
+
+static void test_client(void) {
+    static es_client c;
+    static fake_line line;
+    static uint8_t expect[2048];
+    es_sampling s = full_sampling();
+    token_sink sink;
+    es_done done;
+    es_error err;
+    es_info info;
+
+    /* PING then INFO: seqs 1 and 2. */
+    client_on(&c, &line);
+    feed(&line, vec_pong_1, sizeof vec_pong_1);
+    feed(&line, vec_info_reply_2, sizeof vec_info_reply_2);
+    CHECK(es_client_ping(&c, &err) == ES_OK);
+    CHECK(es_client_info(&c, &info, &err) == ES_OK && info.ctx == 8192);
+    memcpy(expect, vec_ping_1, sizeof vec_ping_1);
+    memcpy(expect + sizeof vec_ping_1, vec_info_2, sizeof vec_info_2);
+    CHECK(line.out_len == sizeof vec_ping_1 + sizeof vec_info_2 && memcmp(line.out, expect, line.out_len) == 0);
+
+    /* GENERATE through noise and a stale frame of another request. */
+    client_on(&c, &line);
+    feed(&line, vec_noise, sizeof vec_noise);
+    feed(&line, vec_token_stale_9, sizeof vec_token_stale_9);
+    feed(&line, vec_stream_1, sizeof vec_stream_1);
+    memset(&sink, 0, sizeof sink);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, on_token, &sink, &done, &err) == ES_OK);
+    CHECK_BYTES(line.out, line.out_len, vec_generate_1);
+    CHECK(strcmp(sink.text, "Hello, world") == 0 && sink.calls == 3);
+    CHECK(done.generated_tokens == 3 && strcmp(done.stop_reason, "stop") == 0);
+    CHECK(c.dropped == 1);
+
+    /* Cancel from the token callback: GENERATE then CANCEL go out, DONE ends it. */
+    client_on(&c, &line);
+    feed(&line, vec_token_a_1, sizeof vec_token_a_1);
+    feed(&line, vec_done_cancelled_1, sizeof vec_done_cancelled_1);
+    memset(&sink, 0, sizeof sink);
+    sink.cancel_after = 1;
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, on_token, &sink, &done, &err) == ES_OK);
+    memcpy(expect, vec_generate_1, sizeof vec_generate_1);
+    memcpy(expect + sizeof vec_generate_1, vec_cancel_2_target_1, sizeof vec_cancel_2_target_1);
+    CHECK(line.out_len == sizeof vec_generate_1 + sizeof vec_cancel_2_target_1 && memcmp(line.out, expect, line.out_len) == 0);
+    CHECK(strcmp(sink.text, "a") == 0 && done.generated_tokens == 1 && strcmp(done.stop_reason, "cancelled") == 0);
+
+    /* The server says busy. */
+    client_on(&c, &line);
+    feed(&line, vec_error_busy_1, sizeof vec_error_busy_1);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, NULL, NULL, &done, &err) == ES_E_REMOTE);
+    CHECK(err.code == ES_CODE_BUSY && err.seq == 1);
+
+    /* Silence: a timeout after timeout_ms clock ticks. */
+    client_on(&c, &line);
+    CHECK(es_client_ping(&c, &err) == ES_E_TIMEOUT);
+    CHECK(line.now >= 100 && line.now <= 110);
+
+    /* A reply in another protocol version. */
+    client_on(&c, &line);
+    feed(&line, vec_pong_v2_1, sizeof vec_pong_v2_1);
+    CHECK(es_client_ping(&c, &err) == ES_E_VERSION);
+
+    /* seq wraps from 65535 to 1, never 0. */
+    client_on(&c, &line);
+    c.seq = 0xFFFF;
+    feed(&line, vec_pong_1, sizeof vec_pong_1);
+    CHECK(es_client_ping(&c, &err) == ES_OK && c.seq == 1);
+}
+
+int main(void) {
+    test_crc();
+    test_cobs();
+    test_builders();
+    test_receiver();
+    test_client();
+    if (failures != 0) {
+        printf("%d of %d checks failed\n", failures, checks);
+        return 1;
+    }
+    printf("all checks passed (%d checks)\n", checks);
+    return 0;
+}
