@@ -1,0 +1,405 @@
+/*
+ * x86-64 AVX2 kernels (compiled with -mavx2 -mfma -mf16c; offered only when
+ * the CPU has all three). Same bits as the scalar twins: float reductions keep
+ * the canonical 16-lane order (two 8-lane accumulators = lanes 0-7 and 8-15),
+ * no FMA (-ffp-contract=off), es_expf evaluated step for step.
+ *
+ * int8 dot: _mm256_maddubs_epi16 needs u8 x s8, so x is split into |x| (u8)
+ * and its sign moved onto w (_mm256_sign_epi8), as llama.cpp does. With
+ * |x|, |w| <= 127 a pair sum is at most 32258: no int16 saturation.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "../../es_math.h"
+#include "../../kernels.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static inline __m256i lane_mask8(int32_t n) { /* first n (may be <=0 or >8) lanes */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline __m256 load8_tail(const float *p, int32_t n) {
+    return _mm256_maskload_ps(p, lane_mask8(n));
+}
+
+/* Canonical fold of lanes 0-7 (a) and 8-15 (b). */
+static inline float fold16(__m256 a, __m256 b) {
+    __m256 s8 = _mm256_add_ps(a, b);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+static inline int32_t hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Four 8-lane int32 vectors -> their four sums. */
+static inline __m128i hsum4_i32x8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);
+    __m256i abcd = _mm256_hadd_epi32(ab, cd);
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* es_expf on 8 lanes, step for step. */
+static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(ES_EXP_LO);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(ES_EXP_HI)), lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(ES_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(ES_LN2_HI)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(ES_LN2_LO)));
+    __m256 z = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_set1_ps(ES_EXP_P0);
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(ES_EXP_P1));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(ES_EXP_P2));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(ES_EXP_P3));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(ES_EXP_P4));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(ES_EXP_P5));
+    y = _mm256_add_ps(_mm256_mul_ps(y, z), r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
+}
+
+/* ---- activation quantization ------------------------------------------ */
+
+static void quantize_row_avx2(const float *x, int32_t n, int8_t *q, float *scale) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 vmax = _mm256_setzero_ps();
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
+    float amax = hmax8(vmax);
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax) amax = a;
+    }
+    if (amax == 0.0f) {
+        *scale = 0.0f;
+        memset(q, 0, (size_t)n);
+        return;
+    }
+    *scale = amax / 127.0f;
+    const float inv = 127.0f / amax;
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i v[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), vinv);
+            f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+            v[j] = _mm256_cvtps_epi32(f);
+        }
+        __m256i ab = _mm256_packs_epi32(v[0], v[1]), cd = _mm256_packs_epi32(v[2], v[3]);
+        __m256i abcd = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm);
+        _mm256_storeu_si256((__m256i *)(q + i), abcd);
+    }
+    for (; i < n; i++) {
+        float v = x[i] * inv;
+        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+        q[i] = (int8_t)(int32_t)es_rint_small(v);
+    }
+}
+
+/* ---- int8 products ----------------------------------------------------- */
+
+static inline __m256i dot32(__m256i x, __m256i ax, __m256i w) {
+    const __m256i p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+static int32_t dot_i8(const int8_t *x, const int8_t *w, int32_t n) {
+    __m256i acc = _mm256_setzero_si256();
+    int32_t k = 0;
+    for (; k + 32 <= n; k += 32) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + k));
+        acc = _mm256_add_epi32(acc, dot32(xv, _mm256_sign_epi8(xv, xv),
+                                          _mm256_loadu_si256((const __m256i *)(w + k))));
+    }
+    int32_t s = hsum_i32x8(acc);
+    for (; k < n; k++) s += (int32_t)x[k] * (int32_t)w[k];
+    return s;
+}
+
+/* Four rows, one group spanning all columns; acc[i] = exact dot of row i. */
+static void dot4_i8(const int8_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2,
+                    const int8_t *w3, int32_t n, int32_t acc[4]) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    int32_t k = 0;
+    for (; k + 32 <= n; k += 32) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + k));
+        const __m256i ax = _mm256_sign_epi8(xv, xv);
+        a0 = _mm256_add_epi32(a0, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w0 + k))));
+        a1 = _mm256_add_epi32(a1, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w1 + k))));
+        a2 = _mm256_add_epi32(a2, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w2 + k))));
+        a3 = _mm256_add_epi32(a3, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w3 + k))));
+    }
+    _mm_storeu_si128((__m128i *)acc, hsum4_i32x8(a0, a1, a2, a3));
+    for (; k < n; k++) {
+        const int32_t xk = x[k];
+        acc[0] += xk * w0[k];
+        acc[1] += xk * w1[k];
+        acc[2] += xk * w2[k];
+        acc[3] += xk * w3[k];
+    }
+}
+
+/* Rows [r0, r1) of one token: y[r] = product of x with row r. */
+static void rows_avx2(const int8_t *x, float xs, const es_qmat *w, int32_t r0, int32_t r1, float *y) {
+    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
+    int32_t r = r0;
+    if (ng == 1) {
+        for (; r + 4 <= r1; r += 4) {
+            int32_t acc[4];
+            const int8_t *wr = w->q + (size_t)r * cols;
+            dot4_i8(x, wr, wr + cols, wr + 2 * (size_t)cols, wr + 3 * (size_t)cols, cols, acc);
+            for (int i = 0; i < 4; i++) {
+                float sumf = 0.0f;
+                sumf += (float)acc[i] * w->scale[r + i];
+                y[r + i] = sumf * xs;
+            }
+        }
+    }
+    for (; r < r1; r++) {
+        const int8_t *wr = w->q + (size_t)r * cols;
+        const float *ws = w->scale + (size_t)r * ng;
+        float sumf = 0.0f;
+        for (int32_t g = 0; g < ng; g++)
+            sumf += (float)dot_i8(x + (size_t)g * glen, wr + (size_t)g * glen, glen) * ws[g];
+        y[r] = sumf * xs;
+    }
+}
+
+static void matvec_q8_avx2(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
+                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    for (int32_t t = 0; t < n_tokens; t++)
+        rows_avx2(xq + (size_t)t * w->cols, xs[t], w, r0, r1, y + (size_t)t * ldy);
+}
+
+/* Rows outer in blocks of 16 (at most 16*cols bytes, kept in L1/L2), tokens
+   inner: each weight row comes from memory once per call. */
+static void matmul_q8_avx2(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
+                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    enum { ROWS = 16 };
+    for (int32_t rb = r0; rb < r1; rb += ROWS) {
+        const int32_t re = rb + ROWS < r1 ? rb + ROWS : r1;
+        for (int32_t t = 0; t < n_tokens; t++)
+            rows_avx2(xq + (size_t)t * w->cols, xs[t], w, rb, re, y + (size_t)t * ldy);
+    }
+}
+
+/* ---- float kernels ------------------------------------------------------ */
+
+static float sumsq(const float *x, int32_t n) {
+    __m256 a = _mm256_setzero_ps(), b = a;
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 va = _mm256_loadu_ps(x + i), vb = _mm256_loadu_ps(x + i + 8);
+        a = _mm256_add_ps(a, _mm256_mul_ps(va, va));
+        b = _mm256_add_ps(b, _mm256_mul_ps(vb, vb));
+    }
+    if (i < n) {
+        const __m256 va = load8_tail(x + i, n - i), vb = load8_tail(x + i + 8, n - i - 8);
+        a = _mm256_add_ps(a, _mm256_mul_ps(va, va));
+        b = _mm256_add_ps(b, _mm256_mul_ps(vb, vb));
+    }
+    return fold16(a, b);
+}
+
+static void rmsnorm_avx2(const float *x, const float *w, int32_t n, float eps, float *out) {
+    const float inv = 1.0f / sqrtf(sumsq(x, n) / (float)n + eps);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv),
+                                                _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+static void rope_avx2(float *x, const float *cos, const float *sin, int32_t half) {
+    int32_t i = 0;
+    for (; i + 8 <= half; i += 8) {
+        const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + half + i);
+        const __m256 c = _mm256_loadu_ps(cos + i), s = _mm256_loadu_ps(sin + i);
+        _mm256_storeu_ps(x + i, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
+        _mm256_storeu_ps(x + half + i, _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s)));
+    }
+    for (; i < half; i++) {
+        const float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i] + a * sin[i];
+    }
+}
+
+static void softmax_avx2(float *x, int32_t n) {
+    __m256 vm = _mm256_set1_ps(x[0]);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    float mx = hmax8(vm);
+    for (; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 a = _mm256_setzero_ps(), b = a;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m256 ea = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+        const __m256 eb = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmx));
+        _mm256_storeu_ps(x + i, ea);
+        _mm256_storeu_ps(x + i + 8, eb);
+        a = _mm256_add_ps(a, ea);
+        b = _mm256_add_ps(b, eb);
+    }
+    if (i < n) {
+        const __m256i ma = lane_mask8(n - i), mb = lane_mask8(n - i - 8);
+        const __m256 ea = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, ma), vmx)),
+                                        _mm256_castsi256_ps(ma));
+        const __m256 eb = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i + 8, mb), vmx)),
+                                        _mm256_castsi256_ps(mb));
+        _mm256_maskstore_ps(x + i, ma, ea);
+        _mm256_maskstore_ps(x + i + 8, mb, eb);
+        a = _mm256_add_ps(a, ea);
+        b = _mm256_add_ps(b, eb);
+    }
+    const __m256 vinv = _mm256_set1_ps(1.0f / fold16(a, b));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+    const float inv = _mm256_cvtss_f32(vinv);
+    for (; i < n; i++) x[i] = x[i] * inv;
+}
+
+/* 8 cache values at element i of a row, as f32 (f16 rows converted exactly). */
+static inline __m256 kv_load8(const void *row, int32_t dtype, int32_t i) {
+    if (dtype == ES_KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+static inline __m256 kv_load8_tail(const void *row, int32_t dtype, int32_t i, int32_t n) {
+    if (n <= 0) return _mm256_setzero_ps();
+    if (dtype == ES_KV_F16) {
+        uint16_t tmp[8] = {0};
+        memcpy(tmp, (const uint16_t *)row + i, (size_t)(n < 8 ? n : 8) * 2);
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp));
+    }
+    return load8_tail((const float *)row + i, n);
+}
+
+static inline float kv_scalar(const void *row, int32_t dtype, int32_t i) {
+    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+static void attention_avx2(const float *q, const void *k, const void *v, int32_t dtype,
+                           int32_t n_pos, int32_t hd, float scale, float *scores, float *out) {
+    const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
+    for (int32_t j = 0; j < n_pos; j++) {
+        const void *kr = (const char *)k + (size_t)j * hd * esz;
+        __m256 a = _mm256_setzero_ps(), b = a;
+        int32_t i = 0;
+        for (; i + 16 <= hd; i += 16) {
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_loadu_ps(q + i), kv_load8(kr, dtype, i)));
+            b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_loadu_ps(q + i + 8), kv_load8(kr, dtype, i + 8)));
+        }
+        if (i < hd) {
+            a = _mm256_add_ps(a, _mm256_mul_ps(load8_tail(q + i, hd - i), kv_load8_tail(kr, dtype, i, hd - i)));
+            b = _mm256_add_ps(b, _mm256_mul_ps(load8_tail(q + i + 8, hd - i - 8),
+                                               kv_load8_tail(kr, dtype, i + 8, hd - i - 8)));
+        }
+        scores[j] = fold16(a, b) * scale;
+    }
+    softmax_avx2(scores, n_pos);
+    int32_t i0 = 0;
+    for (; i0 + 32 <= hd; i0 += 32) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int32_t j = 0; j < n_pos; j++) {
+            const void *vr = (const char *)v + (size_t)j * hd * esz;
+            const __m256 p = _mm256_set1_ps(scores[j]);
+            o0 = _mm256_add_ps(o0, _mm256_mul_ps(p, kv_load8(vr, dtype, i0)));
+            o1 = _mm256_add_ps(o1, _mm256_mul_ps(p, kv_load8(vr, dtype, i0 + 8)));
+            o2 = _mm256_add_ps(o2, _mm256_mul_ps(p, kv_load8(vr, dtype, i0 + 16)));
+            o3 = _mm256_add_ps(o3, _mm256_mul_ps(p, kv_load8(vr, dtype, i0 + 24)));
+        }
+        _mm256_storeu_ps(out + i0, o0);
+        _mm256_storeu_ps(out + i0 + 8, o1);
+        _mm256_storeu_ps(out + i0 + 16, o2);
+        _mm256_storeu_ps(out + i0 + 24, o3);
+    }
+    for (; i0 < hd; i0++) {
+        float o = 0.0f;
+        for (int32_t j = 0; j < n_pos; j++)
+            o += scores[j] * kv_scalar((const char *)v + (size_t)j * hd * esz, dtype, i0);
+        out[i0] = o;
+    }
+}
+
+static void swiglu_avx2(const float *g, const float *u, int32_t n, float *h) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, sign))));
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) h[i] = (g[i] / (1.0f + es_expf(-g[i]))) * u[i];
+}
+
+static void add_avx2(float *x, const float *y, int32_t n) {
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) x[i] += y[i];
+}
+
+static void embed_row_avx2(const int8_t *q, const float *scale, int32_t cols, int32_t group_size,
+                           float *out) {
+    const int32_t glen = group_size > 0 ? group_size : cols;
+    for (int32_t g0 = 0; g0 < cols; g0 += glen) {
+        const __m256 s = _mm256_set1_ps(scale[g0 / glen]);
+        int32_t i = g0;
+        for (; i + 8 <= g0 + glen; i += 8) {
+            const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+        }
+        for (; i < g0 + glen; i++) out[i] = (float)q[i] * scale[g0 / glen];
+    }
+}
+
+static void f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = es_f32_to_f16_scalar(x[i]);
+}
+
+static void f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = es_f16_to_f32_scalar(x[i]);
+}
+
+void es_install_avx2(es_kernels *k) {
+    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_avx2);
+    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_avx2);
+    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_avx2);
+    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_avx2);
+    ES_SET(k, rope, ES_K_ROPE, rope_avx2);
+    ES_SET(k, attention, ES_K_ATTENTION, attention_avx2);
+    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_avx2);
+    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_avx2);
+    ES_SET(k, add, ES_K_ADD, add_avx2);
+    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_avx2);
+    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_avx2);
+    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_avx2);
+}

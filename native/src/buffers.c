@@ -1,0 +1,44 @@
+/*
+ * The scratch buffers of one decoder layer: sizes for (dims, T, ctx, threads)
+ * and inclusive lifetimes over the op sequence (es_layer_op). Mirrored in
+ * edge_sdk/backends/native_buffers.py; a test checks the two agree.
+ */
+#include "validate.h"
+
+int es_layer_buffers(const es_dims *dims, int32_t n_tokens, int32_t ctx_len,
+                     int32_t n_threads, es_buffer_info *out, int32_t n_out) {
+    if (!out) return ES_ERR_NULL;
+    int st = es_check_dims(dims);
+    if (st != ES_OK) return st;
+    if (n_tokens <= 0 || ctx_len <= 0) return ES_ERR_DIM;
+    if (n_threads < 1 || n_threads > 256) return ES_ERR_THREADS;
+    if (n_out != ES_BUF_COUNT) return ES_ERR_ARG;
+    const uint64_t t = (uint64_t)n_tokens, d = (uint64_t)dims->dim, f = (uint64_t)dims->ffn_dim;
+    const uint64_t qd = (uint64_t)dims->n_heads * dims->head_dim;
+    const uint64_t kvd = (uint64_t)dims->n_kv_heads * dims->head_dim;
+    const uint64_t att_row = ((uint64_t)ctx_len * 4 + ES_ARENA_ALIGN - 1) / ES_ARENA_ALIGN * ES_ARENA_ALIGN;
+    const es_buffer_info spec[ES_BUF_COUNT] = {
+        [ES_BUF_XN] = {t * d * 4, ES_OP_ATTN_NORM, ES_OP_ATTN_QUANT},
+        [ES_BUF_XQ] = {t * d, ES_OP_ATTN_QUANT, ES_OP_QKV},
+        [ES_BUF_XS] = {t * 4, ES_OP_ATTN_QUANT, ES_OP_QKV},
+        [ES_BUF_Q] = {t * qd * 4, ES_OP_QKV, ES_OP_ATTENTION},
+        [ES_BUF_K] = {t * kvd * 4, ES_OP_QKV, ES_OP_ROPE_STORE},
+        [ES_BUF_V] = {t * kvd * 4, ES_OP_QKV, ES_OP_ROPE_STORE},
+        [ES_BUF_ATT] = {(uint64_t)n_threads * att_row, ES_OP_ATTENTION, ES_OP_ATTENTION},
+        [ES_BUF_ATTN_OUT] = {t * qd * 4, ES_OP_ATTENTION, ES_OP_OUT_QUANT},
+        [ES_BUF_AQ] = {t * qd, ES_OP_OUT_QUANT, ES_OP_WO},
+        [ES_BUF_AS] = {t * 4, ES_OP_OUT_QUANT, ES_OP_WO},
+        [ES_BUF_O] = {t * d * 4, ES_OP_WO, ES_OP_ATTN_RESIDUAL},
+        [ES_BUF_FXN] = {t * d * 4, ES_OP_FFN_NORM, ES_OP_FFN_QUANT},
+        [ES_BUF_FXQ] = {t * d, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
+        [ES_BUF_FXS] = {t * 4, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
+        [ES_BUF_GATE] = {t * f * 4, ES_OP_GATE_UP, ES_OP_SWIGLU},
+        [ES_BUF_UP] = {t * f * 4, ES_OP_GATE_UP, ES_OP_SWIGLU},
+        [ES_BUF_H] = {t * f * 4, ES_OP_SWIGLU, ES_OP_H_QUANT},
+        [ES_BUF_HQ] = {t * f, ES_OP_H_QUANT, ES_OP_DOWN},
+        [ES_BUF_HS] = {t * 4, ES_OP_H_QUANT, ES_OP_DOWN},
+        [ES_BUF_D] = {t * d * 4, ES_OP_DOWN, ES_OP_FFN_RESIDUAL},
+    };
+    for (int32_t i = 0; i < ES_BUF_COUNT; i++) out[i] = spec[i];
+    return ES_OK;
+}

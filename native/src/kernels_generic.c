@@ -1,0 +1,161 @@
+/*
+ * Portable scalar twins of every kernel. These define the arithmetic; every
+ * SIMD kernel must produce the same bits (see the header comment of
+ * edge_sdk.h for the canonical reduction order and es_math.h for es_expf).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "es_math.h"
+#include "kernels.h"
+
+/* ---- activation quantization ------------------------------------------ */
+
+void quantize_row_generic(const float *x, int32_t n, int8_t *q, float *scale) {
+    float amax = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax) amax = a;
+    }
+    if (amax == 0.0f) {
+        *scale = 0.0f;
+        memset(q, 0, (size_t)n);
+        return;
+    }
+    *scale = amax / 127.0f;
+    const float inv = 127.0f / amax;
+    for (int32_t i = 0; i < n; i++) {
+        float v = x[i] * inv;
+        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+        q[i] = (int8_t)(int32_t)es_rint_small(v);
+    }
+}
+
+/* ---- int8 products ----------------------------------------------------- */
+
+static float dot_row_generic(const int8_t *x, const int8_t *wr, const float *ws, int32_t cols,
+                             int32_t glen, int32_t ng) {
+    float sumf = 0.0f;
+    for (int32_t g = 0; g < ng; g++) {
+        int32_t acc = 0;
+        const int8_t *xg = x + (size_t)g * glen, *wg = wr + (size_t)g * glen;
+        for (int32_t k = 0; k < glen; k++) acc += (int32_t)xg[k] * (int32_t)wg[k];
+        sumf += (float)acc * ws[g];
+    }
+    (void)cols;
+    return sumf;
+}
+
+void matvec_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
+                       int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
+    for (int32_t t = 0; t < n_tokens; t++) {
+        const int8_t *x = xq + (size_t)t * cols;
+        for (int32_t r = r0; r < r1; r++) {
+            float s = dot_row_generic(x, w->q + (size_t)r * cols, w->scale + (size_t)r * ng,
+                                      cols, glen, ng);
+            y[(size_t)t * ldy + r] = s * xs[t];
+        }
+    }
+}
+
+/* Prefill: rows outer in blocks that stay in cache, tokens inner, so each
+   weight row is read from memory once per call. */
+void matmul_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
+                       int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    enum { ROWS = 16 };
+    for (int32_t rb = r0; rb < r1; rb += ROWS) {
+        int32_t re = rb + ROWS < r1 ? rb + ROWS : r1;
+        matvec_q8_generic(xq, xs, n_tokens, w, rb, re, y, ldy);
+    }
+}
+
+/* ---- float kernels ------------------------------------------------------ */
+
+void rmsnorm_generic(const float *x, const float *w, int32_t n, float eps, float *out) {
+    float lane[16] = {0};
+    for (int32_t i = 0; i < n; i++) lane[i & 15] += x[i] * x[i];
+    const float ss = es_fold16(lane);
+    const float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int32_t i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+void rope_generic(float *x, const float *cos, const float *sin, int32_t half) {
+    for (int32_t i = 0; i < half; i++) {
+        const float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i] + a * sin[i];
+    }
+}
+
+void softmax_generic(float *x, int32_t n) {
+    float mx = x[0];
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    float lane[16] = {0};
+    for (int32_t i = 0; i < n; i++) {
+        x[i] = es_expf(x[i] - mx);
+        lane[i & 15] += x[i];
+    }
+    const float inv = 1.0f / es_fold16(lane);
+    for (int32_t i = 0; i < n; i++) x[i] = x[i] * inv;
+}
+
+static inline float kv_at(const void *base, int32_t dtype, size_t i) {
+    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)base)[i])
+                              : ((const float *)base)[i];
+}
+
+void attention_generic(const float *q, const void *k, const void *v, int32_t dtype,
+                       int32_t n_pos, int32_t head_dim, float scale, float *scores, float *out) {
+    for (int32_t j = 0; j < n_pos; j++) {
+        float lane[16] = {0};
+        for (int32_t i = 0; i < head_dim; i++)
+            lane[i & 15] += q[i] * kv_at(k, dtype, (size_t)j * head_dim + i);
+        scores[j] = es_fold16(lane) * scale;
+    }
+    softmax_generic(scores, n_pos);
+    for (int32_t i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int32_t j = 0; j < n_pos; j++) {
+        const float p = scores[j];
+        for (int32_t i = 0; i < head_dim; i++)
+            out[i] += p * kv_at(v, dtype, (size_t)j * head_dim + i);
+    }
+}
+
+void swiglu_generic(const float *g, const float *u, int32_t n, float *h) {
+    for (int32_t i = 0; i < n; i++) h[i] = (g[i] / (1.0f + es_expf(-g[i]))) * u[i];
+}
+
+void add_generic(float *x, const float *y, int32_t n) {
+    for (int32_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+void embed_row_generic(const int8_t *q, const float *scale, int32_t cols, int32_t group_size,
+                       float *out) {
+    const int32_t glen = group_size > 0 ? group_size : cols;
+    for (int32_t i = 0; i < cols; i++) out[i] = (float)q[i] * scale[i / glen];
+}
+
+void f32_to_f16_generic(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = es_f32_to_f16_scalar(x[i]);
+}
+
+void f16_to_f32_generic(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = es_f16_to_f32_scalar(x[i]);
+}
+
+void es_install_generic(es_kernels *k) {
+    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_generic);
+    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_generic);
+    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_generic);
+    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_generic);
+    ES_SET(k, rope, ES_K_ROPE, rope_generic);
+    ES_SET(k, attention, ES_K_ATTENTION, attention_generic);
+    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_generic);
+    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_generic);
+    ES_SET(k, add, ES_K_ADD, add_generic);
+    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_generic);
+    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_generic);
+    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_generic);
+}

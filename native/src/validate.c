@@ -1,0 +1,69 @@
+/* Argument validation shared by the graph entry points (see validate.h). */
+#include <stddef.h>
+
+#include "validate.h"
+
+int es_check_qmat(const es_qmat *m, int32_t rows, int32_t cols) {
+    if (!m || !m->q || !m->scale) return ES_ERR_NULL;
+    if (m->rows <= 0 || m->cols <= 0) return ES_ERR_DIM;
+    if ((rows > 0 && m->rows != rows) || (cols > 0 && m->cols != cols)) return ES_ERR_DIM;
+    if (m->group_size < 0 || (m->group_size > 0 && m->cols % m->group_size != 0)) return ES_ERR_GROUP;
+    return ES_OK;
+}
+
+int es_check_dims(const es_dims *d) {
+    if (!d) return ES_ERR_NULL;
+    if (d->dim <= 0 || d->n_heads <= 0 || d->n_kv_heads <= 0 || d->head_dim <= 0 ||
+        d->ffn_dim <= 0 || d->vocab_size <= 0 || d->n_layers <= 0)
+        return ES_ERR_DIM;
+    if (d->n_heads % d->n_kv_heads != 0 || d->head_dim % 2 != 0) return ES_ERR_DIM;
+    if ((int64_t)d->n_heads * d->head_dim > INT32_MAX) return ES_ERR_DIM;
+    if (!(d->rms_eps >= 0.0f)) return ES_ERR_ARG;
+    return ES_OK;
+}
+
+int es_check_layer(const es_dims *d, const es_layer_weights *lw) {
+    if (!lw) return ES_ERR_NULL;
+    if (!lw->attn_norm || !lw->ffn_norm) return ES_ERR_NULL;
+    const int32_t qd = d->n_heads * d->head_dim, kvd = d->n_kv_heads * d->head_dim;
+    const struct { const es_qmat *m; int32_t rows, cols; } want[] = {
+        {&lw->wq, qd, d->dim},          {&lw->wk, kvd, d->dim},         {&lw->wv, kvd, d->dim},
+        {&lw->wo, d->dim, qd},          {&lw->w_gate, d->ffn_dim, d->dim},
+        {&lw->w_up, d->ffn_dim, d->dim}, {&lw->w_down, d->dim, d->ffn_dim},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int st = es_check_qmat(want[i].m, want[i].rows, want[i].cols);
+        if (st != ES_OK) return st;
+    }
+    return ES_OK;
+}
+
+int es_check_kv(const es_dims *d, const es_kv_cache *kv, int32_t layer0, int32_t n) {
+    if (!kv || !kv->k || !kv->v) return ES_ERR_NULL;
+    if (kv->dtype != ES_KV_F32 && kv->dtype != ES_KV_F16) return ES_ERR_DTYPE;
+    if (kv->ctx <= 0 || kv->n_layers <= 0) return ES_ERR_DIM;
+    if (kv->n_kv_heads != d->n_kv_heads || kv->head_dim != d->head_dim) return ES_ERR_DIM;
+    if (layer0 < 0 || n < 0 || (int64_t)layer0 + n > kv->n_layers || (int64_t)layer0 + n > d->n_layers)
+        return ES_ERR_LAYER;
+    return ES_OK;
+}
+
+int es_place_buffers(const es_dims *d, int32_t n_tokens, int32_t ctx_len, int32_t n_threads,
+                     void *arena, uint64_t arena_bytes, const uint64_t *offsets,
+                     int32_t n_offsets, const int32_t *ids, int32_t n_ids,
+                     void *ptrs[ES_BUF_COUNT]) {
+    if (!arena || !offsets) return ES_ERR_NULL;
+    if (n_offsets != ES_BUF_COUNT) return ES_ERR_ARG;
+    es_buffer_info info[ES_BUF_COUNT];
+    int st = es_layer_buffers(d, n_tokens, ctx_len, n_threads, info, ES_BUF_COUNT);
+    if (st != ES_OK) return st;
+    for (int32_t i = 0; i < n_ids; i++) {
+        const int32_t id = ids[i];
+        const uint64_t off = offsets[id], size = info[id].size_bytes;
+        if (off > arena_bytes || size > arena_bytes - off) return ES_ERR_ARENA;
+        char *p = (char *)arena + off;
+        if (((uintptr_t)p & (ES_ARENA_ALIGN - 1)) != 0) return ES_ERR_ALIGN;
+        ptrs[id] = p;
+    }
+    return ES_OK;
+}
