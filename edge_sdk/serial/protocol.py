@@ -269,6 +269,9 @@ class RequestAssembler:
 
     Fragments of one message must arrive back to back; any other frame in
     between abandons the partial message with a BAD_PAYLOAD fault for its seq.
+    Frames of response types (0x80 and up) are dropped without a reply and
+    counted in `ignored`: answering them would let two servers, or a line that
+    echoes, bounce ERROR frames back and forth forever.
 
         >>> a = RequestAssembler()
         >>> frames = FrameReader().feed(split_message(CHAT, 9, b"y" * 1100))
@@ -281,9 +284,13 @@ class RequestAssembler:
         self._partial: tuple[int, int] | None = None  # (base type, seq)
         self._parts: list[bytes] = []
         self._size = 0
+        self.ignored = 0
 
     def push(self, frame: Frame) -> list[Message | MessageFault]:
         out: list[Message | MessageFault] = []
+        if frame.type & 0x80:
+            self.ignored += 1
+            return out
         more = bool(frame.type & FLAG_MORE) and (frame.type & ~FLAG_MORE) in FRAGMENTABLE_TYPES
         base = frame.type & ~FLAG_MORE if more else frame.type
         if self._partial is not None and self._partial != (base, frame.seq):

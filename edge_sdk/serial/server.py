@@ -93,7 +93,8 @@ class SerialServer:
         >>> with SerialServer(model, "/dev/ttyAMA0", 115200) as srv:  # doctest: +SKIP
         ...     srv.serve_forever()   # until Ctrl-C or srv.stop() from another thread
 
-    `stats` counts what happened: frames_in, frames_out, faults, bytes_in,
+    `stats` counts what happened: frames_in, frames_out, ignored (response
+    frames received: an echo or another server), faults, bytes_in,
     discarded_bytes, read_errors, write_errors, requests, cancelled, aborted.
     """
 
@@ -132,6 +133,7 @@ class SerialServer:
             (
                 "frames_in",
                 "frames_out",
+                "ignored",
                 "faults",
                 "bytes_in",
                 "discarded_bytes",
@@ -230,6 +232,7 @@ class SerialServer:
                 for event in assembler.push(item):
                     self._events.put(event)
             self.stats["discarded_bytes"] += reader.discarded_bytes - before
+            self.stats["ignored"] = assembler.ignored
 
     # -------------------------------------------------------------- serving
 

@@ -1,0 +1,515 @@
+"""SerialServer and SerialClient over real pseudo-terminals.
+
+Each test opens a pty pair: the server holds the master (opened through
+/dev/ptmx with pyserial), the client opens the slave by its path, exactly as
+it would open /dev/ttyUSB0. The model is a fake that yields the words of a
+fixed text, optionally one per `gate.release()`, which makes cancellation and
+busy replies deterministic to the token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import serial
+
+from edge_sdk.errors import ContextOverflowError, ProtocolError
+from edge_sdk.serial import RemoteError, SerialClient, SerialServer, cobs, messages
+from edge_sdk.serial.protocol import (
+    CANCEL,
+    DONE,
+    ERROR,
+    GENERATE,
+    PING,
+    PONG,
+    TOKEN,
+    ErrorCode,
+    Frame,
+    FrameFault,
+    FrameReader,
+    encode_frame,
+)
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/ptmx"), reason="needs POSIX pseudo-terminals (/dev/ptmx)")
+
+WORDS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
+TEXT = "".join(WORDS)
+STATS = {"prefill_tok_s": 250.0, "decode_tok_s": 12.5}
+
+
+# ------------------------------------------------------------- the model
+
+
+class FakeModel:
+    """Yields `words` one per step; a prompt containing "overflow" or "crash" fails."""
+
+    def __init__(self, words: list[str] = WORDS, gated: bool = False, delay_s: float = 0.0) -> None:
+        self.words = words
+        self.gate = threading.Semaphore(0) if gated else None
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+        self.closed_early = 0
+        self.last_stats: dict[str, Any] = {}
+
+    def info(self) -> dict[str, Any]:
+        return {"name": "fake-words", "ctx": 2048, "backend": "fake", "vocab_size": 10}
+
+    def stream(self, prompt: str, **sampling: Any) -> Iterator[str]:
+        self.calls.append(("stream", prompt, sampling))
+        if "overflow" in prompt:
+            raise ContextOverflowError("prompt of 5000 tokens does not fit the 2048-token context")
+        return self._words(len(prompt.split()), sampling, crash="crash" in prompt)
+
+    def chat_stream(self, messages_: list[dict[str, str]], **sampling: Any) -> Iterator[str]:
+        self.calls.append(("chat", messages_, sampling))
+        return self._words(sum(len(m["content"].split()) for m in messages_), sampling, crash=False)
+
+    def _words(self, n_prompt: int, sampling: dict[str, Any], crash: bool) -> Iterator[str]:
+        limit = sampling.get("max_tokens", len(self.words))
+        n = 0
+        reason = "closed"
+        try:
+            for w in self.words[:limit]:
+                if self.gate is not None and not self.gate.acquire(timeout=10):
+                    raise RuntimeError("test gate never opened")
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+                if crash and n == 2:
+                    raise RuntimeError("kernel exploded")
+                n += 1
+                yield w
+            reason = "length" if limit < len(self.words) else "eos"
+        finally:
+            if reason == "closed":
+                self.closed_early += 1
+            self.last_stats = {"prompt_tokens": n_prompt, "generated_tokens": n, **STATS, "stop_reason": reason}
+
+
+# ------------------------------------------------------------ the line
+
+
+def open_pty() -> tuple[serial.Serial, str]:
+    """A pty master as a pyserial port, and the path of its slave."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptsname.restype = ctypes.c_char_p
+    master = serial.Serial("/dev/ptmx", timeout=0.05)
+    if libc.grantpt(master.fileno()) != 0 or libc.unlockpt(master.fileno()) != 0:
+        master.close()
+        pytest.skip("cannot unlock a pseudo-terminal here")
+    return master, libc.ptsname(master.fileno()).decode()
+
+
+class RawLine:
+    """The client end as bytes: send frames, read frames, nothing else."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.port = serial.Serial(path, timeout=0.05)
+        self.reader = FrameReader()
+        self.pending: list[Frame | FrameFault] = []
+        self.raw = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.port.write(data)
+
+    def frames(self, n: int, timeout: float = 5.0) -> list[Frame | FrameFault]:
+        deadline = time.monotonic() + timeout
+        while len(self.pending) < n and time.monotonic() < deadline:
+            data = self.port.read(max(1, self.port.in_waiting))
+            self.raw += data
+            self.pending += self.reader.feed(data)
+        got, self.pending = self.pending[:n], self.pending[n:]
+        assert len(got) == n, f"expected {n} frames, got {got}"
+        return got
+
+    def quiet(self, wait_s: float = 0.2) -> bool:
+        """True when nothing arrives for `wait_s`."""
+        time.sleep(wait_s)
+        return not self.pending and self.port.in_waiting == 0
+
+    def close(self) -> None:
+        self.port.close()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def pty():
+    master, path = open_pty()
+    yield master, path
+    master.close()
+
+
+@pytest.fixture
+def serve(pty):
+    """serve(model, **kw) -> (server, slave path); stopped at the end of the test."""
+    master, path = pty
+    servers: list[SerialServer] = []
+
+    def start(model: FakeModel, **kw: Any) -> tuple[SerialServer, str]:
+        srv = SerialServer(model, master, **kw).start()
+        servers.append(srv)
+        return srv, path
+
+    yield start
+    for srv in servers:
+        if srv.model.gate is not None:
+            srv.model.gate.release(1000)
+        srv.stop()
+
+
+def token(seq: int, text: str) -> Frame:
+    return Frame(TOKEN, seq, text.encode())
+
+
+def error(seq: int, code: ErrorCode, message: str) -> Frame:
+    return Frame(ERROR, seq, messages.encode_error(code, message))
+
+
+def done(seq: int, **stats: Any) -> Frame:
+    return Frame(DONE, seq, messages.encode_done(stats))
+
+
+def ping(seq: int, payload: bytes = b"") -> bytes:
+    return encode_frame(Frame(PING, seq, payload))
+
+
+# ------------------------------------------------------- normal service
+
+
+def test_info_ping_generate_and_chat(serve) -> None:
+    model = FakeModel()
+    srv, path = serve(model)
+    with SerialClient(path, timeout=5) as client:
+        assert client.info() == {"name": "fake-words", "ctx": 2048, "backend": "fake", "protocol_version": 1, "max_payload": 1024}
+        assert 0 < client.ping(b"hello") < 5
+        sampling = dict(max_tokens=4, temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, seed=42, stop=["\n"])
+        assert client.generate("go right now", **sampling) == "The quick brown fox"
+        assert model.calls[-1] == ("stream", "go right now", sampling)
+        assert client.last_stats == {"prompt_tokens": 3, "generated_tokens": 4, **STATS, "stop_reason": "length"}
+        chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Wave."}]
+        assert client.chat(chat, max_tokens=2) == "The quick"
+        assert model.calls[-1] == ("chat", chat, {"max_tokens": 2})
+        assert client.last_stats["prompt_tokens"] == 3
+    assert srv.stats["requests"] == 2 and srv.stats["faults"] == 0
+
+
+def test_stream_wire_bytes_are_exact(serve) -> None:
+    srv, path = serve(FakeModel())
+    line = RawLine(path)
+    line.send(encode_frame(Frame(GENERATE, 7, messages.encode_generate("hi", max_tokens=3))))
+    got = line.frames(4)
+    stats = {"prompt_tokens": 1, "generated_tokens": 3, **STATS, "stop_reason": "length"}
+    expected = [token(7, "The"), token(7, " quick"), token(7, " brown"), done(7, **stats)]
+    assert got == expected
+    assert bytes(line.raw) == b"".join(encode_frame(f) for f in expected)
+    line.close()
+
+
+def test_long_prompt_and_long_pieces(serve) -> None:
+    """A 3 KB prompt travels as three fragments; a 1500-byte piece as two TOKENs."""
+    model = FakeModel(words=["Grüß", " 🤖", "€" * 500])
+    srv, path = serve(model)
+    prompt = "word " * 600
+    with SerialClient(path, timeout=5) as client:
+        assert list(client.stream(prompt)) == ["Grüß", " 🤖", "€" * 341, "€" * 159]
+    assert model.calls[-1] == ("stream", prompt, {})
+    assert srv.stats["frames_in"] == 3
+
+
+def test_cancel_stops_within_one_token(serve) -> None:
+    model = FakeModel(gated=True)
+    srv, path = serve(model)
+    with SerialClient(path, timeout=5) as client:
+        it = client.stream("hi there")
+        model.gate.release(3)
+        assert [next(it), next(it), next(it)] == ["The", " quick", " brown"]
+        assert client.cancel() is True
+        # The server is inside the model's next token; let the CANCEL reach its queue first.
+        wait_for(lambda: srv.stats["frames_in"] == 2)
+        model.gate.release(1)
+        assert list(it) == [" fox"]
+        assert client.last_stats == {"prompt_tokens": 2, "generated_tokens": 4, **STATS, "stop_reason": "cancelled"}
+        assert model.closed_early == 1 and srv.stats["cancelled"] == 1
+        assert client.cancel() is False
+        # The model is usable afterwards.
+        model.gate.release(len(WORDS))
+        assert client.generate("again") == TEXT
+        assert client.last_stats["stop_reason"] == "eos"
+
+
+def test_breaking_out_of_a_stream_cancels_it(serve) -> None:
+    model = FakeModel(gated=True)
+    srv, path = serve(model)
+
+    def open_gate_once_cancel_arrived() -> None:
+        wait_for(lambda: srv.stats["frames_in"] == 2)
+        model.gate.release(len(WORDS))
+
+    helper = threading.Thread(target=open_gate_once_cancel_arrived)
+    with SerialClient(path, timeout=5) as client:
+        model.gate.release(1)
+        helper.start()
+        for piece in client.stream("hi"):
+            assert piece == "The"
+            break  # closing the stream sends CANCEL and reads up to its DONE
+        helper.join()
+        assert client.last_stats == {"prompt_tokens": 1, "generated_tokens": 2, **STATS, "stop_reason": "cancelled"}
+        assert client.generate("next", max_tokens=2) == "The quick"
+    assert model.closed_early == 1
+
+
+def test_busy_ping_and_stray_cancel_while_streaming(serve) -> None:
+    model = FakeModel(gated=True)
+    srv, path = serve(model)
+    line = RawLine(path)
+    line.send(encode_frame(Frame(GENERATE, 1, messages.encode_generate("one"))))
+    line.send(encode_frame(Frame(GENERATE, 2, messages.encode_generate("two"))))
+    line.send(ping(3, b"hb"))
+    line.send(encode_frame(Frame(CANCEL, 4, messages.encode_cancel(9))))
+    wait_for(lambda: srv.stats["frames_in"] == 4)
+    model.gate.release(1)
+    assert line.frames(4) == [
+        token(1, "The"),
+        error(2, ErrorCode.BUSY, "busy: request 1 is streaming"),
+        Frame(PONG, 3, b"hb"),
+        error(4, ErrorCode.NOT_RUNNING, "request 9 is not streaming"),
+    ]
+    model.gate.release(len(WORDS))
+    rest = line.frames(len(WORDS))
+    assert rest[:-1] == [token(1, w) for w in WORDS[1:]]
+    assert rest[-1] == done(1, prompt_tokens=1, generated_tokens=10, **STATS, stop_reason="eos")
+    assert [c[1] for c in model.calls] == ["one"]
+    line.close()
+
+
+def test_model_errors_become_error_frames(serve) -> None:
+    model = FakeModel()
+    srv, path = serve(model)
+    with SerialClient(path, timeout=5) as client:
+        with pytest.raises(RemoteError) as e:
+            client.generate("overflow please")
+        assert e.value.code == ErrorCode.MODEL_ERROR and e.value.seq == 1
+        assert str(e.value) == (
+            "server error MODEL_ERROR for request 1: ContextOverflowError: prompt of 5000 tokens does not fit the 2048-token context"
+        )
+        pieces: list[str] = []
+        with pytest.raises(RemoteError, match="server error INTERNAL for request 2: RuntimeError: kernel exploded"):
+            for p in client.stream("crash now"):
+                pieces.append(p)
+        assert pieces == ["The", " quick"]
+        assert client.generate("fine", max_tokens=1) == "The"
+
+
+# ---------------------------------------------------------- hostile line
+
+
+def _body(version: int, ftype: int, seq: int, payload: bytes) -> bytes:
+    head = struct.pack("<BBHH", version, ftype, seq, len(payload)) + payload
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def _wire(body: bytes) -> bytes:
+    return b"\x00" + cobs.encode(body) + b"\x00"
+
+
+def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
+    model = FakeModel()
+    srv, path = serve(model)
+    line = RawLine(path)
+    gen = _body(1, GENERATE, 20, messages.encode_generate("Hello there"))
+    flipped = bytearray(gen)
+    flipped[9] ^= 0x01
+    rng = random.Random(1234)
+    noise = bytes(rng.randrange(1, 256) for _ in range(500))
+    cases: list[tuple[str, bytes, Frame]] = [
+        ("no delimiter in 40 bytes of 0xff", b"\xff" * 40, error(0, ErrorCode.BAD_FRAME, "COBS: group at offset 0 needs 254 bytes, only 39 left")),
+        ("random noise", noise, error(0, ErrorCode.BAD_FRAME, "COBS: group at offset 461 needs 124 bytes, only 38 left")),
+        (
+            "flipped bit",
+            _wire(bytes(flipped)),
+            error(0, ErrorCode.BAD_CRC, f"CRC-32 is 0x{zlib.crc32(bytes(flipped[:-4])):08x}, frame says 0x{zlib.crc32(gen[:-4]):08x}"),
+        ),
+        ("truncated", _wire(gen[:-6]), error(0, ErrorCode.BAD_LENGTH, "header says 14 payload bytes, frame carries 8")),
+        ("oversized", _wire(_body(1, GENERATE, 21, b"a" * 1100)), error(0, ErrorCode.TOO_LARGE, "frame longer than 1039 encoded bytes discarded")),
+        ("unknown type", _wire(_body(1, 0x7E, 22, b"")), error(22, ErrorCode.UNKNOWN_TYPE, "frame type 0x7e is not a request")),
+        (
+            "unknown version",
+            _wire(_body(2, PING, 23, b"")),
+            error(23, ErrorCode.BAD_VERSION, "protocol version 2 is not supported; this server speaks 1"),
+        ),
+        ("reserved seq", ping(0), error(0, ErrorCode.BAD_SEQ, "seq 0 is reserved; number requests from 1")),
+        (
+            "no prompt",
+            encode_frame(Frame(GENERATE, 24, bytes.fromhex("10 04 00 01 00 00 00"))),
+            error(24, ErrorCode.BAD_PAYLOAD, "GENERATE has no prompt field (0x01)"),
+        ),
+        (
+            "unknown sampling field",
+            encode_frame(Frame(GENERATE, 25, messages.encode_generate("x") + bytes.fromhex("7f 00 00"))),
+            error(25, ErrorCode.BAD_PAYLOAD, "unknown field tag 0x7f"),
+        ),
+        ("cancel while idle", encode_frame(Frame(CANCEL, 26, messages.encode_cancel(20))), error(26, ErrorCode.NOT_RUNNING, "request 20 is not streaming")),
+        ("flood", bytes(rng.randrange(1, 256) for _ in range(100_000)), error(0, ErrorCode.TOO_LARGE, "frame longer than 1039 encoded bytes discarded")),
+    ]
+    for i, (what, bad, reply) in enumerate(cases):
+        line.send(bad + ping(100 + i))
+        assert line.frames(2, timeout=10) == [reply, Frame(PONG, 100 + i)], what
+    # A reply frame sent to the server (an echoing line) gets no answer at all.
+    line.send(encode_frame(token(27, "echo")) + ping(200))
+    assert line.frames(1) == [Frame(PONG, 200)]
+    assert line.quiet()
+    assert srv.stats["ignored"] == 1
+    assert srv.stats["faults"] == 6
+    assert srv.stats["discarded_bytes"] == len(_wire(_body(1, GENERATE, 21, b"a" * 1100))) - 2 + 100_000
+    line.close()
+    with SerialClient(path, timeout=5) as client:
+        assert client.generate("still there?") == TEXT
+    assert [c[1] for c in model.calls] == ["still there?"]
+
+
+def test_echoing_line_does_not_storm() -> None:
+    """On a loopback line the server hears its own replies; it must not answer them."""
+    port = serial.serial_for_url("loop://", timeout=0.05)
+    srv = SerialServer(FakeModel(), port).start()
+    try:
+        port.write(ping(1) + b"\x13\x37\x00")
+        wait_for(lambda: srv.stats["ignored"] == 2)
+        time.sleep(0.2)
+        assert srv.stats["frames_out"] == 2  # one PONG, one ERROR for the garbage
+        assert srv.stats["frames_in"] == 3 and srv.stats["faults"] == 1
+    finally:
+        srv.stop()
+        port.close()
+
+
+def test_client_that_stops_reading_is_dropped_and_served_again(serve) -> None:
+    model = FakeModel(words=[" word"] * 5000)
+    srv, path = serve(model, write_timeout=0.3)
+    line = RawLine(path)
+    line.send(encode_frame(Frame(GENERATE, 1, messages.encode_generate("talk"))))
+    # Nobody reads: the pty fills up and a write times out.
+    wait_for(lambda: srv.stats["aborted"] == 1, timeout=20)
+    assert srv.stats["write_errors"] == 1 and model.closed_early == 1
+    assert 0 < model.last_stats["generated_tokens"] < 5000
+    line.port.reset_input_buffer()
+    line.send(ping(2))
+    got = [f for f in line.frames(1) if isinstance(f, Frame)]
+    while not got or got[-1] != Frame(PONG, 2):
+        got += line.frames(1)  # a frame cut by the timed-out write may come first
+    assert got[-1] == Frame(PONG, 2) and all(f.seq == 1 for f in got[:-1])
+    model.words = WORDS
+    line.send(encode_frame(Frame(GENERATE, 3, messages.encode_generate("again", max_tokens=2))))
+    assert line.frames(3) == [token(3, "The"), token(3, " quick"), done(3, prompt_tokens=1, generated_tokens=2, **STATS, stop_reason="length")]
+    line.close()
+
+
+def test_client_that_closes_its_port_and_comes_back(serve) -> None:
+    model = FakeModel(words=[" word"] * 200, delay_s=0.002)
+    srv, path = serve(model, retry_s=0.05)
+    line = RawLine(path)
+    line.send(encode_frame(Frame(GENERATE, 1, messages.encode_generate("talk"))))
+    assert line.frames(2) == [token(1, " word")] * 2
+    line.close()
+    # With no slave open the server's reads fail (EIO on the master); it retries.
+    wait_for(lambda: srv.stats["read_errors"] > 0)
+    # Linux discards what the master writes while no slave is open, so the
+    # stream runs to its end unnoticed, as it would on a UART whose peer was
+    # unplugged; a kernel that blocks instead ends it through the write timeout.
+    wait_for(lambda: model.last_stats.get("generated_tokens", 0) == 200 or srv.stats["aborted"] == 1, timeout=20)
+    line = RawLine(path)
+    line.send(ping(2))
+    assert line.frames(1) == [Frame(PONG, 2)]
+    line.close()
+    with SerialClient(path, timeout=5) as client:
+        model.words = WORDS
+        assert client.generate("back") == TEXT
+
+
+def test_stop_during_a_stream_sends_done_shutdown(pty) -> None:
+    master, path = pty
+    model = FakeModel(gated=True)
+    srv = SerialServer(model, master).start()
+    line = RawLine(path)
+    line.send(encode_frame(Frame(GENERATE, 5, messages.encode_generate("hi"))))
+    model.gate.release(1)
+    assert line.frames(1) == [token(5, "The")]
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    wait_for(lambda: srv._stop.is_set())
+    model.gate.release(1)
+    stopper.join(5)
+    assert not stopper.is_alive() and not srv._thread.is_alive()
+    assert line.frames(2) == [token(5, " quick"), done(5, prompt_tokens=1, generated_tokens=2, **STATS, stop_reason="shutdown")]
+    assert master.is_open  # a port passed in stays open
+    line.close()
+
+
+def test_server_opens_and_closes_a_port_by_path(pty) -> None:
+    master, path = pty
+    srv = SerialServer(FakeModel(), path, 115200).start()
+    master.write(ping(9))
+    reader = FrameReader()
+    got: list[Frame | FrameFault] = []
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        got += reader.feed(master.read(64))
+    assert got == [Frame(PONG, 9)]
+    srv.stop()
+    assert not srv._port.is_open
+    with pytest.raises(ProtocolError, match="cannot open serial port '/nonexistent/tty' at 115200 baud"):
+        SerialServer(FakeModel(), "/nonexistent/tty")
+
+
+def test_client_timeout_message(pty) -> None:
+    master, path = pty  # nothing serves the master
+    with SerialClient(path, 115200, timeout=0.2) as client:
+        with pytest.raises(ProtocolError, match=r"no reply to PING \(seq 1\) within 0.2 s on /dev/pts/\d+; is a server running there at 115200 baud\?"):
+            client.ping()
+
+
+# ------------------------------------------------------------ throughput
+
+
+def test_streaming_keeps_up_with_a_115200_baud_link(serve) -> None:
+    """What this shows, and what it cannot.
+
+    A pty moves bytes at memory speed and ignores the baud rate, so no test
+    here can watch a real UART. What it can show is that the server's own
+    per-token work (encode, write) and the client's (read, decode) take less
+    time than the same bytes need on a 115200-baud line (10 bits a byte,
+    8N1). Then on a real link the UART sets the pace, and tokens wait for the
+    wire, not for us. The framing cost per token is pinned exactly: a 5-byte
+    piece takes 18 bytes on the wire (6 header, 4 CRC, 1 COBS, 2 delimiters),
+    so 115200 baud carries at most 640 such tokens a second.
+    """
+    n = 400
+    model = FakeModel(words=[" word"] * n)
+    srv, path = serve(model)
+    assert len(encode_frame(token(1, " word"))) == 18
+    wire = n * 18 + len(encode_frame(done(1, prompt_tokens=1, generated_tokens=n, **STATS, stop_reason="eos")))
+    link_s = wire * 10 / 115200
+    with SerialClient(path, timeout=5) as client:
+        client.generate("warm", max_tokens=5)
+        t0 = time.perf_counter()
+        text = client.generate("go")
+        elapsed = time.perf_counter() - t0
+    assert text == " word" * n
+    ratio = elapsed / link_s
+    print(f"\n{n} tokens, {wire} wire bytes: {elapsed * 1e3:.1f} ms over the pty vs {link_s * 1e3:.1f} ms at 115200 baud (ratio {ratio:.3f})")
+    assert ratio < 0.5, f"serving took {ratio:.2f}x the link time; the link should be the bottleneck"
