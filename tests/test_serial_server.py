@@ -513,3 +513,61 @@ def test_streaming_keeps_up_with_a_115200_baud_link(serve) -> None:
     ratio = elapsed / link_s
     print(f"\n{n} tokens, {wire} wire bytes: {elapsed * 1e3:.1f} ms over the pty vs {link_s * 1e3:.1f} ms at 115200 baud (ratio {ratio:.3f})")
     assert ratio < 0.5, f"serving took {ratio:.2f}x the link time; the link should be the bottleneck"
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
+    import argparse
+
+    from edge_sdk.cli import serve_serial
+
+    master, path = pty
+    model = FakeModel()
+    started: list[SerialServer] = []
+
+    class Recorded(SerialServer):
+        def serve_forever(self) -> None:
+            started.append(self)
+            super().serve_forever()
+
+    monkeypatch.setattr(serve_serial, "load_from_args", lambda a: model)
+    monkeypatch.setattr(serve_serial, "SerialServer", Recorded)
+    parser = argparse.ArgumentParser(prog="edge-sdk")
+    serve_serial.register(parser.add_subparsers())
+    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2"])
+    assert (args.port, args.baud, args.model, args.threads, args.backend, args.write_timeout) == (path, 57600, "tiny", 2, "auto", 2.0)
+    rc: list[int] = []
+    runner = threading.Thread(target=lambda: rc.append(args.func(args)))
+    runner.start()
+    wait_for(lambda: bool(started))
+    reader = FrameReader()
+    master.write(encode_frame(Frame(GENERATE, 1, messages.encode_generate("hi", max_tokens=2))))
+    got: list[Frame | FrameFault] = []
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        got += reader.feed(master.read(64))
+    assert got == [token(1, "The"), token(1, " quick"), done(1, prompt_tokens=1, generated_tokens=2, **STATS, stop_reason="length")]
+    started[0].stop()
+    runner.join(5)
+    assert rc == [0]
+    err = capsys.readouterr().err
+    assert f"[serving fake-words (backend fake, ctx 2048) on {path} at 57600 baud, protocol v1; Ctrl-C to stop]" in err
+    assert "[served 1 requests (0 cancelled, 0 abandoned); 0 bad frames, 0 read errors, 0 write errors]" in err
+
+
+def test_cli_bad_port_fails_before_loading_the_model(monkeypatch) -> None:
+    import argparse
+
+    from edge_sdk.cli import serve_serial
+
+    def no_load(a: argparse.Namespace) -> None:
+        raise AssertionError("the model must not be loaded for a port that does not open")
+
+    monkeypatch.setattr(serve_serial, "load_from_args", no_load)
+    parser = argparse.ArgumentParser(prog="edge-sdk")
+    serve_serial.register(parser.add_subparsers())
+    args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty"])
+    with pytest.raises(ProtocolError, match="cannot open serial port '/nonexistent/tty' at 115200 baud"):
+        args.func(args)

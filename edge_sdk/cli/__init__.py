@@ -21,6 +21,7 @@ COMMANDS = (
     "pull",
     "info",
     "ppl",
+    "serve_serial",
 )
 
 
