@@ -331,6 +331,18 @@ def resolve_board_dict(board_id: str) -> dict[str, Any]:
     return merged
 
 
+def board_from_dict(d: Mapping[str, Any]) -> BoardProfile:
+    """Validate a resolved profile dict (no `extends`) and build the record; for tools and tests.
+
+    Example::
+
+        d = resolve_board_dict("generic-aarch64"); d["sdk_budget_bytes"] = 256 << 20
+        board_from_dict(d).sdk_budget_bytes   # 268435456
+    """
+    validate_board_dict(d)
+    return _profile_from_dict(d)
+
+
 def load_board(board_id: str) -> BoardProfile:
     """Load, resolve and validate one profile.
 
