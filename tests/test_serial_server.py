@@ -67,6 +67,8 @@ class FakeModel:
         self.calls.append(("stream", prompt, sampling))
         if "overflow" in prompt:
             raise ContextOverflowError("prompt of 5000 tokens does not fit the 2048-token context")
+        if sampling.get("top_p", 1.0) > 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {sampling['top_p']}")
         return self._words(len(prompt.split()), sampling, crash="crash" in prompt)
 
     def chat_stream(self, messages_: list[dict[str, str]], **sampling: Any) -> Iterator[str]:
@@ -313,6 +315,8 @@ def test_model_errors_become_error_frames(serve) -> None:
             for p in client.stream("crash now"):
                 pieces.append(p)
         assert pieces == ["The", " quick"]
+        with pytest.raises(RemoteError, match=r"server error MODEL_ERROR for request 3: ValueError: top_p must be in \(0, 1\], got 2.0"):
+            client.generate("fine", top_p=2.0)
         assert client.generate("fine", max_tokens=1) == "The"
 
 

@@ -313,7 +313,8 @@ class SerialServer:
             self._close(it)
             self._flush_output()
             return
-        except EdgeSDKError as e:
+        except (EdgeSDKError, ValueError) as e:
+            # The model refused this request (too long, a value out of range).
             self._close(it)
             self._reply(ERROR, seq, messages.encode_error(ErrorCode.MODEL_ERROR, f"{type(e).__name__}: {e}"))
             return
