@@ -343,6 +343,11 @@ class Tokenizer:
         self._added = {i: t.content for i, t in added.items()}
         self._special_ids = frozenset(i for i, t in added.items() if t.special)
         self._byte_level, self._byte_fallback = _decoding_scheme(hf)
+        self._pieces: dict[int, bytes] = {}  # token id -> token_bytes, filled on use
+        # Does the model's own decoder drop the space that encoding prepends?
+        probe = hf.encode("a", add_special_tokens=False).ids
+        raw = b"".join(self._piece(i) for i in probe).decode("utf-8", errors="replace")
+        self._strips_leading_space = raw.startswith(" ") and hf.decode(probe, skip_special_tokens=False) == raw[1:]
 
     # -- constructors ------------------------------------------------------
 
@@ -571,9 +576,17 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        """Text of `ids`; control tokens are dropped when `skip_special`."""
-        ids = self._checked_ids(ids)
-        return self._hf.decode(ids, skip_special_tokens=skip_special)
+        """Text of `ids`; control tokens are dropped when `skip_special`.
+
+        The UTF-8 decoding of the tokens' bytes (see `token_bytes`); an invalid
+        or unfinished sequence becomes U+FFFD. Tokenizers that prepend a space
+        when encoding (SentencePiece style) drop it again, as their Hugging
+        Face decoders do.
+        """
+        skip = self._special_ids if skip_special else frozenset()
+        data = b"".join(self._piece(i) for i in self._checked_ids(ids) if i not in skip)
+        text = data.decode("utf-8", errors="replace")
+        return text[1:] if self._strips_leading_space and text.startswith(" ") else text
 
     def id_to_token(self, token_id: int) -> str:
         """The vocabulary string of `token_id` (``Ġworld``, ``▁world``, ``<0x0A>``)."""
@@ -590,9 +603,24 @@ class Tokenizer:
 
             tok.token_bytes(905)   # b" world"
         """
-        token = self.id_to_token(token_id)
+        (token_id,) = self._checked_ids([token_id])
+        return self._piece(token_id)
+
+    @property
+    def strips_leading_space(self) -> bool:
+        """Whether `decode` drops one leading space (the one encoding prepends)."""
+        return self._strips_leading_space
+
+    def _piece(self, token_id: int) -> bytes:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self._token_to_bytes(token_id)
+        return piece
+
+    def _token_to_bytes(self, token_id: int) -> bytes:
         if token_id in self._added:
             return self._added[token_id].encode("utf-8")
+        token = self.id_to_token(token_id)
         if self._byte_level:
             if all(c in CHAR_TO_BYTE for c in token):
                 return bytes(CHAR_TO_BYTE[c] for c in token)

@@ -125,6 +125,16 @@ def test_decode_round_trip(gpt2_tok, spm_tok):
     assert spm_tok.decode([1, 324, 302, 13, 2]) == "<|user|> \n"
 
 
+def test_decode_is_lossy_utf8_of_token_bytes(gpt2_tok, spm_tok):
+    # "/" then a lone continuation byte: the "/" survives, the stray byte becomes U+FFFD
+    # (the Hugging Face ByteFallback decoder would turn the whole byte run into U+FFFD).
+    assert spm_tok.decode([1, 50, 168]) == "/\ufffd"
+    assert gpt2_tok.decode([50, 168]) == "/\ufffd"
+    assert gpt2_tok.decode([231, 187]) == "\ufffd"  # 2 of the 3 bytes of 中
+    assert spm_tok.strips_leading_space and not gpt2_tok.strips_leading_space
+    assert spm_tok.decode([302, 263]) == " a"  # only the first of the two spaces is dropped
+
+
 def test_token_bytes_and_strings(gpt2_tok, spm_tok):
     assert gpt2_tok.id_to_token(294) == "Ġworld"
     assert gpt2_tok.token_bytes(294) == b" world"
