@@ -22,6 +22,8 @@ COMMANDS = (
     "info",
     "ppl",
     "serve_serial",
+    "boards",
+    "plan",
 )
 
 

@@ -1,0 +1,355 @@
+"""The device budget: does a model fit a board, how, and how fast will it go.
+
+Peak memory is the sum of
+
+* runtime: the Python interpreter with numpy and edge_sdk imported, plus the
+  chosen backend's own import cost (measured; see the constants below);
+* tokenizer: proportional to the vocabulary (measured);
+* weights: all of them when they fit (`resident`); otherwise they stay in the
+  mmapped file and one graph at a time is paged in (`streamed`): the resident
+  need is then the largest graph (a layer range, or the head, which for tied
+  embeddings is the whole embedding table) and decode re-reads every weight
+  from storage per token;
+* KV cache: `sizes.kv_cache_bytes` for the context and KV dtype;
+* activations: the arena planned (greedy by size) over the native core's
+  scratch buffers, the larger of the prefill-chunk and the decode plans;
+* I/O buffers outside the arena: residual stream and one row of logits.
+
+Example::
+
+    board = load_board("raspberry-pi-zero-2w")
+    p = plan_device(cfg, QuantConfig(), board, ctx=2048, kv_dtype="f16")
+    p.fits, p.peak_bytes, p.max_ctx, p.decode_tok_s_est
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..boards import BoardProfile
+from ..config import ModelConfig, QuantConfig
+from ..errors import PlanError
+from ..graphs.split import SplitPolicy, split_layers
+from ..sizes import embed_weight_bytes, head_weight_bytes, kv_cache_bytes, layer_weight_bytes, model_weight_bytes, qmat_bytes
+from .arena import DEFAULT_ALIGNMENT, ArenaPlan, ArenaReport, lower_bound, plan, plan_naive
+from .estimates import decode_tok_s, prefill_tok_s
+from .records import Buffer
+from .trace import io_bytes, layer_trace
+from .verify import verify
+
+MiB = 1 << 20
+
+RUNTIME_BASE_BYTES = 27_600 * 1024
+"""Peak RSS of `python -c "import edge_sdk, numpy"` (CPython 3.11, numpy 2.4,
+x86-64): 27.5-27.7 MiB over three runs. The interpreter alone is 13.2 MiB."""
+
+BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
+    "native": 200 * 1024,  # cffi import and the core's shared library: +0.2 MiB measured
+    "onnxruntime": 20_700 * 1024,  # `import onnxruntime` on top of numpy: +20.2-20.8 MiB measured
+    "litert": 10_200 * 1024,  # `from ai_edge_litert import interpreter`: +10.1-10.3 MiB measured
+}
+"""Import cost of each backend's runtime (RSS over Python + numpy), measured on x86-64.
+Sessions and interpreters allocate more once a model is loaded; that is not included."""
+
+TOKENIZER_BYTES_PER_VOCAB_ENTRY = 509
+"""`Tokenizer.from_gguf` on SmolLM2 (49152 entries, 48900 merges) raised RSS by
+24.9-25.0 MB over three runs: about 509 bytes per vocabulary entry."""
+
+STREAMING_BACKENDS = ("native",)
+"""Backends that can page weights in one graph at a time; the others load the whole model."""
+
+DEFAULT_PREFILL_CHUNK = 64
+"""Prompt tokens per prefill call: sizes the prefill arena and the speed estimate."""
+
+DEFAULT_DECODE_POSITION = 256
+"""Position at which decode speed is estimated (KV cache read grows with it)."""
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Everything `plan_device` decided and estimated. `breakdown` sums to `peak_bytes`."""
+
+    board_id: str
+    model_name: str
+    ctx: int
+    kv_dtype: str
+    backend: str
+    threads: int
+    prefill_chunk: int
+    fits: bool
+    peak_bytes: int
+    budget_bytes: int
+    breakdown: Mapping[str, int]
+    max_ctx: int  # largest context that fits, streaming weights if need be
+    max_ctx_resident: int  # largest context that fits with every weight resident
+    weights_mode: str  # "resident" or "streamed"
+    split: SplitPolicy
+    layer_ranges: tuple[tuple[int, int], ...]
+    arena: ArenaReport  # arena actually reserved (larger of prefill and decode) vs naive vs lower bound
+    prefill_buffers: tuple[Buffer, ...] = field(repr=False)
+    prefill_arena: ArenaPlan = field(repr=False)
+    decode_buffers: tuple[Buffer, ...] = field(repr=False)
+    decode_arena: ArenaPlan = field(repr=False)
+    decode_tok_s_est: float = 0.0
+    prefill_tok_s_est: float = 0.0
+    estimate_details: Mapping[str, Any] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for `--json`."""
+        return {
+            "board": self.board_id,
+            "model": self.model_name,
+            "ctx": self.ctx,
+            "kv_dtype": self.kv_dtype,
+            "backend": self.backend,
+            "threads": self.threads,
+            "prefill_chunk": self.prefill_chunk,
+            "fits": self.fits,
+            "peak_bytes": self.peak_bytes,
+            "budget_bytes": self.budget_bytes,
+            "breakdown": dict(self.breakdown),
+            "max_ctx": self.max_ctx,
+            "max_ctx_resident": self.max_ctx_resident,
+            "weights_mode": self.weights_mode,
+            "split": {"policy": self.split.describe(), "layer_ranges": [list(r) for r in self.layer_ranges]},
+            "arena": {
+                "arena_bytes": self.arena.arena_bytes,
+                "naive_bytes": self.arena.naive_bytes,
+                "lower_bound_bytes": self.arena.lower_bound_bytes,
+                "prefill_offsets": dict(self.prefill_arena.offsets),
+                "decode_offsets": dict(self.decode_arena.offsets),
+            },
+            "decode_tok_s_est": round(self.decode_tok_s_est, 2),
+            "prefill_tok_s_est": round(self.prefill_tok_s_est, 2),
+            "estimate_details": dict(self.estimate_details),
+            "reasons": list(self.reasons),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Pieces of the budget
+# ---------------------------------------------------------------------------
+
+
+def tokenizer_bytes(cfg: ModelConfig) -> int:
+    return cfg.vocab_size * TOKENIZER_BYTES_PER_VOCAB_ENTRY
+
+
+def runtime_bytes(backend: str) -> int:
+    return RUNTIME_BASE_BYTES + BACKEND_RUNTIME_BYTES[backend]
+
+
+def head_graph_bytes(cfg: ModelConfig, q: QuantConfig) -> int:
+    """Weights the head graph touches: its norm plus the output matrix (the embedding table when tied)."""
+    return head_weight_bytes(cfg, q) + (embed_weight_bytes(cfg, q) if cfg.tied_embeddings else 0)
+
+
+def embed_row_bytes(cfg: ModelConfig, q: QuantConfig) -> int:
+    return qmat_bytes(1, cfg.dim, q)
+
+
+@dataclass(frozen=True)
+class _Arenas:
+    prefill_buffers: list[Buffer]
+    prefill: ArenaPlan
+    decode_buffers: list[Buffer]
+    decode: ArenaPlan
+    report: ArenaReport
+
+
+def _plan_arenas(cfg: ModelConfig, ctx: int, threads: int, chunk: int) -> _Arenas:
+    pre = layer_trace(cfg, chunk, ctx, threads)
+    dec = layer_trace(cfg, 1, ctx, threads)
+    pre_plan, dec_plan = plan(pre, DEFAULT_ALIGNMENT), plan(dec, DEFAULT_ALIGNMENT)
+    verify(pre, pre_plan, DEFAULT_ALIGNMENT)
+    verify(dec, dec_plan, DEFAULT_ALIGNMENT)
+    big, big_plan = (pre, pre_plan) if pre_plan.arena_bytes >= dec_plan.arena_bytes else (dec, dec_plan)
+    rep = ArenaReport(big_plan.arena_bytes, plan_naive(big, DEFAULT_ALIGNMENT).arena_bytes, lower_bound(big))
+    return _Arenas(pre, pre_plan, dec, dec_plan, rep)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    peak: int
+    breakdown: dict[str, int]
+    mode: str
+    split: SplitPolicy
+    ranges: list[tuple[int, int]]
+    arenas: _Arenas
+    problem: str  # "" when the weights can be arranged at all
+
+
+def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dtype: str, backend: str,
+         threads: int, chunk: int, allow_stream: bool = True) -> _Fit:
+    """Peak memory at `ctx`, streaming the weights if they do not fit resident (and streaming is allowed)."""
+    arenas = _plan_arenas(cfg, ctx, threads, chunk)
+    fixed = {
+        "runtime": runtime_bytes(backend),
+        "tokenizer": tokenizer_bytes(cfg),
+        "kv_cache": kv_cache_bytes(cfg, ctx, kv_dtype),
+        "activations": arenas.report.arena_bytes,
+        "io_buffers": io_bytes(cfg, chunk),
+    }
+    rest = sum(fixed.values())
+    all_weights = model_weight_bytes(cfg, q)
+    room = board.sdk_budget_bytes - rest
+    if all_weights <= room or backend not in STREAMING_BACKENDS or not allow_stream:
+        split = SplitPolicy()
+        return _Fit(rest + all_weights, {"weights": all_weights, **fixed}, "resident", split,
+                    split_layers(cfg, q, split), arenas, "")
+    # Streamed: as many layers per graph as fit next to everything else; the head graph must fit too.
+    per_layer = layer_weight_bytes(cfg, q)
+    head = head_graph_bytes(cfg, q)
+    k = max(1, min(cfg.n_layers, (room - embed_row_bytes(cfg, q)) // per_layer)) if room > 0 else 1
+    split = SplitPolicy(layers_per_graph=k)
+    resident = max(k * per_layer, head) + embed_row_bytes(cfg, q)
+    problem = ""
+    if room < per_layer + embed_row_bytes(cfg, q):
+        problem = f"not even one decoder layer ({per_layer / MiB:.1f} MiB) fits next to the rest"
+    elif room < head + embed_row_bytes(cfg, q):
+        problem = f"the head graph ({head / MiB:.1f} MiB of weights) does not fit next to the rest"
+    return _Fit(rest + resident, {"weights": resident, **fixed}, "streamed", split,
+                split_layers(cfg, q, split), arenas, problem)
+
+
+def _max_ctx(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, kv_dtype: str, backend: str,
+             threads: int, chunk: int, allow_stream: bool) -> int:
+    """Largest context (<= cfg.max_ctx) whose peak fits the budget; 0 if none. Peak grows with ctx."""
+
+    def ok(c: int) -> bool:
+        f = _fit(cfg, q, board, c, kv_dtype, backend, threads, min(chunk, c), allow_stream)
+        return not f.problem and f.peak <= board.sdk_budget_bytes
+
+    if not ok(1):
+        return 0
+    lo, hi = 1, cfg.max_ctx
+    if ok(hi):
+        return hi
+    while hi - lo > 1:  # ok(lo) and not ok(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+# ---------------------------------------------------------------------------
+# Choices from the board's fields
+# ---------------------------------------------------------------------------
+
+
+def choose_backend(board: BoardProfile, backend: str | None) -> str:
+    if backend is None:
+        return board.backends[0]
+    if backend not in BACKEND_RUNTIME_BYTES:
+        raise PlanError(f"unknown backend {backend!r}; choose one of {sorted(BACKEND_RUNTIME_BYTES)}")
+    if backend not in board.backends:
+        raise PlanError(f"backend {backend!r} does not run on {board.id}; it supports {', '.join(board.backends)}")
+    return backend
+
+
+def choose_threads(board: BoardProfile, threads: int | None) -> int:
+    """Default: one thread per core of the fastest cluster (little cores slow a big.LITTLE barrier down)."""
+    if threads is None:
+        return board.big_cluster.count
+    if not 1 <= threads <= board.total_cores:
+        raise PlanError(f"threads must be between 1 and the board's {board.total_cores} cores, got {threads}")
+    return threads
+
+
+# ---------------------------------------------------------------------------
+# The device plan
+# ---------------------------------------------------------------------------
+
+
+def _reasons(fit: _Fit, board: BoardProfile, ctx: int, kv_dtype: str, max_ctx: int, backend: str) -> list[str]:
+    over = fit.peak - board.sdk_budget_bytes
+    out = []
+    if over > 0 and backend not in STREAMING_BACKENDS:
+        out.append(f"backend {backend} loads every weight at once; {', '.join(STREAMING_BACKENDS)} can stream them from storage")
+    if over > 0:
+        parts = ", ".join(f"{k} {v / MiB:.1f} MiB" for k, v in sorted(fit.breakdown.items(), key=lambda kv: -kv[1]))
+        out.append(
+            f"needs {fit.peak / MiB:.1f} MiB but {board.id} leaves {board.sdk_budget_bytes / MiB:.1f} MiB to the SDK: "
+            f"over by {over / MiB:.1f} MiB ({parts})"
+        )
+        out.append(
+            f"the KV cache alone is {fit.breakdown['kv_cache'] / MiB:.1f} MiB at ctx {ctx} with {kv_dtype} values; "
+            + (f"the largest context that fits with {kv_dtype} is {max_ctx}" if max_ctx else f"no context fits with {kv_dtype}")
+        )
+    if fit.problem:
+        out.append(f"weights cannot be arranged: {fit.problem}")
+    if fit.mode == "streamed" and not fit.problem:
+        out.append(
+            f"weights ({fit.breakdown['weights'] / MiB:.1f} MiB resident of the model) are streamed from storage one "
+            f"graph at a time ({fit.split.describe()}); decode re-reads them from storage every token"
+        )
+    return out
+
+
+def plan_device(
+    cfg: ModelConfig,
+    q: QuantConfig,
+    board: BoardProfile,
+    ctx: int | None = None,
+    kv_dtype: str = "f16",
+    backend: str | None = None,
+    threads: int | None = None,
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    decode_position: int = DEFAULT_DECODE_POSITION,
+) -> DevicePlan:
+    """Plan memory and estimate speed for `cfg` on `board`.
+
+    `ctx=None` plans for the largest context that fits (`max_ctx`). Backend and
+    threads default to the board's first backend and its fastest cluster.
+
+    Example::
+
+        p = plan_device(cfg, QuantConfig(), load_board("raspberry-pi-zero-2w"), ctx=8192, kv_dtype="f32")
+        p.fits, p.reasons[0]   # (False, 'needs ... MiB but raspberry-pi-zero-2w leaves 320.0 MiB ...')
+    """
+    if kv_dtype not in ("f32", "f16", "int8"):
+        raise PlanError(f"kv dtype must be f32, f16 or int8, got {kv_dtype!r}")
+    if prefill_chunk < 1:
+        raise PlanError(f"prefill_chunk must be positive, got {prefill_chunk}")
+    backend = choose_backend(board, backend)
+    threads = choose_threads(board, threads)
+    max_ctx = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=True)
+    max_ctx_resident = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=False)
+    if ctx is None:
+        ctx = max_ctx or min(cfg.max_ctx, prefill_chunk)
+    if not 1 <= ctx <= cfg.max_ctx:
+        raise PlanError(f"ctx must be between 1 and the model's maximum context {cfg.max_ctx}, got {ctx}")
+    chunk = min(prefill_chunk, ctx)
+    fit = _fit(cfg, q, board, ctx, kv_dtype, backend, threads, chunk)
+    fits = not fit.problem and fit.peak <= board.sdk_budget_bytes
+    position = min(decode_position, ctx)
+    dec, dec_details = decode_tok_s(cfg, q, board, threads, kv_dtype, position, fit.mode == "streamed")
+    pre, pre_details = prefill_tok_s(cfg, board, threads, chunk)
+    return DevicePlan(
+        board_id=board.id,
+        model_name=cfg.name,
+        ctx=ctx,
+        kv_dtype=kv_dtype,
+        backend=backend,
+        threads=threads,
+        prefill_chunk=chunk,
+        fits=fits,
+        peak_bytes=fit.peak,
+        budget_bytes=board.sdk_budget_bytes,
+        breakdown=fit.breakdown,
+        max_ctx=max_ctx,
+        max_ctx_resident=max_ctx_resident,
+        weights_mode=fit.mode,
+        split=fit.split,
+        layer_ranges=tuple(fit.ranges),
+        arena=fit.arenas.report,
+        prefill_buffers=tuple(fit.arenas.prefill_buffers),
+        prefill_arena=fit.arenas.prefill,
+        decode_buffers=tuple(fit.arenas.decode_buffers),
+        decode_arena=fit.arenas.decode,
+        decode_tok_s_est=dec,
+        prefill_tok_s_est=pre,
+        estimate_details={"decode": dec_details, "prefill": pre_details},
+        reasons=tuple(_reasons(fit, board, ctx, kv_dtype, max_ctx, backend)),
+    )

@@ -1,0 +1,38 @@
+"""The activation trace the arena is planned for.
+
+The scratch buffers of one layer-range graph come from the native core's
+mirror, `edge_sdk.backends.native_buffers.layer_buffers` (every layer of a
+range reuses the same buffers, so one layer's trace is the whole graph's).
+The head graph reuses the layer plan's first buffers, so it needs no arena of
+its own. Besides the arena, a run holds I/O buffers outside it: the residual
+stream `x` for the tokens in flight and one row of logits.
+
+Example::
+
+    bufs = layer_trace(cfg, n_tokens=64, ctx=2048, n_threads=4)
+    io_bytes(cfg, n_tokens=64)
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import PlanError
+from .records import Buffer
+
+F32 = 4
+
+
+def layer_trace(cfg: ModelConfig, n_tokens: int, ctx: int, n_threads: int) -> list[Buffer]:
+    """One decoder layer's scratch buffers and lifetimes, as the native core allocates them."""
+    try:
+        from ..backends.native_buffers import layer_buffers
+    except ImportError as e:  # the module ships with the SDK; this guards a broken install
+        raise PlanError(f"the native core's buffer trace is unavailable: {e}") from e
+    return layer_buffers(cfg, n_tokens, ctx, n_threads)
+
+
+def io_bytes(cfg: ModelConfig, n_tokens: int) -> int:
+    """Buffers outside the arena: residual stream x (n_tokens, dim) f32 and logits (vocab,) f32 for the last token."""
+    if n_tokens <= 0:
+        raise PlanError(f"n_tokens must be positive, got {n_tokens}")
+    return n_tokens * cfg.dim * F32 + cfg.vocab_size * F32
