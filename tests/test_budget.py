@@ -44,18 +44,18 @@ def test_smollm2_ctx_8192_f32_does_not_fit_a_pi_zero_2w():
     p = plan_device(SMOLLM2, Q, load_board("raspberry-pi-zero-2w"), ctx=8192, kv_dtype="f32")
     assert not p.fits
     kv = 2 * 30 * 3 * 8192 * 64 * 4  # 377,487,360
-    arena = 3 * 64 * 1536 * 4  # gate + up + h of a 64-token prefill chunk: 1,179,648
-    io = 64 * 576 * 4 + 49152 * 4  # residual of the chunk + one row of logits: 344,064
+    arena = 3 * 128 * 1536 * 4  # gate + up + h of a 128-token prefill chunk: 2,359,296
+    io = 128 * 576 * 4 + 49152 * 4  # residual of the chunk + one row of logits: 491,520
     # Weights cannot all stay (room is negative), so the plan tries streaming: the biggest graph is the
     # tied head (embedding table + norm), plus one embedding row (576 + 4 bytes).
     weights = EMBED + HEAD_NORM + 580  # 28,511,044
     assert dict(p.breakdown) == {"weights": weights, "runtime": RUNTIME_NATIVE, "tokenizer": TOKENIZER,
                                  "kv_cache": kv, "activations": arena, "io_buffers": io}
-    assert p.peak_bytes == 461_007_684 == sum(p.breakdown.values())
-    # budget 320 MiB = 335,544,320; over by 125,463,364 bytes = 119.65 MiB
+    assert p.peak_bytes == 462_334_788 == sum(p.breakdown.values())
+    # budget 320 MiB = 335,544,320; over by 126,790,468 bytes = 120.92 MiB
     assert p.reasons[0] == (
-        "needs 439.7 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 119.7 MiB "
-        "(kv_cache 360.0 MiB, weights 27.2 MiB, runtime 27.1 MiB, tokenizer 23.9 MiB, activations 1.1 MiB, io_buffers 0.3 MiB)"
+        "needs 440.9 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 120.9 MiB "
+        "(kv_cache 360.0 MiB, weights 27.2 MiB, runtime 27.1 MiB, tokenizer 23.9 MiB, activations 2.2 MiB, io_buffers 0.5 MiB)"
     )
     assert p.reasons[1].startswith("the KV cache alone is 360.0 MiB at ctx 8192 with f32 values; "
                                    f"the largest context that fits with f32 is {p.max_ctx}")
@@ -139,8 +139,8 @@ def test_decode_and_prefill_estimates_by_hand():
     assert p.decode_tok_s_est == pytest.approx(13.976e9 * DECODE_BANDWIDTH_EFFICIENCY / per_token)
     assert p.decode_tok_s_est == pytest.approx(69.22, abs=0.01)
     # Prefill: dotprod 32 MACs/cycle x 4 cores x 2.4 GHz = 307.2 G MAC/s peak.  MACs per token at
-    # position 32: 30 * (576*576*2 + 2*576*192 + 3*576*1536 + 2*9*64*32) = 107,274,240.
-    assert p.prefill_tok_s_est == pytest.approx(307.2e9 * PREFILL_COMPUTE_EFFICIENCY / 107_274_240)
+    # position 64 (middle of a 128-token chunk): 30 * (576*576*2 + 2*576*192 + 3*576*1536 + 2*9*64*64) = 108,380,160.
+    assert p.prefill_tok_s_est == pytest.approx(307.2e9 * PREFILL_COMPUTE_EFFICIENCY / 108_380_160)
     assert p.estimate_details["prefill"]["isa_feature"] == "dotprod"
     zero = plan_device(SMOLLM2, Q, load_board("raspberry-pi-zero-2w"), ctx=512)
     assert zero.estimate_details["prefill"]["isa_feature"] == "neon"
@@ -194,7 +194,7 @@ def test_svg_draws_every_buffer_and_budget_part(tmp_path):
     ns = "{http://www.w3.org/2000/svg}"
     titles = [t.text for t in root.iter(f"{ns}title")]
     assert len(titles) == len(p.prefill_buffers) + len(p.breakdown)
-    assert "gate: 393216 bytes at offset 0, ops 10-11" in titles
+    assert "gate: 786432 bytes at offset 0, ops 10-11" in titles
     assert "kv_cache: 360.0 MiB" in titles
     texts = " ".join(t.text or "" for t in root.iter(f"{ns}text"))
     assert "does NOT fit" in texts and "budget 320 MiB" in texts
@@ -223,7 +223,7 @@ def test_cli_plan_json_and_svg(tmp_path, capsys, monkeypatch):
                               "--json", "--svg", str(svg)])
     assert args.func(args) == 1  # does not fit
     out = json.loads(capsys.readouterr().out)
-    assert out["fits"] is False and out["peak_bytes"] == 461_007_684
+    assert out["fits"] is False and out["peak_bytes"] == 462_334_788
     assert out["board"] == "raspberry-pi-zero-2w" and out["ctx"] == 8192
     assert svg.read_text().startswith("<svg")
     args = parser.parse_args(["plan", "--board", "raspberry-pi-5-8gb", "--ctx", "2048"])

@@ -59,8 +59,9 @@ TOKENIZER_BYTES_PER_VOCAB_ENTRY = 509
 STREAMING_BACKENDS = ("native",)
 """Backends that can page weights in one graph at a time; the others load the whole model."""
 
-DEFAULT_PREFILL_CHUNK = 64
-"""Prompt tokens per prefill call: sizes the prefill arena and the speed estimate."""
+DEFAULT_PREFILL_CHUNK = 128
+"""Prompt tokens per prefill call (the default of `edge_sdk.generate.Generator`): sizes the
+prefill arena and I/O buffers and sets the prefill speed estimate."""
 
 DEFAULT_DECODE_POSITION = 256
 """Position at which decode speed is estimated (KV cache read grows with it)."""
