@@ -331,3 +331,21 @@ def test_c_client_passes_its_host_test(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "all checks passed" in res.stdout
+
+
+def test_specification_examples_are_what_the_encoder_writes() -> None:
+    """docs/serial-protocol.md shows bytes; they must be today's bytes."""
+    flat = " ".join((ROOT / "docs" / "serial-protocol.md").read_text().split())
+    gen = messages.encode_generate("Hi", max_tokens=8, temperature=0.0)
+    shown = {
+        "PING seq 1": encode_frame(Frame(PING, 1)),
+        "TOKEN seq 7 'Hi'": encode_frame(Frame(TOKEN, 7, b"Hi")),
+        "GENERATE payload": gen,
+        "GENERATE seq 1": encode_frame(Frame(GENERATE, 1, gen)),
+        "CANCEL seq 2 of 1": encode_frame(Frame(CANCEL, 2, messages.encode_cancel(1))),
+    }
+    for what, data in shown.items():
+        assert data.hex(" ") in flat, what
+    assert "body 01 83 07 00 02 00 48 69 5a cb b4 ab" in flat
+    for n in (1, 5, 243):
+        assert len(encode_frame(Frame(TOKEN, 1, b"x" * n))) == n + 13  # "n + 13 bytes on the wire (n < 244)"

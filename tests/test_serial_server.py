@@ -575,3 +575,92 @@ def test_cli_bad_port_fails_before_loading_the_model(monkeypatch) -> None:
     args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty"])
     with pytest.raises(ProtocolError, match="cannot open serial port '/nonexistent/tty' at 115200 baud"):
         args.func(args)
+
+
+# ------------------------------------------------- a real (tiny) model
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory) -> str:
+    """A 2-layer random LLaMA with a byte-level BPE vocabulary, as a GGUF file."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from tiny_models import tiny_config, tiny_weights, write_gguf
+    from tiny_vocab import tiny_gpt2_vocab
+
+    vocab = tiny_gpt2_vocab()
+    cfg = tiny_config(len(vocab["tokens"]))
+    return write_gguf(str(tmp_path_factory.mktemp("serial") / "tiny.gguf"), cfg, tiny_weights(cfg), vocab)
+
+
+def test_serves_a_real_tiny_model(pty, tiny_gguf) -> None:
+    import edge_sdk
+
+    master, path = pty
+    model = edge_sdk.load(tiny_gguf, backend="numpy")
+    direct = model.generate("hello world", max_tokens=8, temperature=0)
+    direct_ids = model.tokenize(direct)
+    srv = SerialServer(model, master).start()
+    try:
+        with SerialClient(path, timeout=10) as client:
+            assert client.info()["ctx"] == 128 and client.info()["backend"] == "numpy"
+            text = client.generate("hello world", max_tokens=8, temperature=0)
+            assert text == direct == " world" * 8
+            assert direct_ids == [294] * 8  # one token, " world", per step
+            stats = client.last_stats
+            assert (stats["prompt_tokens"], stats["generated_tokens"], stats["stop_reason"]) == (4, 8, "length")
+            assert stats["decode_tok_s"] > 0
+            chat = client.chat([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0)
+            assert chat == model.chat([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0)
+            # Cancel a long stream after two pieces; the model stays usable.
+            it = client.stream("hello world", max_tokens=120, temperature=0)
+            assert [next(it), next(it)] == [" world", " world"]
+            client.cancel()
+            rest = list(it)
+            assert client.last_stats["stop_reason"] == "cancelled"
+            assert client.last_stats["generated_tokens"] == 2 + len(rest) < 120
+            assert client.generate("hello world", max_tokens=8, temperature=0) == direct
+    finally:
+        srv.stop()
+        model.close()
+
+
+def test_cli_serves_a_real_tiny_model_until_sigterm(pty, tiny_gguf) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    master, path = pty
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_sdk", "serve-serial", "--port", path, "-m", tiny_gguf, "--backend", "numpy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # Bytes sent before the server opens its end are lost (as on a UART),
+        # so ping until it answers, the way a microcontroller would at boot.
+        client = SerialClient(master, timeout=0.5)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.ping()
+                break
+            except ProtocolError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+        client.timeout = 10
+        assert client.generate("hello world", max_tokens=3, temperature=0) == " world" * 3
+        assert client.info()["backend"] == "numpy"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out == ""
+    assert f"on {path} at 115200 baud, protocol v1; Ctrl-C to stop]" in err
+    # (A ping sent while the server opened its end could arrive cut; bad-frame counts are not pinned here.)
+    assert "[served 1 requests (0 cancelled, 0 abandoned); " in err
