@@ -37,12 +37,12 @@ def _rect(x: float, y: float, w: float, h: float, fill: str, title: str = "") ->
             f'fill="{fill}" stroke="#333" stroke-width="0.5">{tip}</rect>')
 
 
-def _arena_panel(buffers: Sequence[Buffer], arena: ArenaPlan, title: str) -> list[str]:
+def _arena_panel(buffers: Sequence[Buffer], arena: ArenaPlan, title: str, subtitle: str) -> list[str]:
     x0, y0, w, h = ARENA_BOX
     n_ops = max((b.last_use for b in buffers), default=0) + 1
     total = max(arena.arena_bytes, 1)
     col = w / n_ops
-    out = [_text(x0, y0 - 30, title, 14, weight="bold"),
+    out = [_text(x0, y0 - 30, title, 14, weight="bold"), _text(x0, y0 - 12, subtitle, 12),
            f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
     for i, b in enumerate(buffers):
         off = arena.offsets[b.name]
@@ -82,13 +82,14 @@ def plan_svg(p: DevicePlan) -> str:
     buffers = p.prefill_buffers if prefill_is_bigger else p.decode_buffers
     arena = p.prefill_arena if prefill_is_bigger else p.decode_arena
     kind = f"prefill, {p.prefill_chunk} tokens" if prefill_is_bigger else "decode, 1 token"
-    title = (f"One layer's arena ({kind}, ctx {p.ctx}): greedy {p.arena.arena_bytes / 1024:.0f} KiB, "
-             f"naive {p.arena.naive_bytes / 1024:.0f} KiB, lower bound {p.arena.lower_bound_bytes / 1024:.0f} KiB")
+    title = f"One layer's activation arena ({kind}, ctx {p.ctx})"
+    subtitle = (f"greedy by size {p.arena.arena_bytes / 1024:.0f} KiB, naive {p.arena.naive_bytes / 1024:.0f} KiB, "
+                f"lower bound {p.arena.lower_bound_bytes / 1024:.0f} KiB")
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}">',
              f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
              _text(10, HEIGHT - 10, f"{p.model_name or 'model'} on {p.board_id}: {p.backend}, {p.threads} threads, "
                    f"KV {p.kv_dtype}, weights {p.weights_mode}", 11)]
-    parts += _arena_panel(buffers, arena, title)
+    parts += _arena_panel(buffers, arena, title, subtitle)
     parts += _budget_panel(p)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
