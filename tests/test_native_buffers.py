@@ -23,9 +23,10 @@ SMOLLM2 = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_he
 def test_smollm2_decode_sizes_and_lifetimes():
     bufs = layer_buffers(SMOLLM2, n_tokens=1, ctx=512, n_threads=2)
     assert [b.name for b in bufs] == list(BUFFER_NAMES)
+    # act_block 32: 576/32 = 18 scales per token for xs, as, fxs; 1536/32 = 48 for hs
     assert [b.size_bytes for b in bufs] == [
-        2304, 576, 4, 2304, 768, 768, 4096, 2304, 576, 4, 2304,
-        2304, 576, 4, 6144, 6144, 6144, 1536, 4, 2304,
+        2304, 576, 72, 2304, 768, 768, 4096, 2304, 576, 72, 2304,
+        2304, 576, 72, 6144, 6144, 6144, 1536, 192, 2304,
     ]
     assert [(b.first_use, b.last_use) for b in bufs] == [
         (0, 1), (1, 2), (1, 2), (2, 4), (2, 3), (2, 3), (4, 4), (4, 5), (5, 6), (5, 6), (6, 7),
@@ -35,10 +36,10 @@ def test_smollm2_decode_sizes_and_lifetimes():
 
 
 def test_prefill_sizes_scale_with_tokens_and_att_with_threads():
-    bufs = {b.name: b.size_bytes for b in layer_buffers(SMOLLM2, n_tokens=64, ctx=100, n_threads=3)}
+    bufs = {b.name: b.size_bytes for b in layer_buffers(SMOLLM2, n_tokens=64, ctx=100, n_threads=3, act_block=0)}
     assert bufs["gate"] == 64 * 1536 * 4
     assert bufs["hq"] == 64 * 1536
-    assert bufs["xs"] == 64 * 4
+    assert bufs["xs"] == 64 * 4  # act_block 0: one scale per token
     # one row of 100 floats per thread, each row padded to 64 bytes (400 -> 448)
     assert bufs["att"] == 3 * 448
 
@@ -47,11 +48,11 @@ def test_sequential_offsets_exact():
     bufs = layer_buffers(SMOLLM2, n_tokens=1, ctx=512, n_threads=2)
     offs = sequential_offsets(bufs)
     assert offs == [
-        0, 2304, 2880, 2944, 5248, 6016, 6784, 10880, 13184, 13760, 13824,
-        16128, 18432, 19008, 19072, 25216, 31360, 37504, 39040, 39104,
+        0, 2304, 2880, 3008, 5312, 6080, 6848, 10944, 13248, 13824, 13952,
+        16256, 18560, 19136, 19264, 25408, 31552, 37696, 39232, 39424,
     ]
     assert all(o % 64 == 0 for o in offs)
-    assert arena_bytes(bufs, offs) == 41408
+    assert arena_bytes(bufs, offs) == 41728
 
 
 def test_bad_arguments_raise():
@@ -59,6 +60,8 @@ def test_bad_arguments_raise():
         layer_buffers(SMOLLM2, 0, 512, 1)
     with pytest.raises(PlanError, match="n_threads"):
         layer_buffers(SMOLLM2, 1, 512, 0)
+    with pytest.raises(PlanError, match="act_block=24"):
+        layer_buffers(SMOLLM2, 1, 512, 1, act_block=24)
     with pytest.raises(PlanError, match="2 buffers but 1 offsets"):
         arena_bytes(layer_buffers(SMOLLM2, 1, 8, 1)[:2], [0])
 

@@ -24,6 +24,8 @@ planner can overlap buffers whose lifetimes do not meet. The residual stream
     op 14  ffn_residual  x += d
 
 The head graph reuses the first three buffers (xn, xq, xs) of the same plan.
+Activation scales (xs, as, fxs, hs) hold one float per `act_block` values of
+each token (`QuantConfig.act_block`; 0 means one scale per token).
 
 Example::
 
@@ -54,12 +56,19 @@ def _round_up(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-def layer_buffers(cfg: ModelConfig, n_tokens: int, ctx: int, n_threads: int) -> list[Buffer]:
+DEFAULT_ACT_BLOCK = 32
+"""The default of `QuantConfig.act_block`."""
+
+
+def layer_buffers(
+    cfg: ModelConfig, n_tokens: int, ctx: int, n_threads: int, act_block: int = DEFAULT_ACT_BLOCK
+) -> list[Buffer]:
     """Sizes (bytes) and inclusive op lifetimes of one layer's scratch buffers.
 
     `n_tokens` tokens are processed per call, `ctx` is the KV-cache length
-    (attention scores need one row of `ctx` floats per thread) and
-    `n_threads` the size of the native thread pool.
+    (attention scores need one row of `ctx` floats per thread), `n_threads`
+    the size of the native thread pool and `act_block` the activation
+    quantization block (0 = one scale per token).
 
     Example::
 
@@ -74,27 +83,34 @@ def layer_buffers(cfg: ModelConfig, n_tokens: int, ctx: int, n_threads: int) -> 
             raise PlanError(f"{name} must be positive, got {value}")
     t, d, f = int(n_tokens), cfg.dim, cfg.ffn_dim
     qd, kvd = cfg.q_dim, cfg.kv_dim
+    ab = int(act_block)
+    if ab < 0 or (ab and (d % ab or qd % ab or f % ab)):
+        raise PlanError(f"act_block={act_block} must be 0 or divide dim={d}, q_dim={qd} and ffn_dim={f}")
+
+    def scales(n: int) -> int:  # activation scales per token for an input of n values
+        return n // ab if ab else 1
+
     f32 = 4
     spec = (
         ("xn", t * d * f32, 0, 1),
         ("xq", t * d, 1, 2),
-        ("xs", t * f32, 1, 2),
+        ("xs", t * scales(d) * f32, 1, 2),
         ("q", t * qd * f32, 2, 4),
         ("k", t * kvd * f32, 2, 3),
         ("v", t * kvd * f32, 2, 3),
         ("att", int(n_threads) * _round_up(int(ctx) * f32, ALIGN), 4, 4),
         ("attn_out", t * qd * f32, 4, 5),
         ("aq", t * qd, 5, 6),
-        ("as", t * f32, 5, 6),
+        ("as", t * scales(qd) * f32, 5, 6),
         ("o", t * d * f32, 6, 7),
         ("fxn", t * d * f32, 8, 9),
         ("fxq", t * d, 9, 10),
-        ("fxs", t * f32, 9, 10),
+        ("fxs", t * scales(d) * f32, 9, 10),
         ("gate", t * f * f32, 10, 11),
         ("up", t * f * f32, 10, 11),
         ("h", t * f * f32, 11, 12),
         ("hq", t * f, 12, 13),
-        ("hs", t * f32, 12, 13),
+        ("hs", t * scales(f) * f32, 12, 13),
         ("d", t * d * f32, 13, 14),
     )
     return [Buffer(name, size, first, last) for name, size, first, last in spec]

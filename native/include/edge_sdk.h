@@ -7,14 +7,17 @@
  * returns an int status (ES_OK = 0 or a negative es_status), except
  * es_status_str / es_buffer_name / es_op_name which return static strings.
  *
- * Arithmetic (the spec every kernel, SIMD or scalar, follows exactly):
+ * Arithmetic (the spec every kernel, SIMD or scalar, follows exactly; the
+ * numpy twin is edge_sdk/int8_reference.py):
  *   - weights: int8 q (rows, cols) + float32 scale (rows, n_groups);
  *     group_size 0 = one group per row, else cols % group_size == 0.
- *   - activation quantization per token row: amax = max|x|; amax == 0 gives
- *     scale 0 and q 0; else scale = amax/127, inv = 127/amax,
- *     q = rint_half_even(clamp(x*inv, -127, 127)).
- *   - product: acc_g = exact int32 dot per group; sumf = 0; for g in order:
- *     sumf += (float)acc_g * wscale[r,g]; y = sumf * xscale[t].
+ *   - activations are quantized per token in blocks of act_block values
+ *     (0 = one block spanning the row): per block amax = max|x|; amax == 0
+ *     gives scale 0 and q 0; else scale = amax/127, inv = 127/amax,
+ *     q = rint_half_even(clamp(x*inv, -127, 127)). xs is (T, cols/act_block).
+ *   - product: acc_b = exact int32 dot over block b; sumf = 0; for b in
+ *     order: sumf += ((float)acc_b * xs[t,b]) * wscale[r, g(b)]; y = sumf.
+ *     group_size must be a multiple of act_block, so g(b) = b*act_block/G.
  *   - float reductions (sum of squares, dot products, softmax sum) use one
  *     canonical order: 16 lanes (element i goes to lane i % 16, summed in
  *     index order), then lanes folded 8, 4, 2, 1 (lane j += lane j + w).
@@ -45,7 +48,7 @@ extern "C" {
 /* ES_CDEF_BEGIN */
 
 enum es_abi {
-    ES_ABI_VERSION = 1
+    ES_ABI_VERSION = 2
 };
 
 /* ---- status codes ---------------------------------------------------- */
@@ -54,7 +57,8 @@ enum es_status {
     ES_OK = 0,
     ES_ERR_NULL = -1,         /* a required pointer is NULL */
     ES_ERR_DIM = -2,          /* a dimension is not positive or shapes disagree */
-    ES_ERR_GROUP = -3,        /* group size negative or does not divide cols */
+    ES_ERR_GROUP = -3,        /* group size / act_block do not divide cols, or
+                                 group size is not a multiple of act_block */
     ES_ERR_ARENA = -4,        /* a buffer does not fit in the arena */
     ES_ERR_ALIGN = -5,        /* a buffer is not 64-byte aligned */
     ES_ERR_POS = -6,          /* position range outside the context */
@@ -119,6 +123,7 @@ typedef struct es_qmat {
     int32_t rows;
     int32_t cols;
     int32_t group_size;       /* 0 = per row (n_groups 1), else cols / n_groups */
+    int32_t act_block;        /* activation values per scale in products with it; 0 = cols */
 } es_qmat;
 
 typedef struct es_dims {
@@ -129,6 +134,8 @@ typedef struct es_dims {
     int32_t ffn_dim;
     int32_t vocab_size;
     int32_t n_layers;
+    int32_t act_block;        /* activation block of every product (0 = whole row);
+                                 every es_qmat of the model carries the same value */
     float rms_eps;
 } es_dims;
 
@@ -178,23 +185,23 @@ typedef struct es_rope {
 enum es_buffer_id {
     ES_BUF_XN = 0,            /* (T, dim) f32: attn rmsnorm output */
     ES_BUF_XQ = 1,            /* (T, dim) i8 */
-    ES_BUF_XS = 2,            /* (T) f32 */
+    ES_BUF_XS = 2,            /* (T, dim/act_block) f32 */
     ES_BUF_Q = 3,             /* (T, n_heads*head_dim) f32 */
     ES_BUF_K = 4,             /* (T, n_kv_heads*head_dim) f32 */
     ES_BUF_V = 5,             /* (T, n_kv_heads*head_dim) f32 */
     ES_BUF_ATT = 6,           /* (n_threads, round_up(ctx*4, 64) bytes) f32 scores */
     ES_BUF_ATTN_OUT = 7,      /* (T, n_heads*head_dim) f32 */
     ES_BUF_AQ = 8,            /* (T, n_heads*head_dim) i8 */
-    ES_BUF_AS = 9,            /* (T) f32 */
+    ES_BUF_AS = 9,            /* (T, n_heads*head_dim/act_block) f32 */
     ES_BUF_O = 10,            /* (T, dim) f32 */
     ES_BUF_FXN = 11,          /* (T, dim) f32: ffn rmsnorm output */
     ES_BUF_FXQ = 12,          /* (T, dim) i8 */
-    ES_BUF_FXS = 13,          /* (T) f32 */
+    ES_BUF_FXS = 13,          /* (T, dim/act_block) f32 */
     ES_BUF_GATE = 14,         /* (T, ffn_dim) f32 */
     ES_BUF_UP = 15,           /* (T, ffn_dim) f32 */
     ES_BUF_H = 16,            /* (T, ffn_dim) f32 */
     ES_BUF_HQ = 17,           /* (T, ffn_dim) i8 */
-    ES_BUF_HS = 18,           /* (T) f32 */
+    ES_BUF_HS = 18,           /* (T, ffn_dim/act_block) f32 */
     ES_BUF_D = 19,            /* (T, dim) f32 */
     ES_BUF_COUNT = 20
 };
@@ -255,10 +262,12 @@ int es_layer_buffers(const es_dims *dims, int32_t n_tokens, int32_t ctx_len,
                      int32_t n_threads, es_buffer_info *out, int32_t n_out);
 
 /* Kernels over whole arrays (tests, tools). */
+/* q (n_rows, n_cols); scales (n_rows, n_cols/act_block), act_block 0 = n_cols */
 int es_quantize_rows(es_ctx *ctx, const float *x, int32_t n_rows, int32_t n_cols,
-                     int8_t *q, float *scales);
+                     int32_t act_block, int8_t *q, float *scales);
+/* xq (n_tokens, w->cols), xs (n_tokens, w->cols/w->act_block); y (n_tokens, w->rows) */
 int es_matmul_q8(es_ctx *ctx, const int8_t *xq, const float *xs, int32_t n_tokens,
-                 const es_qmat *w, float *y);        /* y (n_tokens, w->rows) */
+                 const es_qmat *w, float *y);
 int es_f32_to_f16(es_ctx *ctx, const float *x, uint16_t *y, int64_t n);
 int es_f16_to_f32(es_ctx *ctx, const uint16_t *x, float *y, int64_t n);
 

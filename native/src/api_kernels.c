@@ -4,11 +4,14 @@
 #include "validate.h"
 
 int es_quantize_rows(es_ctx *ctx, const float *x, int32_t n_rows, int32_t n_cols,
-                     int8_t *q, float *scales) {
+                     int32_t act_block, int8_t *q, float *scales) {
     if (!ctx || !x || !q || !scales) return ES_ERR_NULL;
     if (n_rows <= 0 || n_cols <= 0) return ES_ERR_DIM;
+    if (act_block < 0 || (act_block > 0 && n_cols % act_block)) return ES_ERR_GROUP;
+    const int32_t nb = act_block > 0 ? n_cols / act_block : 1;
     for (int32_t r = 0; r < n_rows; r++)
-        ctx->k->quantize_row(x + (size_t)r * n_cols, n_cols, q + (size_t)r * n_cols, scales + r);
+        ctx->k->quantize_row(x + (size_t)r * n_cols, n_cols, act_block, q + (size_t)r * n_cols,
+                             scales + (size_t)r * nb);
     return ES_OK;
 }
 

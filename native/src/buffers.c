@@ -16,29 +16,32 @@ int es_layer_buffers(const es_dims *dims, int32_t n_tokens, int32_t ctx_len,
     const uint64_t t = (uint64_t)n_tokens, d = (uint64_t)dims->dim, f = (uint64_t)dims->ffn_dim;
     const uint64_t qd = (uint64_t)dims->n_heads * dims->head_dim;
     const uint64_t kvd = (uint64_t)dims->n_kv_heads * dims->head_dim;
+    /* activation scales per token of an input of n values */
+#define NSC(n) ((uint64_t)(dims->act_block > 0 ? (n) / dims->act_block : 1))
     const uint64_t att_row = ((uint64_t)ctx_len * 4 + ES_ARENA_ALIGN - 1) / ES_ARENA_ALIGN * ES_ARENA_ALIGN;
     const es_buffer_info spec[ES_BUF_COUNT] = {
         [ES_BUF_XN] = {t * d * 4, ES_OP_ATTN_NORM, ES_OP_ATTN_QUANT},
         [ES_BUF_XQ] = {t * d, ES_OP_ATTN_QUANT, ES_OP_QKV},
-        [ES_BUF_XS] = {t * 4, ES_OP_ATTN_QUANT, ES_OP_QKV},
+        [ES_BUF_XS] = {t * NSC(dims->dim) * 4, ES_OP_ATTN_QUANT, ES_OP_QKV},
         [ES_BUF_Q] = {t * qd * 4, ES_OP_QKV, ES_OP_ATTENTION},
         [ES_BUF_K] = {t * kvd * 4, ES_OP_QKV, ES_OP_ROPE_STORE},
         [ES_BUF_V] = {t * kvd * 4, ES_OP_QKV, ES_OP_ROPE_STORE},
         [ES_BUF_ATT] = {(uint64_t)n_threads * att_row, ES_OP_ATTENTION, ES_OP_ATTENTION},
         [ES_BUF_ATTN_OUT] = {t * qd * 4, ES_OP_ATTENTION, ES_OP_OUT_QUANT},
         [ES_BUF_AQ] = {t * qd, ES_OP_OUT_QUANT, ES_OP_WO},
-        [ES_BUF_AS] = {t * 4, ES_OP_OUT_QUANT, ES_OP_WO},
+        [ES_BUF_AS] = {t * NSC(qd) * 4, ES_OP_OUT_QUANT, ES_OP_WO},
         [ES_BUF_O] = {t * d * 4, ES_OP_WO, ES_OP_ATTN_RESIDUAL},
         [ES_BUF_FXN] = {t * d * 4, ES_OP_FFN_NORM, ES_OP_FFN_QUANT},
         [ES_BUF_FXQ] = {t * d, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
-        [ES_BUF_FXS] = {t * 4, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
+        [ES_BUF_FXS] = {t * NSC(dims->dim) * 4, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
         [ES_BUF_GATE] = {t * f * 4, ES_OP_GATE_UP, ES_OP_SWIGLU},
         [ES_BUF_UP] = {t * f * 4, ES_OP_GATE_UP, ES_OP_SWIGLU},
         [ES_BUF_H] = {t * f * 4, ES_OP_SWIGLU, ES_OP_H_QUANT},
         [ES_BUF_HQ] = {t * f, ES_OP_H_QUANT, ES_OP_DOWN},
-        [ES_BUF_HS] = {t * 4, ES_OP_H_QUANT, ES_OP_DOWN},
+        [ES_BUF_HS] = {t * NSC(dims->ffn_dim) * 4, ES_OP_H_QUANT, ES_OP_DOWN},
         [ES_BUF_D] = {t * d * 4, ES_OP_DOWN, ES_OP_FFN_RESIDUAL},
     };
+#undef NSC
     for (int32_t i = 0; i < ES_BUF_COUNT; i++) out[i] = spec[i];
     return ES_OK;
 }

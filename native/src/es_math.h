@@ -111,4 +111,8 @@ static inline int32_t es_group_len(const es_qmat *w) {
     return w->group_size > 0 ? w->group_size : w->cols;
 }
 
+static inline int32_t es_act_block(const es_qmat *w) {
+    return w->act_block > 0 ? w->act_block : w->cols;
+}
+
 #endif /* ES_MATH_H */

@@ -59,7 +59,8 @@ static void task_head_norm_quant(void *arg, int32_t ith, int32_t nth) {
     for (int32_t t = t0; t < t1; t++) {
         float *xn = j->xn + (size_t)t * dim;
         j->k->rmsnorm(j->x + (size_t)t * dim, j->out_norm, dim, j->d->rms_eps, xn);
-        j->k->quantize_row(xn, dim, j->xq + (size_t)t * dim, j->xs + t);
+        j->k->quantize_row(xn, dim, j->d->act_block, j->xq + (size_t)t * dim,
+                           j->xs + (size_t)t * (j->d->act_block > 0 ? dim / j->d->act_block : 1));
     }
 }
 
@@ -71,6 +72,7 @@ int es_run_head(es_ctx *ctx, const es_dims *dims, const float *out_norm,
     int st = es_check_dims(dims);
     if (st != ES_OK) return st;
     if ((st = es_check_qmat(head, dims->vocab_size, dims->dim)) != ES_OK) return st;
+    if (head->act_block != dims->act_block) return ES_ERR_GROUP;
     if (n_tokens <= 0) return ES_ERR_DIM;
     static const int32_t ids[3] = {ES_BUF_XN, ES_BUF_XQ, ES_BUF_XS};
     void *b[ES_BUF_COUNT] = {0};

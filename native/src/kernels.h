@@ -14,12 +14,14 @@
 
 #include "edge_sdk.h"
 
-/* x (n) f32 -> q (n) i8, *scale; the quantization of the header comment. */
-typedef void (*es_quantize_row_fn)(const float *x, int32_t n, int8_t *q, float *scale);
+/* x (n) f32 -> q (n) i8, scales (n/block); block divides n (0 = n). The
+   quantization of the header comment. */
+typedef void (*es_quantize_row_fn)(const float *x, int32_t n, int32_t block, int8_t *q, float *scales);
 
 /* y[t*ldy + r] = product of token t with weight row r, for t in [0, n_tokens),
-   r in [r0, r1). xq (n_tokens, w->cols), xs (n_tokens). matvec is called with
-   n_tokens == 1, matmul with n_tokens > 1 (both accept any n_tokens >= 1). */
+   r in [r0, r1). xq (n_tokens, w->cols), xs (n_tokens, w->cols/act_block).
+   matvec is called with n_tokens == 1, matmul with n_tokens > 1 (both accept
+   any n_tokens >= 1). */
 typedef void (*es_matmul_fn)(const int8_t *xq, const float *xs, int32_t n_tokens,
                              const es_qmat *w, int32_t r0, int32_t r1,
                              float *y, int32_t ldy);
@@ -74,7 +76,7 @@ typedef struct es_kernels {
 #define ES_SET(k, field, id, fn) do { (k)->field = (fn); (k)->names[(id)] = #fn; } while (0)
 
 /* Scalar twins (kernels_generic.c). */
-void quantize_row_generic(const float *x, int32_t n, int8_t *q, float *scale);
+void quantize_row_generic(const float *x, int32_t n, int32_t block, int8_t *q, float *scales);
 void matvec_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                        int32_t r0, int32_t r1, float *y, int32_t ldy);
 void matmul_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,

@@ -11,7 +11,7 @@
 
 /* ---- activation quantization ------------------------------------------ */
 
-void quantize_row_generic(const float *x, int32_t n, int8_t *q, float *scale) {
+static void quantize_block_generic(const float *x, int32_t n, int8_t *q, float *scale) {
     float amax = 0.0f;
     for (int32_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
@@ -31,30 +31,30 @@ void quantize_row_generic(const float *x, int32_t n, int8_t *q, float *scale) {
     }
 }
 
-/* ---- int8 products ----------------------------------------------------- */
-
-static float dot_row_generic(const int8_t *x, const int8_t *wr, const float *ws, int32_t cols,
-                             int32_t glen, int32_t ng) {
-    float sumf = 0.0f;
-    for (int32_t g = 0; g < ng; g++) {
-        int32_t acc = 0;
-        const int8_t *xg = x + (size_t)g * glen, *wg = wr + (size_t)g * glen;
-        for (int32_t k = 0; k < glen; k++) acc += (int32_t)xg[k] * (int32_t)wg[k];
-        sumf += (float)acc * ws[g];
-    }
-    (void)cols;
-    return sumf;
+void quantize_row_generic(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
+    const int32_t B = block > 0 ? block : n;
+    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_generic(x + b0, B, q + b0, scales + b0 / B);
 }
+
+/* ---- int8 products ----------------------------------------------------- */
 
 void matvec_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                        int32_t r0, int32_t r1, float *y, int32_t ldy) {
     const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
+    const int32_t B = es_act_block(w), nb = cols / B;
     for (int32_t t = 0; t < n_tokens; t++) {
         const int8_t *x = xq + (size_t)t * cols;
+        const float *xst = xs + (size_t)t * nb;
         for (int32_t r = r0; r < r1; r++) {
-            float s = dot_row_generic(x, w->q + (size_t)r * cols, w->scale + (size_t)r * ng,
-                                      cols, glen, ng);
-            y[(size_t)t * ldy + r] = s * xs[t];
+            const int8_t *wr = w->q + (size_t)r * cols;
+            const float *ws = w->scale + (size_t)r * ng;
+            float sumf = 0.0f;
+            for (int32_t b = 0; b < nb; b++) {
+                int32_t acc = 0;
+                for (int32_t k = b * B; k < (b + 1) * B; k++) acc += (int32_t)x[k] * (int32_t)wr[k];
+                sumf += ((float)acc * xst[b]) * ws[b * B / glen];
+            }
+            y[(size_t)t * ldy + r] = sumf;
         }
     }
 }

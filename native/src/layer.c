@@ -28,6 +28,9 @@ typedef struct layer_job {
 #define BUF_F(j, id) ((float *)(j)->b[id])
 #define BUF_I8(j, id) ((int8_t *)(j)->b[id])
 
+/* Activation scales per token for an input of n values. */
+static inline int32_t n_scales(const es_dims *d, int32_t n) { return d->act_block > 0 ? n / d->act_block : 1; }
+
 static void run_tokens(layer_job *j, es_task_fn fn) {
     if (j->T == 1) fn(j, 0, 1);
     else es_pool_run(j->ctx->pool, fn, j);
@@ -52,7 +55,8 @@ static void task_attn_norm_quant(void *arg, int32_t ith, int32_t nth) {
     for (int32_t t = t0; t < t1; t++) {
         float *xn = BUF_F(j, ES_BUF_XN) + (size_t)t * dim;
         j->k->rmsnorm(j->x + (size_t)t * dim, j->lw->attn_norm, dim, j->d->rms_eps, xn);
-        j->k->quantize_row(xn, dim, BUF_I8(j, ES_BUF_XQ) + (size_t)t * dim, BUF_F(j, ES_BUF_XS) + t);
+        j->k->quantize_row(xn, dim, j->d->act_block, BUF_I8(j, ES_BUF_XQ) + (size_t)t * dim,
+                           BUF_F(j, ES_BUF_XS) + (size_t)t * n_scales(j->d, dim));
     }
 }
 
@@ -113,8 +117,8 @@ static void task_out_quant(void *arg, int32_t ith, int32_t nth) {
     int32_t t0, t1;
     es_split(j->T, ith, nth, &t0, &t1);
     for (int32_t t = t0; t < t1; t++)
-        j->k->quantize_row(BUF_F(j, ES_BUF_ATTN_OUT) + (size_t)t * qd, qd, BUF_I8(j, ES_BUF_AQ) + (size_t)t * qd,
-                           BUF_F(j, ES_BUF_AS) + t);
+        j->k->quantize_row(BUF_F(j, ES_BUF_ATTN_OUT) + (size_t)t * qd, qd, j->d->act_block,
+                           BUF_I8(j, ES_BUF_AQ) + (size_t)t * qd, BUF_F(j, ES_BUF_AS) + (size_t)t * n_scales(j->d, qd));
 }
 
 /* ops 7-9 */
@@ -127,7 +131,8 @@ static void task_resid_ffn_norm_quant(void *arg, int32_t ith, int32_t nth) {
         float *x = j->x + (size_t)t * dim, *fxn = BUF_F(j, ES_BUF_FXN) + (size_t)t * dim;
         j->k->add(x, BUF_F(j, ES_BUF_O) + (size_t)t * dim, dim);
         j->k->rmsnorm(x, j->lw->ffn_norm, dim, j->d->rms_eps, fxn);
-        j->k->quantize_row(fxn, dim, BUF_I8(j, ES_BUF_FXQ) + (size_t)t * dim, BUF_F(j, ES_BUF_FXS) + t);
+        j->k->quantize_row(fxn, dim, j->d->act_block, BUF_I8(j, ES_BUF_FXQ) + (size_t)t * dim,
+                           BUF_F(j, ES_BUF_FXS) + (size_t)t * n_scales(j->d, dim));
     }
 }
 
@@ -140,7 +145,8 @@ static void task_swiglu_quant(void *arg, int32_t ith, int32_t nth) {
     for (int32_t t = t0; t < t1; t++) {
         float *h = BUF_F(j, ES_BUF_H) + (size_t)t * f;
         j->k->swiglu(BUF_F(j, ES_BUF_GATE) + (size_t)t * f, BUF_F(j, ES_BUF_UP) + (size_t)t * f, f, h);
-        j->k->quantize_row(h, f, BUF_I8(j, ES_BUF_HQ) + (size_t)t * f, BUF_F(j, ES_BUF_HS) + t);
+        j->k->quantize_row(h, f, j->d->act_block, BUF_I8(j, ES_BUF_HQ) + (size_t)t * f,
+                           BUF_F(j, ES_BUF_HS) + (size_t)t * n_scales(j->d, f));
     }
 }
 

@@ -8,6 +8,9 @@ int es_check_qmat(const es_qmat *m, int32_t rows, int32_t cols) {
     if (m->rows <= 0 || m->cols <= 0) return ES_ERR_DIM;
     if ((rows > 0 && m->rows != rows) || (cols > 0 && m->cols != cols)) return ES_ERR_DIM;
     if (m->group_size < 0 || (m->group_size > 0 && m->cols % m->group_size != 0)) return ES_ERR_GROUP;
+    if (m->act_block < 0 || (m->act_block > 0 && m->cols % m->act_block != 0)) return ES_ERR_GROUP;
+    const int32_t B = m->act_block > 0 ? m->act_block : m->cols;
+    if (m->group_size > 0 && m->group_size % B != 0) return ES_ERR_GROUP;
     return ES_OK;
 }
 
@@ -19,6 +22,9 @@ int es_check_dims(const es_dims *d) {
     if (d->n_heads % d->n_kv_heads != 0 || d->head_dim % 2 != 0) return ES_ERR_DIM;
     if ((int64_t)d->n_heads * d->head_dim > INT32_MAX) return ES_ERR_DIM;
     if (!(d->rms_eps >= 0.0f)) return ES_ERR_ARG;
+    const int32_t ab = d->act_block;
+    if (ab < 0 || (ab > 0 && (d->dim % ab || (d->n_heads * d->head_dim) % ab || d->ffn_dim % ab)))
+        return ES_ERR_GROUP;
     return ES_OK;
 }
 
@@ -34,6 +40,7 @@ int es_check_layer(const es_dims *d, const es_layer_weights *lw) {
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         int st = es_check_qmat(want[i].m, want[i].rows, want[i].cols);
         if (st != ES_OK) return st;
+        if (want[i].m->act_block != d->act_block) return ES_ERR_GROUP;
     }
     return ES_OK;
 }

@@ -30,29 +30,35 @@ static void test_generic_values(void) {
     const float x[8] = {127.0f, 2.5f, 3.5f, -2.5f, -0.5f, 0.5f, 1.5f, -126.5f};
     const int8_t want[8] = {127, 2, 4, -2, 0, 0, 2, -126};
     int8_t q[8];
-    float s;
-    quantize_row_generic(x, 8, q, &s);
-    CHECK(s == 1.0f, "scale %g", s);
+    float s[4];
+    quantize_row_generic(x, 8, 0, q, s);
+    CHECK(s[0] == 1.0f, "scale %g", s[0]);
     for (int i = 0; i < 8; i++) CHECK_EQ_INT(q[i], want[i]);
     const float z[3] = {0.0f, -0.0f, 0.0f};
     q[0] = q[1] = q[2] = 9;
-    quantize_row_generic(z, 3, q, &s);
-    CHECK(s == 0.0f && q[0] == 0 && q[1] == 0 && q[2] == 0, "zero row");
+    quantize_row_generic(z, 3, 3, q, s);
+    CHECK(s[0] == 0.0f && q[0] == 0 && q[1] == 0 && q[2] == 0, "zero row");
+    /* blocks of 2: scales 2/127 and 8/127; 1*63.5 and 4*(127/8) tie to 64 */
+    const float xb[4] = {1.0f, 2.0f, 4.0f, -8.0f};
+    quantize_row_generic(xb, 4, 2, q, s);
+    CHECK(s[0] == 2.0f / 127.0f && s[1] == 8.0f / 127.0f, "block scales %g %g", s[0], s[1]);
+    CHECK(q[0] == 64 && q[1] == 127 && q[2] == 64 && q[3] == -127, "block q %d %d %d %d", q[0], q[1], q[2], q[3]);
 
-    /* product: per-row and per-group float accumulation order */
+    /* product: blocks of 4, float sum over blocks in order */
     const int8_t wq[8] = {1, 2, 3, 4, -127, 127, -1, 0};
-    const float ws[2] = {0.5f, 0.25f};
     const int8_t xq[8] = {127, -127, 1, 1, 1, 1, 1, 1};
-    const float xs = 2.0f;
-    es_qmat w = {wq, ws, 1, 8, 4};
+    const float ws[2] = {0.5f, 0.25f}, xs[2] = {2.0f, 4.0f};
     float y;
-    matvec_q8_generic(xq, &xs, 1, &w, 0, 1, &y, 1);
-    /* acc0 = 127-254+3+4 = -120, acc1 = -127+127-1 = -1: (-60 + -0.25) * 2 */
-    CHECK(y == -120.5f, "grouped product %g", y);
-    const float ws1[1] = {0.5f};
-    es_qmat w1 = {wq, ws1, 1, 8, 0};
-    matvec_q8_generic(xq, &xs, 1, &w1, 0, 1, &y, 1);
-    CHECK(y == -121.0f, "per-row product %g", y);
+    /* acc0 = 127-254+3+4 = -120, acc1 = -127+127-1 = -1 */
+    es_qmat w = {wq, ws, 1, 8, 4, 4};
+    matvec_q8_generic(xq, xs, 1, &w, 0, 1, &y, 1);
+    CHECK(y == -121.0f, "grouped product %g", y); /* (-120*2)*0.5 + (-1*4)*0.25 */
+    es_qmat w1 = {wq, ws, 1, 8, 0, 4};
+    matvec_q8_generic(xq, xs, 1, &w1, 0, 1, &y, 1);
+    CHECK(y == -122.0f, "per-row product %g", y); /* (-120*2)*0.5 + (-1*4)*0.5 */
+    es_qmat w2 = {wq, ws, 1, 8, 0, 0};
+    matvec_q8_generic(xq, xs, 1, &w2, 0, 1, &y, 1);
+    CHECK(y == -121.0f, "whole-row block %g", y); /* (-121*2)*0.5 */
 
     /* half conversions */
     const float hv[] = {1.0f, 65504.0f, 65520.0f, 5.9604645e-08f, 2.9802322e-08f, 4.4703484e-08f, 0.1f, -2.0f};
@@ -79,72 +85,89 @@ static void fill(rng_t *r, float *x, int32_t n, float scale) {
     for (int32_t i = 0; i < n; i++) x[i] = rng_unit(r) * scale;
 }
 
+static const int32_t BLOCKS[] = {0, 4, 8, 12, 16, 32, 64, 96};
+#define N_BLOCKS ((int)(sizeof BLOCKS / sizeof BLOCKS[0]))
+
 static void test_quantize(const es_kernels *k, const es_kernels *g, rng_t *r) {
-    float x[1536];
+    float x[1536], s1[1536], s2[1536];
     int8_t q1[1536], q2[1536];
     for (int li = 0; li < N_LENGTHS; li++) {
         const int32_t n = LENGTHS[li];
-        for (int variant = 0; variant < 4; variant++) {
-            if (variant == 0) fill(r, x, n, 3.0f);
-            if (variant == 1) memset(x, 0, sizeof x);
-            if (variant == 2) /* ties: amax 127 makes x*inv == x */
-                for (int32_t i = 0; i < n; i++) x[i] = (i == n - 1) ? -127.0f : (float)((i % 254) - 127) + 0.5f;
-            if (variant == 3) fill(r, x, n, 1e-3f);
-            float s1 = -1.0f, s2 = -2.0f;
-            g->quantize_row(x, n, q1, &s1);
-            k->quantize_row(x, n, q2, &s2);
-            CHECK(memcmp(q1, q2, (size_t)n) == 0 && memcmp(&s1, &s2, 4) == 0, "%s n=%d variant %d",
-                  k->names[ES_K_QUANTIZE_ROW], n, variant);
+        for (int bi = 0; bi < N_BLOCKS; bi++) {
+            const int32_t B = BLOCKS[bi], nb = B ? n / B : 1;
+            if (B && n % B) continue;
+            for (int variant = 0; variant < 4; variant++) {
+                if (variant == 0) fill(r, x, n, 3.0f);
+                if (variant == 1) memset(x, 0, sizeof x);
+                if (variant == 2) /* ties: amax 127 makes x*inv == x */
+                    for (int32_t i = 0; i < n; i++) x[i] = ((i + 1) % 4 == 0) ? -127.0f : (float)((i % 254) - 127) + 0.5f;
+                if (variant == 3) { /* wildly different blocks, one all zero */
+                    fill(r, x, n, 1e-3f);
+                    for (int32_t i = 0; i < n / 2; i++) x[i] *= 1e4f;
+                    if (B && nb > 2) memset(x + B, 0, (size_t)B * 4);
+                }
+                g->quantize_row(x, n, B, q1, s1);
+                k->quantize_row(x, n, B, q2, s2);
+                CHECK(memcmp(q1, q2, (size_t)n) == 0 && memcmp(s1, s2, (size_t)nb * 4) == 0,
+                      "%s n=%d B=%d variant %d", k->names[ES_K_QUANTIZE_ROW], n, B, variant);
+            }
         }
     }
 }
 
 static void test_products(const es_kernels *k, const es_kernels *g, rng_t *r) {
-    enum { ROWS = 13, TMAX = 9 };
+    enum { ROWS = 37, TMAX = 5 };
     static int8_t wq[ROWS * 1536], xq[TMAX * 1536];
-    static float ws[ROWS * 1536 / 4], xs[TMAX], y1[TMAX * ROWS], y2[TMAX * ROWS];
-    const int32_t groups[] = {0, 4, 8, 16, 32, 64, 96, 128};
-    const int32_t tokens[] = {1, 2, 3, 4, 5, 9};
+    static float ws[ROWS * 1536 / 4], xs[TMAX * 1536 / 4], y1[TMAX * ROWS], y2[TMAX * ROWS];
+    const int32_t tokens[] = {1, 2, 5};
+    const int32_t gmul[] = {0, 1, 2}; /* group = 0 (per row), B, 2B */
+    int combos = 0;
     for (int li = 0; li < N_LENGTHS; li++) {
         const int32_t K = LENGTHS[li];
-        for (int gi = 0; gi < (int)(sizeof groups / sizeof groups[0]); gi++) {
-            const int32_t G = groups[gi];
-            if (G && (K % G || G == K)) continue;
-            const int32_t ng = G ? K / G : 1;
-            for (int variant = 0; variant < 3; variant++) {
-                for (int32_t i = 0; i < ROWS * K; i++)
-                    wq[i] = variant == 1 ? (int8_t)((i & 1) ? 127 : -127) : rng_i8(r);
-                for (int32_t i = 0; i < TMAX * K; i++)
-                    xq[i] = variant == 1 ? (int8_t)((i % 3) ? -127 : 127) : rng_i8(r);
-                if (variant == 2) { /* an all-zero weight row and an all-zero token */
-                    memset(wq + 5 * K, 0, (size_t)K);
-                    memset(xq + 1 * K, 0, (size_t)K);
-                }
-                for (int32_t i = 0; i < ROWS * ng; i++) ws[i] = (rng_unit(r) + 1.5f) * 1e-2f;
-                for (int32_t t = 0; t < TMAX; t++) xs[t] = (rng_unit(r) + 1.5f) * 3e-2f;
-                es_qmat w = {wq, ws, ROWS, K, G};
-                for (int ti = 0; ti < (int)(sizeof tokens / sizeof tokens[0]); ti++) {
-                    const int32_t T = tokens[ti];
-                    /* a sub-range of rows exercises row tails and offsets */
-                    for (int rr = 0; rr < 2; rr++) {
-                        const int32_t r0 = rr ? 3 : 0, r1 = rr ? 12 : ROWS;
-                        memset(y1, 0, sizeof y1);
-                        memset(y2, 0, sizeof y2);
-                        g->matvec_q8(xq, xs, T, &w, r0, r1, y1, ROWS);
-                        (T == 1 ? k->matvec_q8 : k->matmul_q8)(xq, xs, T, &w, r0, r1, y2, ROWS);
-                        CHECK(max_ulp(y1, y2, (size_t)T * ROWS) <= TOL_ULP_MATMUL,
-                              "%s K=%d G=%d T=%d rows %d..%d variant %d", k->names[T == 1 ? 1 : 2], K, G, T,
-                              r0, r1, variant);
-                        if (T > 1) { /* matvec must also accept T > 1 */
+        for (int bi = 0; bi < N_BLOCKS; bi++) {
+            const int32_t B = BLOCKS[bi];
+            if (B && K % B) continue;
+            const int32_t nb = B ? K / B : 1;
+            for (int gi = 0; gi < 3; gi++) {
+                const int32_t G = gmul[gi] * B;
+                if (gmul[gi] && (!B || K % G || G == K)) continue;
+                const int32_t ng = G ? K / G : 1;
+                for (int variant = 0; variant < 3; variant++) {
+                    for (int32_t i = 0; i < ROWS * K; i++)
+                        wq[i] = variant == 1 ? (int8_t)((i & 1) ? 127 : -127) : rng_i8(r);
+                    for (int32_t i = 0; i < TMAX * K; i++)
+                        xq[i] = variant == 1 ? (int8_t)((i % 3) ? -127 : 127) : rng_i8(r);
+                    if (variant == 2) { /* an all-zero weight row and an all-zero token */
+                        memset(wq + 5 * K, 0, (size_t)K);
+                        memset(xq + 1 * K, 0, (size_t)K);
+                    }
+                    for (int32_t i = 0; i < ROWS * ng; i++) ws[i] = (rng_unit(r) + 1.5f) * 1e-2f;
+                    for (int32_t i = 0; i < TMAX * nb; i++) xs[i] = (rng_unit(r) + 1.5f) * 3e-2f;
+                    es_qmat w = {wq, ws, ROWS, K, G, B};
+                    for (int ti = 0; ti < 3; ti++) {
+                        const int32_t T = tokens[ti];
+                        for (int rr = 0; rr < 2; rr++) { /* a sub-range exercises row tails and offsets */
+                            const int32_t r0 = rr ? 3 : 0, r1 = rr ? 36 : ROWS;
+                            memset(y1, 0, sizeof y1);
                             memset(y2, 0, sizeof y2);
-                            k->matvec_q8(xq, xs, T, &w, r0, r1, y2, ROWS);
-                            CHECK(max_ulp(y1, y2, (size_t)T * ROWS) <= TOL_ULP_MATMUL, "matvec T=%d K=%d", T, K);
+                            g->matvec_q8(xq, xs, T, &w, r0, r1, y1, ROWS);
+                            (T == 1 ? k->matvec_q8 : k->matmul_q8)(xq, xs, T, &w, r0, r1, y2, ROWS);
+                            CHECK(max_ulp(y1, y2, (size_t)T * ROWS) <= TOL_ULP_MATMUL,
+                                  "%s K=%d B=%d G=%d T=%d rows %d..%d variant %d", k->names[T == 1 ? 1 : 2], K, B,
+                                  G, T, r0, r1, variant);
+                            if (T > 1) { /* matvec must also accept T > 1 */
+                                memset(y2, 0, sizeof y2);
+                                k->matvec_q8(xq, xs, T, &w, r0, r1, y2, ROWS);
+                                CHECK(max_ulp(y1, y2, (size_t)T * ROWS) <= TOL_ULP_MATMUL, "matvec T=%d K=%d", T, K);
+                            }
+                            combos++;
                         }
                     }
                 }
             }
         }
     }
+    CHECK(combos > 500, "only %d product cases", combos);
 }
 
 static void test_float_kernels(const es_kernels *k, const es_kernels *g, rng_t *r) {

@@ -22,15 +22,15 @@ typedef struct model {
     float cos[CTX * HD / 2], sin[CTX * HD / 2];
 } model;
 
-static es_qmat make_qmat(rng_t *r, int8_t *q, float *s, int32_t rows, int32_t cols, int32_t G) {
+static es_qmat make_qmat(rng_t *r, int8_t *q, float *s, int32_t rows, int32_t cols, int32_t G, int32_t ab) {
     const int32_t ng = G ? cols / G : 1;
     for (int32_t i = 0; i < rows * cols; i++) q[i] = rng_i8(r);
     for (int32_t i = 0; i < rows * ng; i++) s[i] = (rng_unit(r) + 1.5f) * 0.02f;
-    es_qmat m = {q, s, rows, cols, G};
+    es_qmat m = {q, s, rows, cols, G, ab};
     return m;
 }
 
-static void build(model *md, int32_t G, rng_t *r) {
+static void build(model *md, int32_t G, int32_t ab, rng_t *r) {
     const int32_t qd = NH * HD, kvd = NKV * HD;
     for (int l = 0; l < NL; l++) {
         es_layer_weights *w = &md->lw[l];
@@ -40,16 +40,16 @@ static void build(model *md, int32_t G, rng_t *r) {
         }
         w->attn_norm = md->norms[l][0];
         w->ffn_norm = md->norms[l][1];
-        w->wq = make_qmat(r, md->q[l][0], md->s[l][0], qd, DIM, G);
-        w->wk = make_qmat(r, md->q[l][1], md->s[l][1], kvd, DIM, G);
-        w->wv = make_qmat(r, md->q[l][2], md->s[l][2], kvd, DIM, G);
-        w->wo = make_qmat(r, md->q[l][3], md->s[l][3], DIM, qd, G);
-        w->w_gate = make_qmat(r, md->q[l][4], md->s[l][4], FFN, DIM, G);
-        w->w_up = make_qmat(r, md->q[l][5], md->s[l][5], FFN, DIM, G);
-        w->w_down = make_qmat(r, md->q[l][6], md->s[l][6], DIM, FFN, G);
+        w->wq = make_qmat(r, md->q[l][0], md->s[l][0], qd, DIM, G, ab);
+        w->wk = make_qmat(r, md->q[l][1], md->s[l][1], kvd, DIM, G, ab);
+        w->wv = make_qmat(r, md->q[l][2], md->s[l][2], kvd, DIM, G, ab);
+        w->wo = make_qmat(r, md->q[l][3], md->s[l][3], DIM, qd, G, ab);
+        w->w_gate = make_qmat(r, md->q[l][4], md->s[l][4], FFN, DIM, G, ab);
+        w->w_up = make_qmat(r, md->q[l][5], md->s[l][5], FFN, DIM, G, ab);
+        w->w_down = make_qmat(r, md->q[l][6], md->s[l][6], DIM, FFN, G, ab);
     }
     for (int i = 0; i < DIM; i++) md->out_norm[i] = 1.0f + 0.3f * rng_unit(r);
-    md->m.embed = make_qmat(r, md->eq, md->es, VOCAB, DIM, G);
+    md->m.embed = make_qmat(r, md->eq, md->es, VOCAB, DIM, G, ab);
     md->m.layers = md->lw;
     md->m.out_norm = md->out_norm;
     md->m.head = md->m.embed; /* tied */
@@ -66,7 +66,7 @@ typedef struct run_out {
     float kv[2][NL * NKV * CTX * HD];
 } run_out;
 
-static const es_dims DIMS = {DIM, NH, NKV, HD, FFN, VOCAB, NL, 1e-5f};
+static es_dims DIMS = {DIM, NH, NKV, HD, FFN, VOCAB, NL, 0, 1e-5f};
 
 static uint64_t g_offsets[ES_BUF_COUNT];
 static _Alignas(64) unsigned char g_arena[1 << 16];
@@ -131,10 +131,12 @@ static int same(const run_out *a, const run_out *b) {
 int main(void) {
     static model md;
     static run_out ref, got;
-    const int32_t groups[2] = {0, 16};
-    for (int gi = 0; gi < 2; gi++) {
+    /* (group size, act_block): per-token, per-row with blocks, groups with blocks */
+    const int32_t groups[4][2] = {{0, 0}, {0, 16}, {16, 8}, {16, 16}};
+    for (int gi = 0; gi < 4; gi++) {
         rng_t r = {1234 + (uint64_t)gi};
-        build(&md, groups[gi], &r);
+        DIMS.act_block = groups[gi][1];
+        build(&md, groups[gi][0], groups[gi][1], &r);
         for (int32_t dtype = 0; dtype < 2; dtype++) {
             run(&md, ES_ISA_GENERIC, 1, dtype, 0, &ref);
             float amax = 0.0f;
@@ -153,7 +155,7 @@ int main(void) {
                         if (isa == 0 && nt == 1 && mode == 0) continue;
                         memset(&got, 0xff, sizeof got);
                         run(&md, isa, nt, dtype, mode, &got);
-                        CHECK(same(&ref, &got), "G=%d dtype=%d isa=%d threads=%d mode=%d", groups[gi], dtype,
+                        CHECK(same(&ref, &got), "G=%d B=%d dtype=%d isa=%d threads=%d mode=%d", groups[gi][0], groups[gi][1], dtype,
                               isa, nt, mode);
                     }
             }

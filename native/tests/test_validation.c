@@ -13,12 +13,12 @@ static float sbuf[FFN * DIM];
 static float norm[DIM];
 
 static es_qmat qm(int32_t rows, int32_t cols) {
-    es_qmat m = {wbuf, sbuf, rows, cols, 0};
+    es_qmat m = {wbuf, sbuf, rows, cols, 0, 0};
     return m;
 }
 
 int main(void) {
-    const es_dims dims = {DIM, NH, NKV, HD, FFN, VOCAB, NL, 1e-5f};
+    const es_dims dims = {DIM, NH, NKV, HD, FFN, VOCAB, NL, 0, 1e-5f};
     const int32_t qd = NH * HD, kvd = NKV * HD;
     es_layer_weights lw[NL];
     for (int l = 0; l < NL; l++) {
@@ -134,6 +134,16 @@ int main(void) {
     lw[1].w_down.group_size = -4;
     CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_GROUP);
     lw[1] = saved_lw;
+    lw[1].wv.act_block = 16; /* differs from dims.act_block */
+    CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_GROUP);
+    lw[1] = saved_lw;
+    bad = dims;
+    bad.act_block = 24; /* does not divide dim 32 */
+    CHECK_EQ_INT(es_layer_buffers(&bad, 1, CTX, 2, info, ES_BUF_COUNT), ES_ERR_GROUP);
+    bad.act_block = 16;
+    CHECK_EQ_INT(es_layer_buffers(&bad, 3, CTX, 2, info, ES_BUF_COUNT), ES_OK);
+    CHECK_EQ_INT(info[ES_BUF_HS].size_bytes, 3 * (FFN / 16) * 4);
+    CHECK_EQ_INT(info[ES_BUF_XS].size_bytes, 3 * (DIM / 16) * 4);
     lw[1].w_up.scale = NULL;
     CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_NULL);
     lw[1] = saved_lw;
@@ -162,11 +172,20 @@ int main(void) {
     /* kernels */
     int8_t q8[DIM];
     float sc[2];
-    CHECK_EQ_INT(es_quantize_rows(ctx, x, 1, 0, q8, sc), ES_ERR_DIM);
-    CHECK_EQ_INT(es_quantize_rows(ctx, NULL, 1, DIM, q8, sc), ES_ERR_NULL);
+    CHECK_EQ_INT(es_quantize_rows(ctx, x, 1, 0, 0, q8, sc), ES_ERR_DIM);
+    CHECK_EQ_INT(es_quantize_rows(ctx, NULL, 1, DIM, 0, q8, sc), ES_ERR_NULL);
     es_qmat g3 = qm(4, DIM);
     g3.group_size = 3;
     CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &g3, x), ES_ERR_GROUP);
+    g3.group_size = 8;
+    g3.act_block = 16; /* group not a multiple of the block */
+    CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &g3, x), ES_ERR_GROUP);
+    g3.act_block = 0;
+    CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &g3, x), ES_ERR_GROUP);
+    g3.act_block = 8;
+    CHECK_EQ_INT(es_quantize_rows(ctx, x, 1, DIM, 8, q8, x + DIM), ES_OK);
+    CHECK_EQ_INT(es_matmul_q8(ctx, q8, x + DIM, 1, &g3, x + 2 * DIM), ES_OK);
+    CHECK_EQ_INT(es_quantize_rows(ctx, x, 1, DIM, 5, q8, sc), ES_ERR_GROUP);
     g3.cols = 0;
     CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &g3, x), ES_ERR_DIM);
     CHECK_EQ_INT(es_f32_to_f16(ctx, x, NULL, 3), ES_ERR_NULL);

@@ -6,7 +6,8 @@
  *
  * int8 dot: _mm256_maddubs_epi16 needs u8 x s8, so x is split into |x| (u8)
  * and its sign moved onto w (_mm256_sign_epi8), as llama.cpp does. With
- * |x|, |w| <= 127 a pair sum is at most 32258: no int16 saturation.
+ * |x|, |w| <= 127 a pair sum is at most 32258: no int16 saturation. Weights
+ * must stay in [-127, 127] (sign_epi8 cannot negate -128).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -41,20 +42,6 @@ static inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
-static inline int32_t hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* Four 8-lane int32 vectors -> their four sums. */
-static inline __m128i hsum4_i32x8(__m256i a, __m256i b, __m256i c, __m256i d) {
-    __m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);
-    __m256i abcd = _mm256_hadd_epi32(ab, cd);
-    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
-}
-
 /* es_expf on 8 lanes, step for step. */
 static inline __m256 exp8(__m256 x) {
     const __m256 lo = _mm256_set1_ps(ES_EXP_LO);
@@ -80,7 +67,7 @@ static inline __m256 exp8(__m256 x) {
 
 /* ---- activation quantization ------------------------------------------ */
 
-static void quantize_row_avx2(const float *x, int32_t n, int8_t *q, float *scale) {
+static void quantize_block_avx2(const float *x, int32_t n, int8_t *q, float *scale) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 vmax = _mm256_setzero_ps();
     int32_t i = 0;
@@ -98,24 +85,24 @@ static void quantize_row_avx2(const float *x, int32_t n, int8_t *q, float *scale
     *scale = amax / 127.0f;
     const float inv = 127.0f / amax;
     const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m256i v[4];
-        for (int j = 0; j < 4; j++) {
-            __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), vinv);
-            f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-            v[j] = _mm256_cvtps_epi32(f);
-        }
-        __m256i ab = _mm256_packs_epi32(v[0], v[1]), cd = _mm256_packs_epi32(v[2], v[3]);
-        __m256i abcd = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm);
-        _mm256_storeu_si256((__m256i *)(q + i), abcd);
+    for (; i + 8 <= n; i += 8) {
+        __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
+        f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+        const __m256i v = _mm256_cvtps_epi32(f);
+        const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64((__m128i *)(q + i), _mm_packs_epi16(w16, w16));
     }
     for (; i < n; i++) {
         float v = x[i] * inv;
         v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
         q[i] = (int8_t)(int32_t)es_rint_small(v);
     }
+}
+
+static void quantize_row_avx2(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
+    const int32_t B = block > 0 ? block : n;
+    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_avx2(x + b0, B, q + b0, scales + b0 / B);
 }
 
 /* ---- int8 products ----------------------------------------------------- */
@@ -125,84 +112,77 @@ static inline __m256i dot32(__m256i x, __m256i ax, __m256i w) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-static int32_t dot_i8(const int8_t *x, const int8_t *w, int32_t n) {
-    __m256i acc = _mm256_setzero_si256();
-    int32_t k = 0;
-    for (; k + 32 <= n; k += 32) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + k));
-        acc = _mm256_add_epi32(acc, dot32(xv, _mm256_sign_epi8(xv, xv),
-                                          _mm256_loadu_si256((const __m256i *)(w + k))));
-    }
-    int32_t s = hsum_i32x8(acc);
-    for (; k < n; k++) s += (int32_t)x[k] * (int32_t)w[k];
-    return s;
+/* Eight 8-lane int32 vectors -> one vector of their eight sums. */
+static inline __m256i hsum8x8(const __m256i a[8]) {
+    const __m256i h0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    const __m256i h4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                            _mm256_permute2x128_si256(h0123, h4567, 0x31));
 }
 
-/* Four rows, one group spanning all columns; acc[i] = exact dot of row i. */
-static void dot4_i8(const int8_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2,
-                    const int8_t *w3, int32_t n, int32_t acc[4]) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    int32_t k = 0;
-    for (; k + 32 <= n; k += 32) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + k));
-        const __m256i ax = _mm256_sign_epi8(xv, xv);
-        a0 = _mm256_add_epi32(a0, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w0 + k))));
-        a1 = _mm256_add_epi32(a1, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w1 + k))));
-        a2 = _mm256_add_epi32(a2, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w2 + k))));
-        a3 = _mm256_add_epi32(a3, dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(w3 + k))));
-    }
-    _mm_storeu_si128((__m128i *)acc, hsum4_i32x8(a0, a1, a2, a3));
-    for (; k < n; k++) {
-        const int32_t xk = x[k];
-        acc[0] += xk * w0[k];
-        acc[1] += xk * w1[k];
-        acc[2] += xk * w2[k];
-        acc[3] += xk * w3[k];
-    }
-}
-
-/* Rows [r0, r1) of one token: y[r] = product of x with row r. */
-static void rows_avx2(const int8_t *x, float xs, const es_qmat *w, int32_t r0, int32_t r1, float *y) {
+/* Rows r .. r+nrows-1 (nrows <= 8) of one token, act_block a multiple of 32:
+   lane i of every vector is row i, so the float sum over blocks runs in the
+   spec's order for eight rows at once. */
+static void rows8_avx2(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows,
+                       float *y) {
     const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
-    int32_t r = r0;
-    if (ng == 1) {
-        for (; r + 4 <= r1; r += 4) {
-            int32_t acc[4];
-            const int8_t *wr = w->q + (size_t)r * cols;
-            dot4_i8(x, wr, wr + cols, wr + 2 * (size_t)cols, wr + 3 * (size_t)cols, cols, acc);
-            for (int i = 0; i < 4; i++) {
-                float sumf = 0.0f;
-                sumf += (float)acc[i] * w->scale[r + i];
-                y[r + i] = sumf * xs;
-            }
+    const int32_t B = es_act_block(w), nb = cols / B;
+    const int8_t *wr[8];
+    int32_t idx[8];
+    for (int i = 0; i < 8; i++) {
+        const int32_t rr = r + (i < nrows ? i : nrows - 1);
+        wr[i] = w->q + (size_t)rr * cols;
+        idx[i] = rr * ng;
+    }
+    const __m256i vidx = _mm256_loadu_si256((const __m256i *)idx);
+    __m256 wsv = _mm256_i32gather_ps(w->scale, vidx, 4);
+    __m256 sumf = _mm256_setzero_ps();
+    for (int32_t b = 0; b < nb; b++) {
+        const int32_t k0 = b * B;
+        __m256i acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
+        for (int32_t c = k0; c < k0 + B; c += 32) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c));
+            const __m256i ax = _mm256_sign_epi8(xv, xv);
+            for (int i = 0; i < 8; i++)
+                acc[i] = _mm256_add_epi32(acc[i], dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(wr[i] + c))));
         }
+        if (ng > 1 && k0 % glen == 0 && k0 > 0)
+            wsv = _mm256_i32gather_ps(w->scale + k0 / glen, vidx, 4);
+        const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8x8(acc)), _mm256_set1_ps(xst[b]));
+        sumf = _mm256_add_ps(sumf, _mm256_mul_ps(f, wsv));
     }
-    for (; r < r1; r++) {
-        const int8_t *wr = w->q + (size_t)r * cols;
-        const float *ws = w->scale + (size_t)r * ng;
-        float sumf = 0.0f;
-        for (int32_t g = 0; g < ng; g++)
-            sumf += (float)dot_i8(x + (size_t)g * glen, wr + (size_t)g * glen, glen) * ws[g];
-        y[r] = sumf * xs;
-    }
+    _mm256_maskstore_ps(y + r, lane_mask8(nrows), sumf);
 }
 
+/* act_block not a multiple of 32 goes to the scalar twin. */
 static void matvec_q8_avx2(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                            int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    const int32_t B = es_act_block(w), nb = w->cols / B;
+    if (B % 32 != 0) {
+        matvec_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
+        return;
+    }
     for (int32_t t = 0; t < n_tokens; t++)
-        rows_avx2(xq + (size_t)t * w->cols, xs[t], w, r0, r1, y + (size_t)t * ldy);
+        for (int32_t r = r0; r < r1; r += 8)
+            rows8_avx2(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 8 ? r1 - r : 8,
+                       y + (size_t)t * ldy);
 }
 
-/* Rows outer in blocks of 16 (at most 16*cols bytes, kept in L1/L2), tokens
-   inner: each weight row comes from memory once per call. */
+/* Rows outer in groups of 8 (8*cols bytes stay in L1/L2), tokens inner: each
+   weight row comes from memory once per call. act_block not a multiple of 32
+   goes to the scalar twin. */
 static void matmul_q8_avx2(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                            int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    enum { ROWS = 16 };
-    for (int32_t rb = r0; rb < r1; rb += ROWS) {
-        const int32_t re = rb + ROWS < r1 ? rb + ROWS : r1;
-        for (int32_t t = 0; t < n_tokens; t++)
-            rows_avx2(xq + (size_t)t * w->cols, xs[t], w, rb, re, y + (size_t)t * ldy);
+    const int32_t B = es_act_block(w), nb = w->cols / B;
+    if (B % 32 != 0) {
+        matmul_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
+        return;
     }
+    for (int32_t r = r0; r < r1; r += 8)
+        for (int32_t t = 0; t < n_tokens; t++)
+            rows8_avx2(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 8 ? r1 - r : 8,
+                       y + (size_t)t * ldy);
 }
 
 /* ---- float kernels ------------------------------------------------------ */

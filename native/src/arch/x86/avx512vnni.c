@@ -3,15 +3,19 @@
  * -mavx512vnni; installed on top of the AVX2 set).
  *
  * int8 dot with _mm512_dpbusd_epi32, which multiplies u8 by s8: the weight
- * byte is made unsigned by adding 128 (xor 0x80), and the excess is removed
- * exactly afterwards: sum (w+128)*x = sum w*x + 128*sum x, where sum x is one
- * more dpbusd of x against a vector of ones. The +128 is applied once per
- * weight vector and shared by every token of a tile; sum x costs one dpbusd
- * per token and is shared by the four rows of a block. Every intermediate is
- * an exact int32, so the result equals the scalar twin bit for bit.
+ * byte is made unsigned by adding 128 (xor 0x80) and the excess is removed
+ * exactly: sum (w+128)*x = sum w*x + 128*sum x. The correction -128*sum x
+ * depends only on the activation block, so it is computed once per block
+ * (one more dpbusd against a vector of ones) and used as the accumulator's
+ * starting value. Every intermediate is an exact int32.
  *
- * Tiles: 4 weight rows x NT tokens (NT <= 4) per pass; tails of a row or a
- * group use masked loads (masked lanes are 0 and add nothing).
+ * Layout: 16 weight rows at a time. Each zmm holds 32 bytes of row j and 32
+ * of row j+4 (or 8+j / 12+j) of the same activation block, with the block's
+ * 32 activation bytes broadcast to both halves; after the block, a transpose
+ * tree folds the eight pair vectors into one vector whose lane i is the exact
+ * block sum of row i. The float part (sumf += (acc*xs)*ws) then runs on 16
+ * rows at once, in the spec's order for each row. Block tails (act_block not
+ * a multiple of 32) and row tails use masked loads and stores.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -24,14 +28,12 @@
 
 /* ---- activation quantization ------------------------------------------ */
 
-static void quantize_row_avx512(const float *x, int32_t n, int8_t *q, float *scale) {
+static inline __mmask16 mask16(int32_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+static void quantize_block_avx512(const float *x, int32_t n, int8_t *q, float *scale) {
     __m512 vmax = _mm512_setzero_ps();
-    int32_t i = 0;
-    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + i)));
-    }
+    for (int32_t i = 0; i < n; i += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask16(n - i), x + i)));
     const float amax = _mm512_reduce_max_ps(vmax);
     if (amax == 0.0f) {
         *scale = 0.0f;
@@ -41,125 +43,102 @@ static void quantize_row_avx512(const float *x, int32_t n, int8_t *q, float *sca
     *scale = amax / 127.0f;
     const __m512 vinv = _mm512_set1_ps(127.0f / amax);
     const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-    for (i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+    for (int32_t i = 0; i < n; i += 16) {
+        const __mmask16 m = mask16(n - i);
         __m512 f = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vinv);
         f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
         _mm512_mask_cvtsepi32_storeu_epi8(q + i, m, _mm512_cvtps_epi32(f));
     }
 }
 
+static void quantize_row_avx512(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
+    const int32_t B = block > 0 ? block : n;
+    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_avx512(x + b0, B, q + b0, scales + b0 / B);
+}
+
 /* ---- int8 products ----------------------------------------------------- */
 
-/* Four 16-lane int32 vectors -> their four sums. */
-ES_INLINE __m128i reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
-    const __m256i a2 = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
-    const __m256i b2 = _mm256_add_epi32(_mm512_castsi512_si256(b), _mm512_extracti64x4_epi64(b, 1));
-    const __m256i c2 = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64(c, 1));
-    const __m256i d2 = _mm256_add_epi32(_mm512_castsi512_si256(d), _mm512_extracti64x4_epi64(d, 1));
-    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a2, b2), _mm256_hadd_epi32(c2, d2));
-    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+/* Pair vectors p[0..7] (p[j] = rows (j, j+4) for j < 4, (8+j-4, 12+j-4) for
+   j >= 4, each half 8 lanes of partial sums) -> lane i = full sum of row i. */
+ES_INLINE __m512i fold_pairs(const __m512i p[8]) {
+    const __m512i q0 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+    const __m512i q1 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+    const __m512i q2 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[4], p[5]), _mm512_unpackhi_epi32(p[4], p[5]));
+    const __m512i q3 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[6], p[7]), _mm512_unpackhi_epi32(p[6], p[7]));
+    const __m512i r0 = _mm512_add_epi32(_mm512_unpacklo_epi64(q0, q1), _mm512_unpackhi_epi64(q0, q1));
+    const __m512i r1 = _mm512_add_epi32(_mm512_unpacklo_epi64(q2, q3), _mm512_unpackhi_epi64(q2, q3));
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(r0, r1, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-ES_INLINE __mmask64 chunk_mask(int32_t rem) {
-    return rem >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << rem) - 1);
+ES_INLINE __m512i load_pair(const int8_t *a, const int8_t *b, __mmask32 m, int full) {
+    if (full)
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                                  _mm256_loadu_si256((const __m256i *)b), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_maskz_loadu_epi8(m, a)),
+                              _mm256_maskz_loadu_epi8(m, b), 1);
 }
 
-/* Rows r .. r+nrows-1 (nrows <= 4) for NT tokens (NT <= 4, a constant after
-   inlining): y[t*ldy + r + i] for t < NT, i < nrows. x0 points at token 0
-   (tokens ldx bytes apart), xs at its scale. */
-ES_INLINE void block4(const int8_t *x0, int32_t ldx, const float *xs, const int NT,
-                      const es_qmat *w, int32_t r, int32_t nrows, float *y, int32_t ldy) {
+/* Rows r .. r+nrows-1 (nrows <= 16) of one token: y[r + i]. */
+static void rows16(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows, float *y) {
     const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
+    const int32_t B = es_act_block(w), nb = cols / B;
+    static const int ROW_OF_PAIR[8][2] = {{0, 4}, {1, 5}, {2, 6}, {3, 7}, {8, 12}, {9, 13}, {10, 14}, {11, 15}};
+    const int8_t *pa[8], *pb[8];
+    int32_t idx[16];
+    for (int i = 0; i < 16; i++) idx[i] = (r + (i < nrows ? i : nrows - 1)) * ng;
+    for (int j = 0; j < 8; j++) {
+        pa[j] = w->q + (size_t)(idx[ROW_OF_PAIR[j][0]] / ng) * cols;
+        pb[j] = w->q + (size_t)(idx[ROW_OF_PAIR[j][1]] / ng) * cols;
+    }
+    const __m512i vidx = _mm512_loadu_si512(idx);
     const __m512i ones = _mm512_set1_epi8(1), bias = _mm512_set1_epi8((char)0x80);
-    const int8_t *wr[4];
-    const float *wsr[4];
-    for (int i = 0; i < 4; i++) {
-        const int32_t rr = r + (i < nrows ? i : nrows - 1);
-        wr[i] = w->q + (size_t)rr * cols;
-        wsr[i] = w->scale + (size_t)rr * ng;
+    __m512 wsv = _mm512_i32gather_ps(vidx, w->scale, 4);
+    __m512 sumf = _mm512_setzero_ps();
+    for (int32_t b = 0; b < nb; b++) {
+        const int32_t k0 = b * B;
+        __m512i corr = _mm512_setzero_si512();
+        for (int32_t c = k0; c < k0 + B; c += 32) {
+            const __mmask32 m = k0 + B - c >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (k0 + B - c)) - 1);
+            const __m512i xv = _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(m, x + c));
+            corr = _mm512_dpbusd_epi32(corr, ones, xv);
+        }
+        corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(corr, 7));
+        __m512i p[8];
+        for (int j = 0; j < 8; j++) p[j] = corr;
+        for (int32_t c = k0; c < k0 + B; c += 32) {
+            const int full = k0 + B - c >= 32;
+            const __mmask32 m = full ? ~(__mmask32)0 : (((__mmask32)1 << (k0 + B - c)) - 1);
+            const __m512i xv = _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(m, x + c));
+            for (int j = 0; j < 8; j++)
+                p[j] = _mm512_dpbusd_epi32(p[j], _mm512_xor_si512(load_pair(pa[j] + c, pb[j] + c, m, full), bias), xv);
+        }
+        if (ng > 1 && k0 % glen == 0 && k0 > 0)
+            wsv = _mm512_i32gather_ps(vidx, w->scale + k0 / glen, 4);
+        const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(fold_pairs(p)), _mm512_set1_ps(xst[b]));
+        sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsv));
     }
-    __m128 sumf[4];
-    for (int t = 0; t < NT; t++) sumf[t] = _mm_setzero_ps();
-    for (int32_t g = 0; g < ng; g++) {
-        const int32_t k0 = g * glen;
-        __m512i acc[4][4], xsum[4];
-        for (int t = 0; t < NT; t++) {
-            xsum[t] = _mm512_setzero_si512();
-            for (int i = 0; i < 4; i++) acc[i][t] = _mm512_setzero_si512();
-        }
-        for (int32_t c = 0; c < glen; c += 64) {
-            const __mmask64 m = chunk_mask(glen - c);
-            __m512i wv[4];
-            for (int i = 0; i < 4; i++) wv[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, wr[i] + k0 + c), bias);
-            for (int t = 0; t < NT; t++) {
-                const __m512i xv = _mm512_maskz_loadu_epi8(m, x0 + (size_t)t * ldx + k0 + c);
-                xsum[t] = _mm512_dpbusd_epi32(xsum[t], ones, xv);
-                for (int i = 0; i < 4; i++) acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], wv[i], xv);
-            }
-        }
-        const __m128 sc = _mm_setr_ps(wsr[0][g], wsr[1][g], wsr[2][g], wsr[3][g]);
-        for (int t = 0; t < NT; t++) {
-            const __m512i corr = _mm512_slli_epi32(xsum[t], 7);
-            const __m128i s = reduce4(_mm512_sub_epi32(acc[0][t], corr), _mm512_sub_epi32(acc[1][t], corr),
-                                      _mm512_sub_epi32(acc[2][t], corr), _mm512_sub_epi32(acc[3][t], corr));
-            sumf[t] = _mm_add_ps(sumf[t], _mm_mul_ps(_mm_cvtepi32_ps(s), sc));
-        }
-    }
-    for (int t = 0; t < NT; t++) {
-        const __m128 out = _mm_mul_ps(sumf[t], _mm_set1_ps(xs[t]));
-        float *yt = y + (size_t)t * ldy + r;
-        if (nrows == 4) {
-            _mm_storeu_ps(yt, out);
-        } else {
-            float tmp[4];
-            _mm_storeu_ps(tmp, out);
-            for (int i = 0; i < nrows; i++) yt[i] = tmp[i];
-        }
-    }
+    _mm512_mask_storeu_ps(y + r, mask16(nrows), sumf);
 }
-
-static void block4_1(const int8_t *x, int32_t ldx, const float *xs, const es_qmat *w, int32_t r,
-                     int32_t nrows, float *y, int32_t ldy) {
-    block4(x, ldx, xs, 1, w, r, nrows, y, ldy);
-}
-static void block4_2(const int8_t *x, int32_t ldx, const float *xs, const es_qmat *w, int32_t r,
-                     int32_t nrows, float *y, int32_t ldy) {
-    block4(x, ldx, xs, 2, w, r, nrows, y, ldy);
-}
-static void block4_3(const int8_t *x, int32_t ldx, const float *xs, const es_qmat *w, int32_t r,
-                     int32_t nrows, float *y, int32_t ldy) {
-    block4(x, ldx, xs, 3, w, r, nrows, y, ldy);
-}
-static void block4_4(const int8_t *x, int32_t ldx, const float *xs, const es_qmat *w, int32_t r,
-                     int32_t nrows, float *y, int32_t ldy) {
-    block4(x, ldx, xs, 4, w, r, nrows, y, ldy);
-}
-
-typedef void (*block_fn)(const int8_t *, int32_t, const float *, const es_qmat *, int32_t, int32_t,
-                         float *, int32_t);
 
 static void matvec_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                                  int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    for (int32_t t = 0; t < n_tokens; t++) {
-        const int8_t *x = xq + (size_t)t * w->cols;
-        float *yt = y + (size_t)t * ldy;
-        for (int32_t r = r0; r < r1; r += 4) block4_1(x, w->cols, xs + t, w, r, r1 - r < 4 ? r1 - r : 4, yt, ldy);
-    }
+    const int32_t nb = w->cols / es_act_block(w);
+    for (int32_t t = 0; t < n_tokens; t++)
+        for (int32_t r = r0; r < r1; r += 16)
+            rows16(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
+                   y + (size_t)t * ldy);
 }
 
-/* Rows outer (a block of 4 rows stays in L1), token tiles of 4 inner: each
-   weight row is read from memory once per call. */
+/* Rows outer in groups of 16 (16*cols bytes stay in L1/L2), tokens inner:
+   each weight row comes from memory once per call. */
 static void matmul_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                                  int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    static const block_fn tiles[5] = {0, block4_1, block4_2, block4_3, block4_4};
-    for (int32_t r = r0; r < r1; r += 4) {
-        const int32_t nrows = r1 - r < 4 ? r1 - r : 4;
-        for (int32_t t = 0; t < n_tokens; t += 4) {
-            const int32_t nt = n_tokens - t < 4 ? n_tokens - t : 4;
-            tiles[nt](xq + (size_t)t * w->cols, w->cols, xs + t, w, r, nrows, y + (size_t)t * ldy, ldy);
-        }
-    }
+    const int32_t nb = w->cols / es_act_block(w);
+    for (int32_t r = r0; r < r1; r += 16)
+        for (int32_t t = 0; t < n_tokens; t++)
+            rows16(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
+                   y + (size_t)t * ldy);
 }
 
 void es_install_avx512vnni(es_kernels *k) {
