@@ -60,8 +60,8 @@ def test_bad_arguments_raise():
         layer_buffers(SMOLLM2, 0, 512, 1)
     with pytest.raises(PlanError, match="n_threads"):
         layer_buffers(SMOLLM2, 1, 512, 0)
-    with pytest.raises(PlanError, match="act_block=24"):
-        layer_buffers(SMOLLM2, 1, 512, 1, act_block=24)
+    with pytest.raises(PlanError, match="act_block=40"):
+        layer_buffers(SMOLLM2, 1, 512, 1, act_block=40)
     with pytest.raises(PlanError, match="2 buffers but 1 offsets"):
         arena_bytes(layer_buffers(SMOLLM2, 1, 8, 1)[:2], [0])
 
