@@ -2,8 +2,8 @@
 
 Peak memory is the sum of
 
-* runtime: the Python interpreter with numpy and edge_sdk imported, plus the
-  chosen backend's own import cost (measured; see the constants below);
+* runtime: the Python interpreter with numpy and edge_sdk's API imported, plus
+  the chosen backend's own import cost (measured; see the constants below);
 * tokenizer: proportional to the vocabulary (measured);
 * weights: all of them when they fit (`resident`); otherwise they stay in the
   mmapped file and one graph at a time is paged in (`streamed`): the resident
@@ -43,6 +43,10 @@ MiB = 1 << 20
 RUNTIME_BASE_BYTES = 27_600 * 1024
 """Peak RSS of `python -c "import edge_sdk, numpy"` (CPython 3.11, numpy 2.4,
 x86-64): 27.5-27.7 MiB over three runs. The interpreter alone is 13.2 MiB."""
+
+SDK_API_IMPORT_BYTES = 8_520 * 1024
+"""What `import edge_sdk.api` (tokenizers, the chat template engine, the generation
+loop) adds on top: 36.0 MiB peak RSS over three runs, 8.3-8.5 MiB more than the base."""
 
 BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
     "native": 200 * 1024,  # cffi import and the core's shared library: +0.2 MiB measured
@@ -139,7 +143,7 @@ def tokenizer_bytes(cfg: ModelConfig) -> int:
 
 
 def runtime_bytes(backend: str) -> int:
-    return RUNTIME_BASE_BYTES + BACKEND_RUNTIME_BYTES[backend]
+    return RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES[backend]
 
 
 def head_graph_bytes(cfg: ModelConfig, q: QuantConfig) -> int:
