@@ -276,6 +276,88 @@ def test_breaking_out_of_a_stream_cancels_it(serve) -> None:
     assert model.closed_early == 1
 
 
+def test_unattributed_error_mid_stream_does_not_end_it(serve) -> None:
+    """Noise on the way to the server while a stream runs: the server answers
+    ERROR seq 0, and the client, already receiving tokens, knows it is not
+    about its request."""
+    model = FakeModel(gated=True)
+    srv, path = serve(model)
+    with SerialClient(path, timeout=5) as client:
+        it = client.stream("hi")
+        model.gate.release(1)
+        assert next(it) == "The"
+        with serial.Serial(path) as other_writer:
+            other_writer.write(b"\x00\xff\xff\x00")
+        wait_for(lambda: srv.stats["faults"] == 1)
+        model.gate.release(len(WORDS))
+        assert "".join(it) == TEXT[3:]
+        assert client.last_stats["stop_reason"] == "eos"
+
+
+def test_bad_frame_from_the_server_raises_and_cancels(serve, pty) -> None:
+    master, _ = pty
+    model = FakeModel(gated=True)
+    srv, path = serve(model)
+
+    def open_gate_once_cancel_arrived() -> None:
+        wait_for(lambda: srv.stats["frames_in"] == 2)
+        model.gate.release(len(WORDS))
+
+    with SerialClient(path, timeout=5) as client:
+        it = client.stream("hi")
+        model.gate.release(1)
+        assert next(it) == "The"
+        master.write(b"\x00\xff\xff\x00")  # garbage from the server's side of the wire
+        helper = threading.Thread(target=open_gate_once_cancel_arrived)
+        helper.start()
+        with pytest.raises(ProtocolError, match="bad frame from server while waiting for request 1: COBS: group at offset 0 needs 254 bytes, only 1 left"):
+            next(it)
+        helper.join()
+        # The stream was cancelled and drained before the error reached the caller.
+        assert client.last_stats["stop_reason"] == "cancelled"
+        assert model.closed_early == 1
+        assert client.generate("again", max_tokens=2) == "The quick"
+
+
+class CorruptFirstWrite:
+    """A pyserial port whose first write has one bit flipped in its CRC."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        self._port = port
+        self.corrupted = False
+
+    def write(self, data: bytes) -> int | None:
+        if not self.corrupted:
+            self.corrupted = True
+            data = data[:-2] + bytes([data[-2] ^ 0x01]) + data[-1:]
+        return self._port.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_port", "corrupted"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._port, name, value)
+
+
+def test_a_request_lost_on_the_line_fails_fast(serve) -> None:
+    model = FakeModel()
+    srv, path = serve(model)
+    with serial.Serial(path) as port:
+        client = SerialClient(CorruptFirstWrite(port), timeout=5)  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        with pytest.raises(RemoteError) as e:
+            client.generate("hi")
+        # The server's ERROR seq 0 arrives at once, and the CANCEL the client
+        # sends to be safe is answered NOT_RUNNING: no timeout is waited out.
+        assert time.monotonic() - t0 < 2.5
+        assert (e.value.code, e.value.seq) == (ErrorCode.BAD_CRC, 0)
+        assert model.calls == []
+        assert client.generate("hi", max_tokens=1) == "The"
+
+
 def test_busy_ping_and_stray_cancel_while_streaming(serve) -> None:
     model = FakeModel(gated=True)
     srv, path = serve(model)

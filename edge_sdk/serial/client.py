@@ -63,6 +63,10 @@ class RemoteError(ProtocolError):
         self.message = message
 
 
+class _NoReply(ProtocolError):
+    """Nothing came within the timeout."""
+
+
 class SerialClient:
     """Client side of the serial protocol.
 
@@ -115,7 +119,7 @@ class SerialClient:
         """Round-trip time of a PING, in seconds."""
         t0 = time.perf_counter()
         seq = self._request(PING, payload)
-        reply = self._expect(seq, PING, (PONG,))
+        reply = self._expect(seq, PING, (PONG,), unattributed=True)
         if reply.payload != payload:
             raise ProtocolError(f"PONG for request {seq} echoed {reply.payload!r}, sent {payload!r}")
         return time.perf_counter() - t0
@@ -123,7 +127,7 @@ class SerialClient:
     def info(self) -> dict[str, Any]:
         """`{"name", "ctx", "backend", "protocol_version", "max_payload"}` of the server."""
         seq = self._request(INFO, b"")
-        return messages.decode_info_reply(self._expect(seq, INFO, (INFO_REPLY,)).payload)
+        return messages.decode_info_reply(self._expect(seq, INFO, (INFO_REPLY,), unattributed=True).payload)
 
     def generate(self, prompt: str, **sampling: Any) -> str:
         """Whole completion of `prompt`; `last_stats` holds the DONE statistics."""
@@ -168,32 +172,52 @@ class SerialClient:
         return self._pieces(seq, msg_type)
 
     def _pieces(self, seq: int, msg_type: int) -> Iterator[str]:
-        done = False
+        finished = False  # the server ended the request (DONE or ERROR for seq)
+        started = False
         try:
             while True:
-                frame = self._expect(seq, msg_type, (TOKEN, DONE))
+                # Once tokens flow the request was clearly received, so an
+                # unattributed ERROR (seq 0) is about something else on the line.
+                frame = self._expect(seq, msg_type, (TOKEN, DONE), unattributed=not started)
                 if frame.type == DONE:
                     self.last_stats = messages.decode_done(frame.payload)
-                    done = True
+                    finished = True
                     return
+                started = True
                 yield frame.payload.decode("utf-8", errors="replace")
-        except ProtocolError:
-            done = True  # the request is over (ERROR) or the line is unusable
+        except RemoteError as e:
+            finished = e.seq == seq
+            raise
+        except _NoReply:
+            finished = True  # nothing to drain; a CANCEL is still worth sending
+            self._send_cancel(seq)
             raise
         finally:
             self._active = None
-            if not done:
+            if not finished:
                 self._abandon(seq, msg_type)
 
-    def _abandon(self, seq: int, msg_type: int) -> None:
-        # The caller stopped reading early: cancel and read up to the DONE.
+    def _send_cancel(self, seq: int) -> int | None:
         try:
-            self._request(CANCEL, messages.encode_cancel(seq))
+            return self._request(CANCEL, messages.encode_cancel(seq))
+        except ProtocolError:
+            return None
+
+    def _abandon(self, seq: int, msg_type: int) -> None:
+        # The caller stopped reading early, or a frame was lost: cancel the
+        # request and read up to its end, so the line is clean for the next one.
+        cancel_seq = self._send_cancel(seq)
+        deadline = time.monotonic() + self.timeout
+        try:
             while True:
-                frame = self._expect(seq, msg_type, (TOKEN, DONE))
-                if frame.type == DONE:
-                    self.last_stats = messages.decode_done(frame.payload)
+                item = self._next_item(deadline, seq, msg_type)
+                if isinstance(item, FrameFault):
+                    continue
+                if item.seq == seq and item.type == DONE:
+                    self.last_stats = messages.decode_done(item.payload)
                     return
+                if item.type == ERROR and item.seq in (seq, cancel_seq):
+                    return  # the request failed, or never ran (NOT_RUNNING)
         except ProtocolError:
             pass
 
@@ -211,8 +235,9 @@ class SerialClient:
                 raise ProtocolError(f"cannot send {type_name(msg_type)} on {self._name}: {e}") from e
         return seq
 
-    def _expect(self, seq: int, msg_type: int, want: tuple[int, ...]) -> Frame:
-        """Next frame for `seq` of a type in `want`; ERROR frames raise."""
+    def _expect(self, seq: int, msg_type: int, want: tuple[int, ...], *, unattributed: bool) -> Frame:
+        """Next frame for `seq` of a type in `want`; its ERROR raises, and so
+        does an ERROR with seq 0 when `unattributed` (it may be about our request)."""
         deadline = time.monotonic() + self.timeout
         while True:
             item = self._next_item(deadline, seq, msg_type)
@@ -220,7 +245,7 @@ class SerialClient:
                 raise ProtocolError(f"bad frame from server while waiting for request {seq}: {item.detail}")
             if item.version != PROTOCOL_VERSION:
                 raise ProtocolError(f"server speaks protocol version {item.version}; this client speaks {PROTOCOL_VERSION}")
-            if item.type == ERROR and item.seq in (seq, NO_SEQ):
+            if item.type == ERROR and (item.seq == seq or (item.seq == NO_SEQ and unattributed)):
                 code, text = messages.decode_error(item.payload)
                 raise RemoteError(code, item.seq, text)
             if item.seq != seq or item.type not in RESPONSE_TYPES:
@@ -233,7 +258,7 @@ class SerialClient:
         while not self._pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProtocolError(
+                raise _NoReply(
                     f"no reply to {type_name(msg_type)} (seq {seq}) within {self.timeout} s on {self._name}; "
                     f"is a server running there at {self.baud} baud?"
                 )
