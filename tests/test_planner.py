@@ -96,24 +96,25 @@ def test_empty_plan():
 
 
 def test_every_planner_on_the_real_smollm2_trace():
-    # Decode, ctx 512, 1 thread. Sizes (bytes): xn/q/attn_out/o/fxn/d 2304, xq/aq/fxq 576, k/v 768,
-    # att 512*4=2048, gate/up/h 1536*4=6144, hq 1536, the four scale vectors 4.
-    bufs = layer_buffers(SMOLLM2, 1, 512, 1)
+    # Decode, ctx 512, 1 thread, one activation scale per 32 values. Sizes (bytes): xn/q/attn_out/o/fxn/d
+    # 2304, xq/aq/fxq 576, k/v 768, att 512*4=2048, gate/up/h 1536*4=6144, hq 1536,
+    # scales xs/as/fxs 576/32*4 = 72 and hs 1536/32*4 = 192.
+    bufs = layer_buffers(SMOLLM2, 1, 512, 1, act_block=32)
     # Op 11 (swiglu) holds gate + up + h = 3 * 6144: the most bytes live at once.
     assert lower_bound(bufs) == 18432
     greedy = planned(bufs, 64)
     assert greedy.arena_bytes == 18432  # everything else fits below or beside the three FFN buffers
     # Naive: every size rounded up to 64 except the last one (d, 2304, already aligned):
-    # 6*2304 + 3*576 + 4*64 + 2*768 + 2048 + 3*6144 + 1536 = 39360
+    # 6*2304 + 3*576 + 3*128 + 192 + 2*768 + 2048 + 3*6144 + 1536 = 39680
     naive = planned(bufs, 64, "naive")
-    assert naive.arena_bytes == 39360
+    assert naive.arena_bytes == 39680
 
 
 @pytest.mark.parametrize("n_tokens", [1, 7, 64])
 @pytest.mark.parametrize("ctx", [512, 2048, 8192])
 @pytest.mark.parametrize("threads", [1, 4])
 def test_bounds_hold_on_real_traces(n_tokens, ctx, threads):
-    bufs = layer_buffers(SMOLLM2, n_tokens, ctx, threads)
+    bufs = layer_buffers(SMOLLM2, n_tokens, ctx, threads, act_block=32)
     r = report(bufs, 64)
     assert r.lower_bound_bytes <= r.arena_bytes <= r.naive_bytes
     for name in PLANNERS:
@@ -122,7 +123,7 @@ def test_bounds_hold_on_real_traces(n_tokens, ctx, threads):
 
 def test_prefill_64_tokens_arena_is_the_ffn_peak():
     # gate, up and h are 64 * 1536 * 4 = 393216 bytes each and all live at op 11.
-    r = report(layer_buffers(SMOLLM2, 64, 2048, 4), 64)
+    r = report(layer_buffers(SMOLLM2, 64, 2048, 4, act_block=32), 64)
     assert r.lower_bound_bytes == r.arena_bytes == 3 * 393216
 
 

@@ -164,9 +164,9 @@ class _Arenas:
     report: ArenaReport
 
 
-def _plan_arenas(cfg: ModelConfig, ctx: int, threads: int, chunk: int) -> _Arenas:
-    pre = layer_trace(cfg, chunk, ctx, threads)
-    dec = layer_trace(cfg, 1, ctx, threads)
+def _plan_arenas(cfg: ModelConfig, q: QuantConfig, ctx: int, threads: int, chunk: int) -> _Arenas:
+    pre = layer_trace(cfg, q, chunk, ctx, threads)
+    dec = layer_trace(cfg, q, 1, ctx, threads)
     pre_plan, dec_plan = plan(pre, DEFAULT_ALIGNMENT), plan(dec, DEFAULT_ALIGNMENT)
     verify(pre, pre_plan, DEFAULT_ALIGNMENT)
     verify(dec, dec_plan, DEFAULT_ALIGNMENT)
@@ -189,7 +189,7 @@ class _Fit:
 def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dtype: str, backend: str,
          threads: int, chunk: int, allow_stream: bool = True) -> _Fit:
     """Peak memory at `ctx`, streaming the weights if they do not fit resident (and streaming is allowed)."""
-    arenas = _plan_arenas(cfg, ctx, threads, chunk)
+    arenas = _plan_arenas(cfg, q, ctx, threads, chunk)
     fixed = {
         "runtime": runtime_bytes(backend),
         "tokenizer": tokenizer_bytes(cfg),

@@ -9,26 +9,26 @@ stream `x` for the tokens in flight and one row of logits.
 
 Example::
 
-    bufs = layer_trace(cfg, n_tokens=64, ctx=2048, n_threads=4)
+    bufs = layer_trace(cfg, QuantConfig(), n_tokens=128, ctx=2048, n_threads=4)
     io_bytes(cfg, n_tokens=64)
 """
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from ..config import ModelConfig, QuantConfig
 from ..errors import PlanError
 from .records import Buffer
 
 F32 = 4
 
 
-def layer_trace(cfg: ModelConfig, n_tokens: int, ctx: int, n_threads: int) -> list[Buffer]:
+def layer_trace(cfg: ModelConfig, q: QuantConfig, n_tokens: int, ctx: int, n_threads: int) -> list[Buffer]:
     """One decoder layer's scratch buffers and lifetimes, as the native core allocates them."""
     try:
         from ..backends.native_buffers import layer_buffers
     except ImportError as e:  # the module ships with the SDK; this guards a broken install
         raise PlanError(f"the native core's buffer trace is unavailable: {e}") from e
-    return layer_buffers(cfg, n_tokens, ctx, n_threads)
+    return layer_buffers(cfg, n_tokens, ctx, n_threads, act_block=q.act_block)
 
 
 def io_bytes(cfg: ModelConfig, n_tokens: int) -> int:
