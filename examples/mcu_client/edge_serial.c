@@ -570,8 +570,11 @@ static int send_tx(es_client *c, size_t n) {
     return ES_OK;
 }
 
-/* Next frame that answers `seq`; frames of other seqs are skipped. */
-static int wait_frame(es_client *c, uint16_t seq, es_frame *f, es_error *err) {
+/* Next frame that answers `seq`; frames of other seqs are skipped. An ERROR
+ * with seq 0 (the server could not read some frame) counts only while
+ * `unattributed` is set: before the first TOKEN it may be about our request,
+ * after it the request was clearly received. */
+static int wait_frame(es_client *c, uint16_t seq, es_frame *f, es_error *err, int unattributed) {
     uint32_t start = c->hal.millis(c->hal.ctx);
     for (;;) {
         int b, r;
@@ -587,7 +590,7 @@ static int wait_frame(es_client *c, uint16_t seq, es_frame *f, es_error *err) {
             c->dropped++;
             continue;
         }
-        if (r == 0 || (f->seq != seq && !(f->type == ES_ERROR && f->seq == 0))) {
+        if (r == 0 || (f->seq != seq && !(unattributed && f->type == ES_ERROR && f->seq == 0))) {
             continue;
         }
         if (f->version != ES_PROTOCOL_VERSION) {
@@ -617,7 +620,7 @@ int es_client_ping(es_client *c, es_error *err) {
     }
     seq = next_seq(c);
     if ((rc = es_build_ping(seq, NULL, 0, c->tx, sizeof c->tx, &n)) != ES_OK || (rc = send_tx(c, n)) != ES_OK ||
-        (rc = wait_frame(c, seq, &f, err)) != ES_OK) {
+        (rc = wait_frame(c, seq, &f, err, 1)) != ES_OK) {
         return rc;
     }
     return f.type == ES_PONG ? ES_OK : ES_E_UNEXPECTED;
@@ -633,7 +636,7 @@ int es_client_info(es_client *c, es_info *info, es_error *err) {
     }
     seq = next_seq(c);
     if ((rc = es_build_info(seq, c->tx, sizeof c->tx, &n)) != ES_OK || (rc = send_tx(c, n)) != ES_OK ||
-        (rc = wait_frame(c, seq, &f, err)) != ES_OK) {
+        (rc = wait_frame(c, seq, &f, err, 1)) != ES_OK) {
         return rc;
     }
     return f.type == ES_INFO_REPLY ? es_parse_info(&f, info) : ES_E_UNEXPECTED;
@@ -642,10 +645,10 @@ int es_client_info(es_client *c, es_info *info, es_error *err) {
 /* Reads TOKENs up to the DONE of `seq`; a nonzero on_token sends one CANCEL. */
 static int read_stream(es_client *c, uint16_t seq, es_token_fn on_token, void *user, es_done *done, es_error *err) {
     es_frame f;
-    int cancelled = 0, rc;
+    int cancelled = 0, started = 0, rc;
     size_t n;
     for (;;) {
-        if ((rc = wait_frame(c, seq, &f, err)) != ES_OK) {
+        if ((rc = wait_frame(c, seq, &f, err, !started)) != ES_OK) {
             return rc;
         }
         if (f.type == ES_DONE) {
@@ -655,6 +658,7 @@ static int read_stream(es_client *c, uint16_t seq, es_token_fn on_token, void *u
         if (f.type != ES_TOKEN) {
             return ES_E_UNEXPECTED;
         }
+        started = 1;
         if (on_token != NULL && on_token(user, (const char *)f.payload, f.payload_len) != 0 && !cancelled) {
             cancelled = 1;
             if ((rc = es_build_cancel(next_seq(c), seq, c->tx, sizeof c->tx, &n)) != ES_OK || (rc = send_tx(c, n)) != ES_OK) {

@@ -269,7 +269,9 @@ typedef struct {
 void es_client_init(es_client *c, const es_hal *hal, uint32_t timeout_ms);
 
 /* Each call sends one request and reads up to its reply, skipping frames of
- * other seqs. ES_OK, ES_E_TIMEOUT, ES_E_IO, ES_E_REMOTE (err filled, when err is
+ * other seqs. An ERROR with seq 0 (some frame was unreadable) ends the call
+ * with ES_E_REMOTE until the first TOKEN of a stream arrives, and is skipped
+ * after it. ES_OK, ES_E_TIMEOUT, ES_E_IO, ES_E_REMOTE (err filled, when err is
  * not NULL), ES_E_VERSION, ES_E_UNEXPECTED, or a builder's status. */
 int es_client_ping(es_client *c, es_error *err);
 int es_client_info(es_client *c, es_info *info, es_error *err);

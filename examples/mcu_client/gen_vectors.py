@@ -102,6 +102,11 @@ def vectors() -> list[tuple[str, str, bytes]]:
             "ERROR seq 1: BUSY 'busy: request 3 is streaming'",
             _frame(ERROR, 1, messages.encode_error(ErrorCode.BUSY, "busy: request 3 is streaming")),
         ),
+        (
+            "vec_error_bad_crc_0",
+            "ERROR seq 0 (unattributed): BAD_CRC 'CRC-32 mismatch'",
+            _frame(ERROR, 0, messages.encode_error(ErrorCode.BAD_CRC, "CRC-32 mismatch")),
+        ),
         ("vec_info_reply_2", "INFO_REPLY seq 2 with INFO_FIELDS", _frame(INFO_REPLY, 2, messages.encode_info_reply(INFO_FIELDS))),
         (
             "vec_done_unknown_tag_1",

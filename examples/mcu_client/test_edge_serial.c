@@ -342,6 +342,19 @@ static void test_client(void) {
     CHECK(es_client_generate(&c, "Hello, robot!", &s, NULL, NULL, &done, &err) == ES_E_REMOTE);
     CHECK(err.code == ES_CODE_BUSY && err.seq == 1);
 
+    /* An unattributed ERROR before any token fails the call; after one it is skipped. */
+    client_on(&c, &line);
+    feed(&line, vec_error_bad_crc_0, sizeof vec_error_bad_crc_0);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, NULL, NULL, &done, &err) == ES_E_REMOTE);
+    CHECK(err.code == ES_CODE_BAD_CRC && err.seq == 0 && err.message_len == 15);
+    client_on(&c, &line);
+    feed(&line, vec_token_a_1, sizeof vec_token_a_1);
+    feed(&line, vec_error_bad_crc_0, sizeof vec_error_bad_crc_0);
+    feed(&line, vec_done_cancelled_1, sizeof vec_done_cancelled_1);
+    memset(&sink, 0, sizeof sink);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, on_token, &sink, &done, &err) == ES_OK);
+    CHECK(strcmp(sink.text, "a") == 0 && done.generated_tokens == 1);
+
     /* Silence: a timeout after timeout_ms clock ticks. */
     client_on(&c, &line);
     CHECK(es_client_ping(&c, &err) == ES_E_TIMEOUT);
