@@ -349,3 +349,12 @@ def test_specification_examples_are_what_the_encoder_writes() -> None:
     assert "body 01 83 07 00 02 00 48 69 5a cb b4 ab" in flat
     for n in (1, 5, 243):
         assert len(encode_frame(Frame(TOKEN, 1, b"x" * n))) == n + 13  # "n + 13 bytes on the wire (n < 244)"
+
+
+@pytest.mark.parametrize("module", ["cobs", "protocol", "messages"])
+def test_docstring_examples_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"edge_sdk.serial.{module}"))
+    assert result.attempted > 0 and result.failed == 0

@@ -211,6 +211,19 @@ def test_info_ping_generate_and_chat(serve) -> None:
     assert srv.stats["requests"] == 2 and srv.stats["faults"] == 0
 
 
+def test_an_unread_stream_sends_nothing(serve) -> None:
+    model = FakeModel()
+    srv, path = serve(model)
+    with SerialClient(path, timeout=5) as client:
+        with pytest.raises(TypeError, match=r"unknown field\(s\) \['topk'\]"):
+            client.stream("hi", topk=3)  # options are checked at the call
+        unread = client.stream("hi")
+        assert client.cancel() is False
+        client.ping()
+        del unread
+    assert srv.stats["frames_in"] == 1 and model.calls == []
+
+
 def test_stream_wire_bytes_are_exact(serve) -> None:
     srv, path = serve(FakeModel())
     line = RawLine(path)

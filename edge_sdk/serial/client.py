@@ -140,8 +140,9 @@ class SerialClient:
     def stream(self, prompt: str, **sampling: Any) -> Iterator[str]:
         """Text pieces as the server sends them.
 
-        The request is sent at once; breaking out of the loop cancels it and
-        reads up to its DONE, so the line is clean for the next request.
+        Sampling options are checked at once; the request goes out when
+        iteration starts. Breaking out of the loop cancels it and reads up to
+        its DONE, so the line is clean for the next request.
         """
         return self._stream(GENERATE, messages.encode_generate(prompt, **sampling))
 
@@ -164,12 +165,14 @@ class SerialClient:
     # ---------------------------------------------------------- internals
 
     def _stream(self, msg_type: int, payload: bytes) -> Iterator[str]:
+        # A generator: nothing is sent until the caller starts iterating, so
+        # a stream that is dropped unread leaves nothing running on the server.
         self._port.reset_input_buffer()
         self._pending.clear()
         seq = self._request(msg_type, payload)
         self._active = seq
         self.last_stats = {}
-        return self._pieces(seq, msg_type)
+        yield from self._pieces(seq, msg_type)
 
     def _pieces(self, seq: int, msg_type: int) -> Iterator[str]:
         finished = False  # the server ended the request (DONE or ERROR for seq)

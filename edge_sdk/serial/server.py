@@ -196,8 +196,8 @@ class SerialServer:
         if cancel is not None:
             try:
                 cancel()
-            except (serial.SerialException, OSError, AttributeError):
-                pass
+            except (serial.SerialException, OSError, AttributeError, TypeError, ValueError):
+                pass  # a port already closed has no read to wake
 
     # --------------------------------------------------------------- reader
 
