@@ -32,12 +32,12 @@ LAYER = 3_564_288  # sizes.py docstring
 HEAD_NORM = 576 * 4
 ALL_WEIGHTS = EMBED + 30 * LAYER + HEAD_NORM  # 135,439,104
 RUNTIME_NATIVE = 27_600 * 1024 + 8_520 * 1024 + 200 * 1024  # 37,191,680
-TOKENIZER = 49152 * 509  # 25,018,368
+TOKENIZER = 49152 * 1032  # 50,724,864
 
 
 def test_constants_are_what_the_hand_numbers_assume():
     assert RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES["native"] == RUNTIME_NATIVE
-    assert TOKENIZER_BYTES_PER_VOCAB_ENTRY == 509
+    assert TOKENIZER_BYTES_PER_VOCAB_ENTRY == 1032
     assert ALL_WEIGHTS == 135_439_104
 
 
@@ -52,11 +52,11 @@ def test_smollm2_ctx_8192_f32_does_not_fit_a_pi_zero_2w():
     weights = EMBED + HEAD_NORM + 580  # 28,511,044
     assert dict(p.breakdown) == {"weights": weights, "runtime": RUNTIME_NATIVE, "tokenizer": TOKENIZER,
                                  "kv_cache": kv, "activations": arena, "io_buffers": io}
-    assert p.peak_bytes == 471_059_268 == sum(p.breakdown.values())
-    # budget 320 MiB = 335,544,320; over by 135,514,948 bytes = 129.24 MiB
+    assert p.peak_bytes == 496_765_764 == sum(p.breakdown.values())
+    # budget 320 MiB = 335,544,320; over by 161,221,444 bytes = 153.75 MiB
     assert p.reasons[0] == (
-        "needs 449.2 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 129.2 MiB "
-        "(kv_cache 360.0 MiB, runtime 35.5 MiB, weights 27.2 MiB, tokenizer 23.9 MiB, activations 2.2 MiB, io_buffers 0.5 MiB)"
+        "needs 473.8 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 153.8 MiB "
+        "(kv_cache 360.0 MiB, tokenizer 48.4 MiB, runtime 35.5 MiB, weights 27.2 MiB, activations 2.2 MiB, io_buffers 0.5 MiB)"
     )
     assert p.reasons[1].startswith("the KV cache alone is 360.0 MiB at ctx 8192 with f32 values; "
                                    f"the largest context that fits with f32 is {p.max_ctx}")
@@ -103,34 +103,34 @@ def test_max_ctx_by_hand():
                       max_ctx=4096, tied_embeddings=True)
     # Weights: layer = 2*64*4 + q 4352 + k,v 2*2176 + o 4352 + gate,up 2*8704 + down 8448 = 39,424;
     # embed 256*64 + 256*4 = 17,408; head norm 256.  All weights: 2*39,424 + 17,408 + 256 = 96,512.
-    # Fixed: runtime R (RUNTIME_NATIVE) + tokenizer 256*509 = 130,304 + io (1*64*4 + 256*4) = 1,280.
+    # Fixed: R = runtime + tokenizer (measured constants) and io (1*64*4 + 256*4) = 1,280.
     # KV f16: 2 * 2 layers * 2 heads * 16 * 2 bytes = 256 bytes per position.
     # Arena with 1 token, 1 thread, ctx >= 256: att (round_up(4*ctx, 64)) is the largest buffer and goes
     # to 0; q and attn_out (256 each) live with it at op 4 and stack above it; nothing else reaches higher
     # (gate/up/h end at 1536 <= att).  Arena = round_up(4*ctx, 64) + 512.
-    # Resident peak(ctx) = R + 96,512 + 130,304 + 1,280 + 512 + 256*ctx + round_up(4*ctx, 64)
-    #                    = R + 228,608 + 256*ctx + round_up(4*ctx, 64):
-    #   peak(1000) = R + 228,608 + 256,000 + 4,032 = R + 488,640
-    #   peak(1001) = R + 228,608 + 256,256 + 4,032 = R + 488,896
-    budget = RUNTIME_NATIVE + 488_700
-    board = _tiny_board(budget)
+    # Resident peak(ctx) = R + 96,512 + 1,280 + 512 + 256*ctx + round_up(4*ctx, 64)
+    #                    = R + 98,304 + 256*ctx + round_up(4*ctx, 64):
+    #   peak(1000) = R + 98,304 + 256,000 + 4,032 = R + 358,336
+    #   peak(1001) = R + 98,304 + 256,256 + 4,032 = R + 358,592
+    r = RUNTIME_NATIVE + 256 * TOKENIZER_BYTES_PER_VOCAB_ENTRY
+    board = _tiny_board(r + 358_400)
     p = plan_device(cfg, Q, board, ctx=1000, threads=1, prefill_chunk=1)
-    assert p.peak_bytes == RUNTIME_NATIVE + 488_640 and p.fits and p.weights_mode == "resident"
+    assert p.peak_bytes == r + 358_336 and p.fits and p.weights_mode == "resident"
     assert p.arena.arena_bytes == 4032 + 512
     assert p.max_ctx_resident == 1000
     # Streaming keeps only the biggest graph resident plus one 68-byte embedding row, with as many layers
-    # per graph as fit.  Without the 96,512 weight bytes the rest is R + 132,096 + 256*ctx + round_up(4*ctx, 64).
-    # At ctx 1067 (rest R + 409,536) two layers still fit (room 79,164 >= 2*39,424 + 68):
-    # peak = rest + 78,916 = R + 488,452.
+    # per graph as fit.  Without the weights the rest is R + 1,792 + 256*ctx + round_up(4*ctx, 64).
+    # At ctx 1067 (rest R + 279,232) two layers still fit (room 79,168 >= 2*39,424 + 68):
+    # peak = rest + 78,916 = R + 358,148.
     s = plan_device(cfg, Q, board, ctx=1067, threads=1, prefill_chunk=1)
-    assert s.weights_mode == "streamed" and s.peak_bytes == RUNTIME_NATIVE + 488_452 and s.fits
+    assert s.weights_mode == "streamed" and s.peak_bytes == r + 358_148 and s.fits
     assert s.layer_ranges == ((0, 2),)
     # With one layer per graph the resident part is max(39,424, head 17,408 + 256) + 68 = 39,492:
-    #   ctx 1219: 312,064 + round_up(4,876, 64) = 4,928 -> R + 132,096 + 39,492 + 316,992 = R + 488,580 <= budget
-    #   ctx 1220: 312,320 + 4,928 -> R + 488,836 > budget
+    #   ctx 1219: 312,064 + round_up(4,876, 64) = 4,928 -> R + 1,792 + 316,992 + 39,492 = R + 358,276 <= budget
+    #   ctx 1220: 312,320 + 4,928 -> R + 358,532 > budget
     assert p.max_ctx == 1219
     s = plan_device(cfg, Q, board, ctx=1219, threads=1, prefill_chunk=1)
-    assert s.peak_bytes == RUNTIME_NATIVE + 488_580 and s.fits
+    assert s.peak_bytes == r + 358_276 and s.fits
     assert s.layer_ranges == ((0, 1), (1, 2)) and s.split.describe() == "1 layers per graph"
 
 
@@ -226,7 +226,7 @@ def test_cli_plan_json_and_svg(tmp_path, capsys, monkeypatch):
                               "--json", "--svg", str(svg)])
     assert args.func(args) == 1  # does not fit
     out = json.loads(capsys.readouterr().out)
-    assert out["fits"] is False and out["peak_bytes"] == 471_059_268
+    assert out["fits"] is False and out["peak_bytes"] == 496_765_764
     assert out["board"] == "raspberry-pi-zero-2w" and out["ctx"] == 8192
     assert svg.read_text().startswith("<svg")
     args = parser.parse_args(["plan", "--board", "raspberry-pi-5-8gb", "--ctx", "2048"])

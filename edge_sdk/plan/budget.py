@@ -56,9 +56,11 @@ BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
 """Import cost of each backend's runtime (RSS over Python + numpy), measured on x86-64.
 Sessions and interpreters allocate more once a model is loaded; that is not included."""
 
-TOKENIZER_BYTES_PER_VOCAB_ENTRY = 509
-"""`Tokenizer.from_gguf` on SmolLM2 (49152 entries, 48900 merges) raised RSS by
-24.9-25.0 MB over three runs: about 509 bytes per vocabulary entry."""
+TOKENIZER_BYTES_PER_VOCAB_ENTRY = 1032
+"""Loading SmolLM2's tokenizer from a converted package (`Tokenizer.from_json`, the
+path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
+runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
+(`Tokenizer.from_gguf`) costs about half as much (25.0 MB)."""
 
 STREAMING_BACKENDS = ("native",)
 """Backends that can page weights in one graph at a time; the others load the whole model."""
