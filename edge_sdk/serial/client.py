@@ -36,7 +36,6 @@ from .protocol import (
     Frame,
     FrameFault,
     FrameReader,
-    encode_frame,
     split_message,
     type_name,
 )

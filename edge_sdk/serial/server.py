@@ -31,7 +31,6 @@ from ..errors import EdgeSDKError, ProtocolError
 from . import messages
 from .protocol import (
     CANCEL,
-    CHAT,
     DONE,
     ERROR,
     GENERATE,
