@@ -40,7 +40,7 @@ typedef void (*es_attention_fn)(const float *q, const void *k, const void *v, in
                                 int32_t n_pos, int32_t head_dim, float scale,
                                 float *scores, float *out);
 
-/* In place: x = exp(x - max) / sum (times 1/sum), canonical sum order. */
+/* In place: x = exp(x - max) / sum, canonical sum order. */
 typedef void (*es_softmax_fn)(float *x, int32_t n);
 
 /* h = (g / (1 + exp(-g))) * u */

@@ -97,8 +97,8 @@ void softmax_generic(float *x, int32_t n) {
         x[i] = es_expf(x[i] - mx);
         lane[i & 15] += x[i];
     }
-    const float inv = 1.0f / es_fold16(lane);
-    for (int32_t i = 0; i < n; i++) x[i] = x[i] * inv;
+    const float sum = es_fold16(lane);
+    for (int32_t i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
 static inline float kv_at(const void *base, int32_t dtype, size_t i) {

@@ -256,10 +256,10 @@ static void softmax_avx2(float *x, int32_t n) {
         a = _mm256_add_ps(a, ea);
         b = _mm256_add_ps(b, eb);
     }
-    const __m256 vinv = _mm256_set1_ps(1.0f / fold16(a, b));
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
-    const float inv = _mm256_cvtss_f32(vinv);
-    for (; i < n; i++) x[i] = x[i] * inv;
+    const float sum = fold16(a, b);
+    const __m256 vsum = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vsum));
+    for (; i < n; i++) x[i] = x[i] / sum;
 }
 
 /* 8 cache values at element i of a row, as f32 (f16 rows converted exactly). */

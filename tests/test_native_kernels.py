@@ -1,0 +1,356 @@
+"""The native core through its binding, against numpy implementations of the spec.
+
+The C kernels use one canonical order for float reductions (16 lanes, then a
+fixed fold) and their own exp (es_expf), so `canonical.py`-style numpy code
+below reproduces them bit for bit: quantization, int8 products and whole
+decoder layers must be *equal*, not close (TOL_* = 0). The same holds for every
+kernel set this CPU has and for any thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_sdk.config import ModelConfig
+from edge_sdk.errors import BackendError, NativeError
+
+from edge_sdk.backends import native_ffi
+
+OK, WHY = native_ffi.available()
+pytestmark = pytest.mark.skipif(not OK, reason=f"native core unavailable: {WHY}")
+
+TOL_PRODUCT = 0.0  # max |native - numpy| for int8 products (same float ops in the same order)
+TOL_LAYER = 0.0  # max |native - numpy| after whole layers
+
+F = np.float32
+
+
+# ---- numpy twins of the C arithmetic -----------------------------------------
+
+
+def canonical_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis like the C kernels: lane i % 16 in index order, then fold 8, 4, 2, 1."""
+    a = np.asarray(a, dtype=F)
+    n = a.shape[-1]
+    pad = (-n) % 16
+    a = np.concatenate([a, np.zeros(a.shape[:-1] + (pad,), F)], axis=-1).reshape(a.shape[:-1] + (-1, 16))
+    lanes = np.zeros(a.shape[:-2] + (16,), F)
+    for j in range(a.shape[-2]):
+        lanes = lanes + a[..., j, :]
+    for w in (8, 4, 2, 1):
+        lanes = lanes[..., :w] + lanes[..., w : 2 * w]
+    return lanes[..., 0]
+
+
+def es_expf(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=F)
+    under = x < F(-87.33654)
+    x = np.maximum(np.minimum(x, F(88.0)), F(-87.33654))
+    n = np.rint(x * F(1.44269504088896341))
+    r = x - n * F(0.693359375)
+    r = r - n * F(-2.12194440e-4)
+    z = r * r
+    y = np.full_like(x, F(1.9875691500e-4))
+    for p in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        y = y * r + F(p)
+    y = y * z + r
+    y = y + F(1.0)
+    p2 = ((n.astype(np.int32) + 127) << 23).view(F)
+    return np.where(under, F(0.0), y * p2)
+
+
+def quantize(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=F)
+    t, k = x.shape
+    b = block or k
+    xb = x.reshape(t, k // b, b)
+    amax = np.abs(xb).max(axis=-1)
+    nz = amax > 0
+    scale = np.where(nz, amax / F(127.0), F(0.0)).astype(F)
+    inv = np.divide(F(127.0), amax, out=np.zeros_like(amax), where=nz)
+    q = np.clip(np.rint(xb * inv[..., None]), -127, 127).astype(np.int8)
+    return q.reshape(t, k), scale
+
+
+def product(xq: np.ndarray, xs: np.ndarray, q: np.ndarray, scale: np.ndarray, block: int) -> np.ndarray:
+    t, k = xq.shape
+    b = block or k
+    nb, ng = k // b, scale.shape[1]
+    acc = np.einsum("tnb,rnb->ntr", xq.reshape(t, nb, b).astype(np.int64), q.reshape(-1, nb, b).astype(np.int64))
+    sumf = np.zeros((t, q.shape[0]), F)
+    for i in range(nb):
+        sumf = sumf + (acc[i].astype(F) * xs[:, i : i + 1]) * scale[:, (i * b) // (k // ng)][None, :]
+    return sumf
+
+
+def linear(x: np.ndarray, m: dict, block: int) -> np.ndarray:
+    xq, xs = quantize(x, block)
+    return product(xq, xs, m["q"], m["scale"], block)
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    inv = F(1.0) / np.sqrt(canonical_sum(x * x) / F(x.shape[-1]) + F(eps))
+    return (x * inv[:, None]) * w
+
+
+def numpy_layers(cfg, layers, x, pos, kcache, vcache, cos, sin, block, kv_dtype):
+    """The decoder layers with the C core's arithmetic; kcache/vcache (L, kvh, ctx, hd) updated in place."""
+    t = x.shape[0]
+    hd, half = cfg.head_dim, cfg.head_dim // 2
+    scale = F(1.0) / np.sqrt(F(hd))
+    rep = cfg.n_heads // cfg.n_kv_heads
+    for li, lw in enumerate(layers):
+        xn = rmsnorm(x, lw["attn_norm"], cfg.rms_eps)
+        xq, xs = quantize(xn, block)
+        q = product(xq, xs, lw["wq"]["q"], lw["wq"]["scale"], block).reshape(t, cfg.n_heads, hd)
+        k = product(xq, xs, lw["wk"]["q"], lw["wk"]["scale"], block).reshape(t, cfg.n_kv_heads, hd)
+        v = product(xq, xs, lw["wv"]["q"], lw["wv"]["scale"], block).reshape(t, cfg.n_kv_heads, hd)
+        c, s = cos[pos : pos + t][:, None, :], sin[pos : pos + t][:, None, :]
+
+        def rot(a):
+            a1, a2 = a[..., :half], a[..., half:]
+            return np.concatenate([a1 * c - a2 * s, a2 * c + a1 * s], axis=-1)
+
+        q, k = rot(q), rot(k)
+        kcache[li, :, pos : pos + t] = k.transpose(1, 0, 2).astype(kcache.dtype)
+        vcache[li, :, pos : pos + t] = v.transpose(1, 0, 2).astype(vcache.dtype)
+        att = np.zeros((t, cfg.n_heads, hd), F)
+        for ti in range(t):
+            n_pos = pos + ti + 1
+            for h in range(cfg.n_heads):
+                kk = kcache[li, h // rep, :n_pos].astype(F)
+                vv = vcache[li, h // rep, :n_pos].astype(F)
+                sc = canonical_sum(q[ti, h][None, :] * kk) * scale
+                e = es_expf(sc - sc.max())
+                p = e / canonical_sum(e[None, :])[0]
+                o = np.zeros(hd, F)
+                for j in range(n_pos):
+                    o = o + p[j] * vv[j]
+                att[ti, h] = o
+        x = x + linear(att.reshape(t, -1), lw["wo"], block)
+        xn = rmsnorm(x, lw["ffn_norm"], cfg.rms_eps)
+        xq, xs = quantize(xn, block)
+        g = product(xq, xs, lw["w_gate"]["q"], lw["w_gate"]["scale"], block)
+        u = product(xq, xs, lw["w_up"]["q"], lw["w_up"]["scale"], block)
+        hh = (g / (F(1.0) + es_expf(-g))) * u
+        x = x + linear(hh, lw["w_down"], block)
+    return x
+
+
+# ---- fixtures -----------------------------------------------------------------
+
+CFG = ModelConfig(vocab_size=40, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_ctx=16, rope_theta=1e4)
+
+
+def qmat(rng, rows, cols, group, block):
+    ng = cols // group if group else 1
+    return {
+        "q": rng.integers(-127, 128, size=(rows, cols), dtype=np.int8),
+        "scale": (rng.random((rows, ng), dtype=F) * F(0.02) + F(0.005)).astype(F),
+        "group_size": group,
+        "act_block": block,
+    }
+
+
+class M(dict):
+    """A QMat-like view of the dict (attributes q, scale, group_size, act_block)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def make_layers(rng, cfg, group, block):
+    layers = []
+    for _ in range(cfg.n_layers):
+        lw = {
+            "attn_norm": (F(1) + rng.standard_normal(cfg.dim).astype(F) * F(0.2)).astype(F),
+            "ffn_norm": (F(1) + rng.standard_normal(cfg.dim).astype(F) * F(0.2)).astype(F),
+        }
+        shapes = {"wq": (cfg.q_dim, cfg.dim), "wk": (cfg.kv_dim, cfg.dim), "wv": (cfg.kv_dim, cfg.dim),
+                  "wo": (cfg.dim, cfg.q_dim), "w_gate": (cfg.ffn_dim, cfg.dim), "w_up": (cfg.ffn_dim, cfg.dim),
+                  "w_down": (cfg.dim, cfg.ffn_dim)}
+        for name, (r, c) in shapes.items():
+            lw[name] = M(qmat(rng, r, c, group, block))
+        layers.append(lw)
+    return layers
+
+
+def rope_tables(cfg, ctx):
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2) / cfg.head_dim))
+    ang = np.arange(ctx)[:, None] * inv[None, :]
+    return np.cos(ang).astype(F), np.sin(ang).astype(F)
+
+
+# ---- tests --------------------------------------------------------------------
+
+
+def test_cdef_region_and_library_info():
+    header = (native_ffi._native_build.native_source_dir() / "include" / "edge_sdk.h").read_text()
+    cdef = native_ffi.cdef_text(header)
+    assert "#" not in cdef  # no preprocessor lines for cffi
+    assert "int es_run_layers(" in cdef
+    info = native_ffi.library_info()
+    assert info["isa"] in info["supported_isas"]
+    assert info["kernels"]["generic"]["matvec_q8"] == "matvec_q8_generic"
+    assert set(info["kernels"][info["isa"]]) == set(native_ffi.KERNEL_NAMES)
+
+
+@pytest.mark.parametrize("block", [0, 4, 32])
+def test_quantize_rows_equals_spec(block):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((7, 96)) * 3).astype(F)
+    x[1] = 0.0  # all-zero row: scale 0, q 0
+    x[2, :32] = np.arange(32, dtype=F) - F(15.5)  # ties at .5 after scaling by 127/amax (amax 15.5 -> inv 8.19...)
+    x[3] = np.linspace(-127, 127, 96).astype(F)
+    x[3, 5] = F(2.5)  # amax 127 -> inv 1: 2.5 rounds to 2 (half to even)
+    with native_ffi.NativeCore(CFG, ctx=8) as core:
+        q, s = core.quantize_rows(x, act_block=block)
+    q_ref, s_ref = quantize(x, block)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(s.view(np.uint32), s_ref.view(np.uint32))
+    if block == 0:
+        assert q[3, 5] == 2 and q[3, 0] == -127 and q[3, 95] == 127
+        assert s[1, 0] == 0.0 and not q[1].any()
+
+
+@pytest.mark.parametrize("group,block", [(0, 0), (0, 32), (32, 32), (64, 16), (96, 96)])
+@pytest.mark.parametrize("t", [1, 5])
+def test_matmul_q8_equals_spec(group, block, t):
+    rng = np.random.default_rng(100 + t + group + block)
+    w = qmat(rng, 37, 192, group, block)
+    w["q"][3] = 127
+    w["q"][4] = -127
+    x = (rng.standard_normal((t, 192)) * 2).astype(F)
+    with native_ffi.NativeCore(CFG, ctx=8) as core:
+        xq, xs = core.quantize_rows(x, act_block=block)
+        xq[0, :64] = -127  # extreme activations
+        y = core.matmul_q8(xq, xs, M(w), act_block=block)
+    y_ref = product(xq, xs, w["q"], w["scale"], block)
+    assert np.abs(y - y_ref).max() <= TOL_PRODUCT
+    np.testing.assert_array_equal(y.view(np.uint32), y_ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("group,block", [(0, 32), (32, 32), (0, 0)])
+@pytest.mark.parametrize("kv_dtype", ["f32", "f16"])
+def test_run_layers_equals_numpy_layers(group, block, kv_dtype):
+    rng = np.random.default_rng(7)
+    layers = make_layers(rng, CFG, group, block)
+    cos, sin = rope_tables(CFG, 16)
+    x0 = (rng.standard_normal((5, CFG.dim)) * 2).astype(F)
+    x1 = (rng.standard_normal((1, CFG.dim)) * 2).astype(F)
+    dt = np.float16 if kv_dtype == "f16" else np.float32
+    kc = np.zeros((CFG.n_layers, CFG.n_kv_heads, 16, CFG.head_dim), dt)
+    vc = np.zeros_like(kc)
+    with native_ffi.NativeCore(CFG, ctx=16, kv_dtype=kv_dtype, act_block=block, rope=(cos, sin), n_threads=2) as core:
+        prep = core.prepare_layers(layers)
+        y0 = core.run_layers(prep, 0, x0, pos=0)  # prefill T=5
+        y1 = core.run_layers(prep, 0, x1, pos=5)  # decode T=1
+        k_nat, v_nat = core.kv_cache
+        r0 = numpy_layers(CFG, layers, x0, 0, kc, vc, cos, sin, block, kv_dtype)
+        r1 = numpy_layers(CFG, layers, x1, 5, kc, vc, cos, sin, block, kv_dtype)
+        assert np.abs(y0 - r0).max() <= TOL_LAYER and np.abs(y1 - r1).max() <= TOL_LAYER
+        np.testing.assert_array_equal(y0.view(np.uint32), r0.view(np.uint32))
+        np.testing.assert_array_equal(y1.view(np.uint32), r1.view(np.uint32))
+        np.testing.assert_array_equal(k_nat[:, :, :6], kc[:, :, :6])
+        np.testing.assert_array_equal(v_nat[:, :, :6], vc[:, :, :6])
+        assert np.abs(y0 - x0).max() > 0.1  # the layers did something
+
+
+def _prefill_decode(isa: str, n_threads: int, block: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    layers = make_layers(rng, CFG, 0, block)
+    x = (rng.standard_normal((6, CFG.dim)) * 2).astype(F)
+    with native_ffi.NativeCore(CFG, ctx=16, isa=isa, n_threads=n_threads, act_block=block,
+                               rope=rope_tables(CFG, 16)) as core:
+        a = core.run_layers(layers, 0, x[:4], pos=0)
+        b = core.run_layers(layers, 0, x[4:], pos=4)
+    return np.concatenate([a, b])
+
+
+def test_every_kernel_set_and_thread_count_gives_the_same_bits():
+    ref = _prefill_decode("generic", 1)
+    for isa in native_ffi.library_info()["supported_isas"]:
+        for nt in (1, 2, 3):
+            np.testing.assert_array_equal(_prefill_decode(isa, nt).view(np.uint32), ref.view(np.uint32),
+                                          err_msg=f"isa={isa} threads={nt}")
+
+
+def test_forced_scalar_subprocess_matches_simd():
+    code = (
+        "import json, numpy as np\n"
+        "from tests.test_native_kernels import _prefill_decode\n"
+        "from edge_sdk.backends import native_ffi\n"
+        "y = _prefill_decode('auto', 2)\n"
+        "print(json.dumps({'isa': native_ffi.library_info()['isa'], 'bits': y.view(np.uint32).tolist()}))\n"
+    )
+    env = dict(os.environ, EDGE_SDK_FORCE_SCALAR="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["isa"] == "generic"
+    simd = _prefill_decode("auto", 2)
+    np.testing.assert_array_equal(np.array(got["bits"], dtype=np.uint32), simd.view(np.uint32))
+
+
+def test_prefill_in_chunks_equals_one_pass():
+    rng = np.random.default_rng(5)
+    layers = make_layers(rng, CFG, 0, 32)
+    x = (rng.standard_normal((11, CFG.dim))).astype(F)
+    cos_sin = rope_tables(CFG, 16)
+    with native_ffi.NativeCore(CFG, ctx=16, max_tokens=16, rope=cos_sin) as one, \
+         native_ffi.NativeCore(CFG, ctx=16, max_tokens=4, rope=cos_sin) as chunked:
+        np.testing.assert_array_equal(one.run_layers(layers, 0, x, 0), chunked.run_layers(layers, 0, x, 0))
+
+
+def test_errors_surface_as_exceptions():
+    rng = np.random.default_rng(9)
+    layers = make_layers(rng, CFG, 0, 32)
+    x = rng.standard_normal((3, CFG.dim)).astype(F)
+    with native_ffi.NativeCore(CFG, ctx=8, max_tokens=8) as core:
+        with pytest.raises(NativeError, match="position range is outside the context"):
+            core.run_layers(layers, 0, x, pos=6)
+        with pytest.raises(NativeError, match="layer range is outside"):
+            core.run_layers(layers, 1, x, pos=0)
+        with pytest.raises(NativeError, match="token id"):
+            core.embed(M(qmat(rng, CFG.vocab_size, CFG.dim, 0, 32)), [1, 40])
+        with pytest.raises(BackendError, match="act_block=5 must be 0 or divide 64"):
+            core.quantize_rows(x, act_block=5)
+        with pytest.raises(BackendError, match=r"x must be \(n_tokens, 64\)"):
+            core.run_layers(layers, 0, x[:, :10], pos=0)
+        with pytest.raises(BackendError, match="act_block=16, this core runs act_block=32"):
+            core.prepare_layers(make_layers(rng, CFG, 0, 16))
+        bad = make_layers(rng, CFG, 0, 32)
+        bad[1]["w_up"]["q"][0, 0] = -128
+        with pytest.raises(BackendError, match=r"\[-127, 127\]"):
+            core.prepare_layers(bad)
+        bad = make_layers(rng, CFG, 0, 32)
+        bad[0]["wk"]["scale"] = bad[0]["wk"]["scale"].astype(np.float64)
+        with pytest.raises(BackendError, match="wk.scale must be float32"):
+            core.prepare_layers(bad)
+        with pytest.raises(NativeError, match="scratch buffer does not fit"):
+            core.set_plan(native_ffi.sequential_offsets(core.buffers), arena_size=1000)
+            core.run_layers(layers, 0, x, pos=0)
+        core.set_plan([o + 8 for o in native_ffi.sequential_offsets(core.buffers)])
+        with pytest.raises(NativeError, match="64-byte aligned"):
+            core.run_layers(layers, 0, x, pos=0)
+    with pytest.raises(BackendError, match="closed"):
+        core.quantize_rows(x)
+    with pytest.raises(BackendError, match="kv_dtype"):
+        native_ffi.NativeCore(CFG, kv_dtype="bf16")
+    with pytest.raises(BackendError, match="unknown ISA"):
+        native_ffi.NativeCore(CFG, isa="sve2")
+
+
+def test_c_buffer_trace_equals_python_mirror():
+    from edge_sdk.backends.native_buffers import layer_buffers
+
+    smol = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536)
+    for cfg in (CFG, smol):
+        for t, ctx, nt, ab in ((1, 512, 1, 32), (64, 512, 2, 32), (7, 100, 3, 0), (3, 9, 4, 16)):
+            assert native_ffi.native_layer_buffers(cfg, t, ctx, nt, ab) == layer_buffers(cfg, t, ctx, nt, ab)
