@@ -112,7 +112,7 @@ class Model:
         """The model's chat template applied to `messages`."""
         template = self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE
         bos = self.tokenizer.id_to_token(self.tokenizer.bos_id) if self.tokenizer.bos_id is not None else ""
-        eos_id = min(self.tokenizer.eos_ids) if self.tokenizer.eos_ids else None
+        eos_id = self.tokenizer.eos_id
         eos = self.tokenizer.id_to_token(eos_id) if eos_id is not None else ""
         return render_chat(template, messages, add_generation_prompt=add_generation_prompt, bos_token=bos or "", eos_token=eos or "")
 

@@ -104,28 +104,34 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """How weights are quantized to int8.
+    """How weights and activations are quantized to int8.
 
     Weights: symmetric int8 with one float32 scale per output row
     (`group_size=0`) or per group of `group_size` consecutive input values.
-    Activations: symmetric int8 with one scale per token, computed at run time.
+    Activations: symmetric int8 computed at run time for each token, with one
+    scale per block of `act_block` consecutive values (as llama.cpp's Q8_0
+    does with 32). One scale for a whole token row costs SmolLM2-135M about 5%
+    perplexity, because a few channels carry outliers; blocks of 32 cost
+    under 0.5%. `group_size` must be 0 or a multiple of `act_block`.
 
     Example::
 
         QuantConfig(group_size=64)
     """
 
-    group_size: int = 0  # 0 = per output row
+    group_size: int = 32  # 0 = per output row
+    act_block: int = 32  # activation values per dynamic scale
     bits: int = 8
-    activations: str = "per_token"
 
     def __post_init__(self) -> None:
         if self.bits != 8:
             raise ValueError(f"only 8-bit weights are supported, got bits={self.bits}")
-        if self.group_size < 0 or (self.group_size and self.group_size % 4):
-            raise ValueError(f"group_size must be 0 (per row) or a positive multiple of 4, got {self.group_size}")
-        if self.activations != "per_token":
-            raise ValueError(f"only per_token activation quantization is supported, got {self.activations!r}")
+        if self.act_block < 1 or self.act_block % 4:
+            raise ValueError(f"act_block must be a positive multiple of 4, got {self.act_block}")
+        if self.group_size < 0 or (self.group_size and self.group_size % self.act_block):
+            raise ValueError(
+                f"group_size must be 0 (per row) or a positive multiple of act_block={self.act_block}, got {self.group_size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

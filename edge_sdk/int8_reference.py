@@ -1,15 +1,17 @@
 """The int8 numpy forward: the exact arithmetic the native core implements.
 
-Activations are quantized per token (symmetric, `amax / 127`, round half to
-even); each product accumulates int8 x int8 in int32 per weight group, then
-sums the groups in float32 in order, `sumf += float(acc_g) * wscale[r, g]`, and
-finally multiplies by the token's scale. Everything between the products
-(norms, RoPE, attention, SwiGLU) is the float reference's code.
+Activations are quantized per token, with one symmetric scale per block of
+`act_block` values (`amax / 127`, round half to even). A product accumulates
+int8 x int8 in int32 over each block, then sums the blocks in float32 in
+order: `sumf += (float(acc_b) * xscale[t, b]) * wscale[r, g(b)]`, where g(b)
+is the weight group holding block b (always 0 for per-row scales). Everything
+between the products (norms, RoPE, attention, SwiGLU) is the float
+reference's code.
 
-numpy has no fast int8 matrix product, so the integer sums are computed with
-float32 BLAS on chunks of at most 1024 inputs: |sum| <= 1024 * 127 * 127 <
-2**24, so each chunk sum is an exact integer in float32, and chunks are added
-in int64. The result equals int32 accumulation bit for bit.
+numpy has no fast int8 matrix product, so the block sums are computed with
+float32 BLAS: |sum| <= act_block * 127 * 127 < 2**24 for blocks of up to 1040
+values, so every block sum is an exact integer in float32, equal to int32
+accumulation bit for bit.
 
 Example::
 
@@ -25,45 +27,44 @@ from .config import ModelConfig
 from .quantize import QMAX, QMat, QWeights
 from .reference import FloatForward, rmsnorm
 
-EXACT_CHUNK = 1024  # inputs per float32 partial sum that stays exact
 
-
-def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row symmetric int8: returns q (T, K) int8 and scale (T,) float32."""
+def quantize_activations(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per block of each row: q (T, K) int8 and scale (T, K // block) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    amax = np.abs(x).max(axis=-1)
+    T, K = x.shape
+    xb = x.reshape(T, K // block, block)
+    amax = np.abs(xb).max(axis=-1)  # (T, nb)
     nz = amax > 0
     scale = np.where(nz, amax / np.float32(QMAX), np.float32(0)).astype(np.float32)
     inv = np.divide(np.float32(QMAX), amax, out=np.zeros_like(amax), where=nz)
-    q = np.clip(np.rint(x * inv[:, None]), -QMAX, QMAX).astype(np.int8)
-    return q, scale
+    q = np.clip(np.rint(xb * inv[..., None]), -QMAX, QMAX).astype(np.int8)
+    return q.reshape(T, K), scale
 
 
-def int_dot_groups(xq: np.ndarray, m: QMat) -> np.ndarray:
-    """Exact int32 group sums: (n_groups, T, rows) int64 of sum_k xq[t, k] * q[r, k] per group."""
+def block_sums(xq: np.ndarray, m: QMat) -> np.ndarray:
+    """Exact integer block sums (nb, T, rows) float32 of sum_k xq[t, k] * q[r, k] within each block."""
     T, K = xq.shape
     rows = m.q.shape[0]
-    ng = m.n_groups
-    g = K // ng
-    xf = xq.astype(np.float32).reshape(T, ng, g).transpose(1, 0, 2)  # (ng, T, g)
-    wf = m.q_as_f32().reshape(rows, ng, g).transpose(1, 2, 0)  # (ng, g, rows)
-    out = np.zeros((ng, T, rows), dtype=np.int64)
-    for c in range(0, g, EXACT_CHUNK):
-        out += np.matmul(xf[:, :, c : c + EXACT_CHUNK], wf[:, c : c + EXACT_CHUNK]).astype(np.int64)
-    return out
+    b = m.act_block
+    nb = K // b
+    xf = xq.astype(np.float32).reshape(T, nb, b).transpose(1, 0, 2)  # (nb, T, b)
+    wf = m.q_as_f32().reshape(rows, nb, b).transpose(1, 2, 0)  # (nb, b, rows)
+    return np.matmul(xf, wf)
 
 
 def qmatmul(xq: np.ndarray, xs: np.ndarray, m: QMat) -> np.ndarray:
-    """y (T, rows) float32 = the int8 product of quantized activations with an int8 matrix."""
-    acc = int_dot_groups(xq, m)  # (ng, T, rows)
+    """y (T, rows) float32: the int8 product of block-quantized activations with an int8 matrix."""
+    acc = block_sums(xq, m)  # (nb, T, rows)
+    nb = acc.shape[0]
+    blocks_per_group = nb // m.n_groups
     sumf = np.zeros(acc.shape[1:], dtype=np.float32)
-    for g in range(acc.shape[0]):
-        sumf = sumf + acc[g].astype(np.float32) * m.scale[:, g][None, :]
-    return sumf * xs[:, None]
+    for b in range(nb):
+        sumf = sumf + (acc[b] * xs[:, b : b + 1]) * m.scale[:, b // blocks_per_group][None, :]
+    return sumf
 
 
 def int8_linear(x: np.ndarray, m: QMat) -> np.ndarray:
-    xq, xs = quantize_activations(x)
+    xq, xs = quantize_activations(x, m.act_block)
     return qmatmul(xq, xs, m)
 
 

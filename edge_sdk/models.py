@@ -141,3 +141,46 @@ def resolve(model: str | os.PathLike | None) -> Path:
             f"(registered: {', '.join(sorted(REGISTRY))})"
         )
     return path
+
+
+def describe(model: str | os.PathLike | None) -> dict:
+    """What a model is, read from metadata only (no weights loaded): kind, path, config, quantization."""
+    from .config import QuantConfig
+    from .package import is_package, read_manifest
+
+    path = resolve(model)
+    p = str(path)
+    if is_package(p):
+        from .config import ModelConfig
+
+        m = read_manifest(p)
+        return {"kind": "package", "path": p, "config": ModelConfig.from_dict(m["model"]),
+                "quant": QuantConfig.from_dict(m["quant"]), "graphs": m.get("graphs", []), "format_version": m["format_version"]}
+    if path.is_dir():
+        from .importers.hf_import import config_from_hf, read_json
+
+        return {"kind": "huggingface", "path": p, "config": config_from_hf(read_json(os.path.join(p, "config.json")), p),
+                "quant": QuantConfig()}
+    from .importers.gguf_import import config_from_gguf_metadata
+    from .importers.gguf_meta import open_gguf, reader_metadata
+
+    reader = open_gguf(p)
+    meta = reader_metadata(reader)
+    cfg = config_from_gguf_metadata(meta, p)
+    names = {t.name for t in reader.tensors}
+    if "output.weight" not in names:
+        from .config import ModelConfig
+
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": True})
+    types: dict[str, int] = {}
+    for t in reader.tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    return {"kind": "gguf", "path": p, "config": cfg, "quant": QuantConfig(), "tensor_types": types,
+            "tokenizer_model": meta.get("tokenizer.ggml.model"), "tokenizer_pre": meta.get("tokenizer.ggml.pre"),
+            "has_chat_template": "tokenizer.chat_template" in meta}
+
+
+def model_config(model: str | os.PathLike | None):
+    """(ModelConfig, QuantConfig) of a model without loading its weights."""
+    d = describe(model)
+    return d["config"], d["quant"]

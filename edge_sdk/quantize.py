@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ModelConfig, QuantConfig
+from .errors import UnsupportedModelError
 from .weights import FloatWeights
 
 QMAX = 127
@@ -30,6 +31,7 @@ class QMat:
     q: np.ndarray  # (rows, cols) int8
     scale: np.ndarray  # (rows, n_groups) float32; n_groups = 1 when per row
     group_size: int  # 0 = per row
+    act_block: int = 32  # activation values per dynamic scale in products with this matrix
     _f32: np.ndarray | None = field(default=None, repr=False, compare=False)  # cached float copy of q
 
     @property
@@ -89,14 +91,17 @@ def quantize_matrix(w: np.ndarray, qc: QuantConfig) -> QMat:
     w = np.asarray(w, dtype=np.float32)
     rows, cols = w.shape
     g = qc.group_size or cols
-    if cols % g:
-        raise ValueError(f"group_size {qc.group_size} does not divide the {cols} columns of a {w.shape} matrix")
+    if cols % g or cols % qc.act_block:
+        raise UnsupportedModelError(
+            f"a {w.shape} matrix cannot be quantized with group_size={qc.group_size}, act_block={qc.act_block}: "
+            f"both must divide its {cols} input columns"
+        )
     wg = w.reshape(rows, cols // g, g)
     amax = np.abs(wg).max(axis=-1)  # (rows, n_groups)
     scale = (amax / np.float32(QMAX)).astype(np.float32)
     inv = np.divide(np.float32(1.0), scale, out=np.zeros_like(scale), where=scale > 0)
     q = np.clip(np.rint(wg * inv[..., None]), -QMAX, QMAX).astype(np.int8).reshape(rows, cols)
-    return QMat(q=q, scale=scale, group_size=qc.group_size)
+    return QMat(q=q, scale=scale, group_size=qc.group_size, act_block=qc.act_block)
 
 
 def dequantize(m: QMat) -> np.ndarray:

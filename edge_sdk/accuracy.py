@@ -1,0 +1,77 @@
+"""Accuracy of the int8 model against the float model: perplexity and top-1 agreement.
+
+The text is tokenized once and cut into non-overlapping windows of `window`
+tokens; in each window every token after the first is predicted from the ones
+before it (a fresh cache per window). Perplexity is exp(mean negative log
+likelihood) over all predicted tokens. Top-1 agreement is the fraction of
+positions where the int8 model's most likely next token equals the float
+model's.
+
+Example::
+
+    r = evaluate(imported, text, QuantConfig(), window=512)
+    r.perplexity, r.float_perplexity, r.top1_agreement
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config import QuantConfig
+from .importers import ImportedModel
+from .int8_reference import Int8Forward
+from .quantize import quantize_weights
+from .reference import FloatForward
+
+
+@dataclass
+class AccuracyReport:
+    perplexity: float  # of the evaluated model (int8, or float with float_only)
+    tokens: int  # predicted tokens
+    top1_agreement: float | None  # int8 vs float; None with float_only
+    float_perplexity: float | None
+    window: int
+    quant: dict | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def log_softmax_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Negative log likelihood (float64) of `targets` under each row of `logits`."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=-1))
+    return lse - z[np.arange(len(targets)), targets]
+
+
+def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig(), window: int = 512,
+             max_tokens: int | None = None, float_only: bool = False) -> AccuracyReport:
+    ids = np.asarray(m.tokenizer.encode(text, add_bos=False), dtype=np.int64)
+    if max_tokens:
+        ids = ids[:max_tokens]
+    window = min(window, m.config.max_ctx)
+    if len(ids) < 2:
+        raise ValueError("the text is too short to measure perplexity (fewer than 2 tokens)")
+    ffwd = FloatForward(m.config, m.weights, ctx=window)
+    qfwd = None if float_only else Int8Forward(m.config, quantize_weights(m.config, m.weights, qcfg), ctx=window)
+    nll_f, nll_q, agree, n = 0.0, 0.0, 0, 0
+    for start in range(0, len(ids) - 1, window):
+        chunk = ids[start : start + window]
+        if len(chunk) < 2:
+            break
+        targets = chunk[1:]
+        lf = ffwd.forward(chunk[:-1], 0)
+        nll_f += float(log_softmax_nll(lf, targets).sum())
+        if qfwd is not None:
+            lq = qfwd.forward(chunk[:-1], 0)
+            nll_q += float(log_softmax_nll(lq, targets).sum())
+            agree += int((lq.argmax(-1) == lf.argmax(-1)).sum())
+        n += len(targets)
+    fppl = float(np.exp(nll_f / n))
+    if qfwd is None:
+        return AccuracyReport(perplexity=fppl, tokens=n, top1_agreement=None, float_perplexity=fppl, window=window, quant=None)
+    return AccuracyReport(perplexity=float(np.exp(nll_q / n)), tokens=n, top1_agreement=agree / n,
+                          float_perplexity=fppl, window=window, quant=qcfg.to_dict())

@@ -1,0 +1,52 @@
+"""`edge-sdk ppl`: perplexity over a text file, and int8-vs-float top-1 agreement."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..models import DEFAULT_MODEL
+
+
+def cmd(a: argparse.Namespace) -> int:
+    from ..accuracy import evaluate
+    from ..config import QuantConfig
+    from ..importers import import_model
+    from ..models import resolve
+    from ..package import is_package
+    from ..errors import ModelFileError
+
+    path = resolve(a.model)
+    if is_package(path):
+        raise ModelFileError(f"{path}: perplexity compares against the float model, so it needs the original .gguf or Hugging Face model")
+    try:
+        with open(a.file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ModelFileError(f"{a.file}: cannot read ({e.strerror})") from None
+    r = evaluate(import_model(path), text, QuantConfig(group_size=a.group_size), window=a.window,
+                 max_tokens=a.max_tokens, float_only=a.float)
+    if a.json:
+        print(json.dumps({"perplexity": r.perplexity, "tokens": r.tokens, "top1_agreement": r.top1_agreement,
+                          "float_perplexity": r.float_perplexity, "window": r.window, "quant": r.quant}))
+    else:
+        what = "float" if a.float else f"int8 ({'per row' if a.group_size == 0 else f'groups of {a.group_size}'})"
+        print(f"{what} perplexity {r.perplexity:.4f} over {r.tokens} tokens (windows of {r.window})")
+        if not a.float:
+            print(f"float perplexity {r.float_perplexity:.4f} ({(r.perplexity / r.float_perplexity - 1) * 100:+.2f}%), "
+                  f"top-1 agreement {r.top1_agreement * 100:.2f}%")
+    sys.stdout.flush()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ppl", help="perplexity of a text file; int8 vs float agreement")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL)
+    p.add_argument("file")
+    p.add_argument("--float", action="store_true", help="measure the float model only")
+    p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row)")
+    p.add_argument("--window", type=int, default=512, help="tokens per evaluation window")
+    p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first N tokens")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd)
