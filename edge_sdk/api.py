@@ -171,7 +171,7 @@ def make_backend(name: str, cfg: ModelConfig, qweights: Any, fweights: Any, ctx:
 
 
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
-         threads: int | None = None, ctx: int | None = None, kv_dtype: str = "f32", group_size: int = 0,
+         threads: int | None = None, ctx: int | None = None, kv_dtype: str = "f32", group_size: int = 32,
          busy_timeout: float | None = None, quiet: bool = True) -> Model:
     """Load a model for generation.
 
