@@ -1,0 +1,288 @@
+/*
+ * aarch64 ARMv8.0 Advanced SIMD kernels (baseline on every aarch64 CPU: Pi 3/4,
+ * Jetson Nano). Same bits as the scalar twins: float reductions keep the
+ * canonical 16-lane order (four q-registers = lanes 0-3, 4-7, 8-11, 12-15),
+ * no FMA (-ffp-contract=off), es_expf step for step with FRINTN for the
+ * round-half-even, FCVTN for the half conversion (round to nearest even).
+ *
+ * int8 dot: vmull_s8 (int16 products, |p| <= 16129) + vpadalq_s16 (pairwise
+ * add-accumulate into int32): exact. Products with act_block not a multiple
+ * of 16 use the scalar twin.
+ */
+#include <arm_neon.h>
+#include <math.h>
+#include <string.h>
+
+#include "../../es_math.h"
+#include "../../kernels.h"
+#include "neon_common.h"
+
+/* ---- activation quantization ------------------------------------------ */
+
+static void quantize_block_neon(const float *x, int32_t n, int8_t *q, float *scale) {
+    float32x4_t vmax = vdupq_n_f32(0.0f);
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) vmax = vmaxq_f32(vmax, vabsq_f32(vld1q_f32(x + i)));
+    float amax = vmaxvq_f32(vmax);
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax) amax = a;
+    }
+    if (amax == 0.0f) {
+        *scale = 0.0f;
+        memset(q, 0, (size_t)n);
+        return;
+    }
+    *scale = amax / 127.0f;
+    const float inv = 127.0f / amax;
+    const float32x4_t vinv = vdupq_n_f32(inv), lo = vdupq_n_f32(-127.0f), hi = vdupq_n_f32(127.0f);
+    i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float32x4_t f0 = vmulq_f32(vld1q_f32(x + i), vinv), f1 = vmulq_f32(vld1q_f32(x + i + 4), vinv);
+        f0 = vminq_f32(vmaxq_f32(f0, lo), hi);
+        f1 = vminq_f32(vmaxq_f32(f1, lo), hi);
+        const int16x8_t s16 = vcombine_s16(vqmovn_s32(vcvtnq_s32_f32(f0)), vqmovn_s32(vcvtnq_s32_f32(f1)));
+        vst1_s8(q + i, vqmovn_s16(s16));
+    }
+    for (; i < n; i++) {
+        float v = x[i] * inv;
+        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+        q[i] = (int8_t)(int32_t)es_rint_small(v);
+    }
+}
+
+static void quantize_row_neon(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
+    const int32_t B = block > 0 ? block : n;
+    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_neon(x + b0, B, q + b0, scales + b0 / B);
+}
+
+/* ---- int8 products ----------------------------------------------------- */
+
+static inline int32x4_t dot16(int32x4_t acc, int8x16_t x, int8x16_t w) {
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(w)));
+    return vpadalq_s16(acc, vmull_high_s8(x, w));
+}
+
+static void matvec_q8_neon(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
+                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    if (es_act_block(w) % 16) matvec_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
+    else es_matvec_rows4(xq, xs, n_tokens, w, r0, r1, y, ldy, dot16);
+}
+
+static void matmul_q8_neon(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
+                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
+    if (es_act_block(w) % 16) matmul_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
+    else es_matmul_rows4(xq, xs, n_tokens, w, r0, r1, y, ldy, dot16);
+}
+
+/* ---- float kernels ------------------------------------------------------ */
+
+static float sumsq(const float *x, int32_t n) {
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const float32x4_t v0 = vld1q_f32(x + i), v1 = vld1q_f32(x + i + 4);
+        const float32x4_t v2 = vld1q_f32(x + i + 8), v3 = vld1q_f32(x + i + 12);
+        a0 = vaddq_f32(a0, vmulq_f32(v0, v0));
+        a1 = vaddq_f32(a1, vmulq_f32(v1, v1));
+        a2 = vaddq_f32(a2, vmulq_f32(v2, v2));
+        a3 = vaddq_f32(a3, vmulq_f32(v3, v3));
+    }
+    if (i < n) {
+        float t[16] = {0};
+        memcpy(t, x + i, (size_t)(n - i) * 4);
+        const float32x4_t v0 = vld1q_f32(t), v1 = vld1q_f32(t + 4), v2 = vld1q_f32(t + 8), v3 = vld1q_f32(t + 12);
+        a0 = vaddq_f32(a0, vmulq_f32(v0, v0));
+        a1 = vaddq_f32(a1, vmulq_f32(v1, v1));
+        a2 = vaddq_f32(a2, vmulq_f32(v2, v2));
+        a3 = vaddq_f32(a3, vmulq_f32(v3, v3));
+    }
+    return es_fold16_neon(a0, a1, a2, a3);
+}
+
+static void rmsnorm_neon(const float *x, const float *w, int32_t n, float eps, float *out) {
+    const float inv = 1.0f / sqrtf(sumsq(x, n) / (float)n + eps);
+    const float32x4_t vinv = vdupq_n_f32(inv);
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vmulq_f32(vmulq_f32(vld1q_f32(x + i), vinv), vld1q_f32(w + i)));
+    for (; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+static void rope_neon(float *x, const float *cos, const float *sin, int32_t half) {
+    int32_t i = 0;
+    for (; i + 4 <= half; i += 4) {
+        const float32x4_t a = vld1q_f32(x + i), b = vld1q_f32(x + half + i);
+        const float32x4_t c = vld1q_f32(cos + i), s = vld1q_f32(sin + i);
+        vst1q_f32(x + i, vsubq_f32(vmulq_f32(a, c), vmulq_f32(b, s)));
+        vst1q_f32(x + half + i, vaddq_f32(vmulq_f32(b, c), vmulq_f32(a, s)));
+    }
+    for (; i < half; i++) {
+        const float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i] + a * sin[i];
+    }
+}
+
+/* es_expf on 4 lanes, step for step. */
+static inline float32x4_t exp4(float32x4_t x) {
+    const float32x4_t lo = vdupq_n_f32(ES_EXP_LO);
+    const uint32x4_t under = vcltq_f32(x, lo);
+    x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(ES_EXP_HI)), lo);
+    const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(ES_LOG2E)));
+    float32x4_t r = vsubq_f32(x, vmulq_f32(n, vdupq_n_f32(ES_LN2_HI)));
+    r = vsubq_f32(r, vmulq_f32(n, vdupq_n_f32(ES_LN2_LO)));
+    const float32x4_t z = vmulq_f32(r, r);
+    float32x4_t y = vdupq_n_f32(ES_EXP_P0);
+    y = vaddq_f32(vmulq_f32(y, r), vdupq_n_f32(ES_EXP_P1));
+    y = vaddq_f32(vmulq_f32(y, r), vdupq_n_f32(ES_EXP_P2));
+    y = vaddq_f32(vmulq_f32(y, r), vdupq_n_f32(ES_EXP_P3));
+    y = vaddq_f32(vmulq_f32(y, r), vdupq_n_f32(ES_EXP_P4));
+    y = vaddq_f32(vmulq_f32(y, r), vdupq_n_f32(ES_EXP_P5));
+    y = vaddq_f32(vmulq_f32(y, z), r);
+    y = vaddq_f32(y, vdupq_n_f32(1.0f));
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    y = vmulq_f32(y, vreinterpretq_f32_s32(e));
+    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), under));
+}
+
+static void softmax_neon(float *x, int32_t n) {
+    float32x4_t vm = vdupq_n_f32(x[0]);
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) vm = vmaxq_f32(vm, vld1q_f32(x + i));
+    float mx = vmaxvq_f32(vm);
+    for (; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    const float32x4_t vmx = vdupq_n_f32(mx);
+    float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    for (i = 0; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            const float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i + 4 * j), vmx));
+            vst1q_f32(x + i + 4 * j, e);
+            a[j] = vaddq_f32(a[j], e);
+        }
+    if (i < n) {
+        float t[16];
+        const int32_t m = n - i;
+        memcpy(t, x + i, (size_t)m * 4);
+        for (int32_t j = m; j < 16; j++) t[j] = mx;
+        for (int j = 0; j < 4; j++) {
+            float32x4_t e = exp4(vsubq_f32(vld1q_f32(t + 4 * j), vmx));
+            const int32_t live = m - 4 * j; /* lanes < live are real */
+            const uint32x4_t keep = vcltq_s32(vld1q_s32((const int32_t[]){0, 1, 2, 3}), vdupq_n_s32(live));
+            e = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(e), keep));
+            vst1q_f32(t + 4 * j, e);
+            a[j] = vaddq_f32(a[j], e);
+        }
+        memcpy(x + i, t, (size_t)m * 4);
+    }
+    const float sum = es_fold16_neon(a[0], a[1], a[2], a[3]);
+    const float32x4_t vsum = vdupq_n_f32(sum);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vsum));
+    for (; i < n; i++) x[i] = x[i] / sum;
+}
+
+static inline float32x4_t kv_load4(const void *row, int32_t dtype, int32_t i) {
+    if (dtype == ES_KV_F16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)row + i)));
+    return vld1q_f32((const float *)row + i);
+}
+
+static inline float kv_scalar(const void *row, int32_t dtype, int32_t i) {
+    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+static void attention_neon(const float *q, const void *k, const void *v, int32_t dtype, int32_t n_pos,
+                           int32_t hd, float scale, float *scores, float *out) {
+    const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
+    for (int32_t j = 0; j < n_pos; j++) {
+        const void *kr = (const char *)k + (size_t)j * hd * esz;
+        float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+        int32_t i = 0;
+        for (; i + 16 <= hd; i += 16)
+            for (int u = 0; u < 4; u++)
+                a[u] = vaddq_f32(a[u], vmulq_f32(vld1q_f32(q + i + 4 * u), kv_load4(kr, dtype, i + 4 * u)));
+        if (i < hd) {
+            float tq[16] = {0}, tk[16] = {0};
+            for (int32_t m = i; m < hd; m++) {
+                tq[m - i] = q[m];
+                tk[m - i] = kv_scalar(kr, dtype, m);
+            }
+            for (int u = 0; u < 4; u++) a[u] = vaddq_f32(a[u], vmulq_f32(vld1q_f32(tq + 4 * u), vld1q_f32(tk + 4 * u)));
+        }
+        scores[j] = es_fold16_neon(a[0], a[1], a[2], a[3]) * scale;
+    }
+    softmax_neon(scores, n_pos);
+    int32_t i0 = 0;
+    for (; i0 + 16 <= hd; i0 += 16) {
+        float32x4_t o[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+        for (int32_t j = 0; j < n_pos; j++) {
+            const void *vr = (const char *)v + (size_t)j * hd * esz;
+            const float32x4_t p = vdupq_n_f32(scores[j]);
+            for (int u = 0; u < 4; u++) o[u] = vaddq_f32(o[u], vmulq_f32(p, kv_load4(vr, dtype, i0 + 4 * u)));
+        }
+        for (int u = 0; u < 4; u++) vst1q_f32(out + i0 + 4 * u, o[u]);
+    }
+    for (; i0 < hd; i0++) {
+        float o = 0.0f;
+        for (int32_t j = 0; j < n_pos; j++) o += scores[j] * kv_scalar((const char *)v + (size_t)j * hd * esz, dtype, i0);
+        out[i0] = o;
+    }
+}
+
+static void swiglu_neon(const float *g, const float *u, int32_t n, float *h) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t gv = vld1q_f32(g + i);
+        const float32x4_t s = vdivq_f32(gv, vaddq_f32(one, exp4(vnegq_f32(gv))));
+        vst1q_f32(h + i, vmulq_f32(s, vld1q_f32(u + i)));
+    }
+    for (; i < n; i++) h[i] = (g[i] / (1.0f + es_expf(-g[i]))) * u[i];
+}
+
+static void add_neon(float *x, const float *y, int32_t n) {
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, vaddq_f32(vld1q_f32(x + i), vld1q_f32(y + i)));
+    for (; i < n; i++) x[i] += y[i];
+}
+
+static void embed_row_neon(const int8_t *q, const float *scale, int32_t cols, int32_t group_size, float *out) {
+    const int32_t glen = group_size > 0 ? group_size : cols;
+    for (int32_t g0 = 0; g0 < cols; g0 += glen) {
+        const float s = scale[g0 / glen];
+        const float32x4_t vs = vdupq_n_f32(s);
+        int32_t i = g0;
+        for (; i + 8 <= g0 + glen; i += 8) {
+            const int16x8_t v = vmovl_s8(vld1_s8(q + i));
+            vst1q_f32(out + i, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), vs));
+            vst1q_f32(out + i + 4, vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(v)), vs));
+        }
+        for (; i < g0 + glen; i++) out[i] = (float)q[i] * s;
+    }
+}
+
+static void f32_to_f16_neon(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+    for (; i < n; i++) y[i] = es_f32_to_f16_scalar(x[i]);
+}
+
+static void f16_to_f32_neon(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))));
+    for (; i < n; i++) y[i] = es_f16_to_f32_scalar(x[i]);
+}
+
+void es_install_neon(es_kernels *k) {
+    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_neon);
+    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_neon);
+    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_neon);
+    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_neon);
+    ES_SET(k, rope, ES_K_ROPE, rope_neon);
+    ES_SET(k, attention, ES_K_ATTENTION, attention_neon);
+    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_neon);
+    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_neon);
+    ES_SET(k, add, ES_K_ADD, add_neon);
+    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_neon);
+    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_neon);
+    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_neon);
+}
