@@ -24,9 +24,9 @@ from edge_sdk.plan.picture import plan_svg, write_png
 MiB = 1 << 20
 SMOLLM2 = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,
                       rope_theta=100000.0, max_ctx=8192, tied_embeddings=True, name="SmolLM2-135M-Instruct")
-Q = QuantConfig()
+Q = QuantConfig(group_size=0)  # per-row weight scales: the hand numbers below assume it
 
-# SmolLM2 pieces by hand (per-row int8 + f32 scales):
+# SmolLM2 pieces by hand (per-row int8 + one f32 scale per row):
 EMBED = 49152 * 576 + 49152 * 4  # 28,508,160
 LAYER = 3_564_288  # sizes.py docstring
 HEAD_NORM = 576 * 4
@@ -233,3 +233,11 @@ def test_cli_plan_json_and_svg(tmp_path, capsys, monkeypatch):
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "fits          yes" in text and "decode 69.2 tok/s" in text
+
+
+def test_grouped_weight_scales_cost_one_eighth_more():
+    # group_size 32 (the default): one f32 scale per 32 int8 values, i.e. +1/8 on every matrix.
+    # Layer: 3,538,944 int8 + 442,368 scales + 2 norms 4,608 = 3,985,920.
+    # Embedding: 28,311,552 + 49152*18*4 = 31,850,496.  Head norm 2,304.
+    p = plan_device(SMOLLM2, QuantConfig(group_size=32), load_board("raspberry-pi-4b-1gb"), ctx=512)
+    assert p.breakdown["weights"] == 31_850_496 + 30 * 3_985_920 + 2_304 == 151_430_400
