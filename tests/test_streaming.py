@@ -156,16 +156,9 @@ def test_bad_stop_strings():
 # ---------------------------------------------------------------------------
 
 
-def _real_gguf_path() -> str:
-    path = os.environ.get("EDGE_SDK_REAL_GGUF")
-    if not path:
-        pytest.skip("EDGE_SDK_REAL_GGUF is not set (path of SmolLM2-135M-Instruct GGUF)")
-    return path
-
-
 @pytest.mark.real_model
-def test_real_model_emoji_and_cjk_stream():
-    tok = Tokenizer.from_gguf(_real_gguf_path())
+def test_real_model_emoji_and_cjk_stream(real_gguf_path):
+    tok = Tokenizer.from_gguf(real_gguf_path)
     ids = tok.encode("👍🏽 done")
     assert ids == [10813, 235, 231, 10813, 233, 138, 2294]
     assert _stream(tok, ids) == ["", "", "👍", "", "", "🏽", " done", ""]

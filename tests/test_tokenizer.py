@@ -342,18 +342,11 @@ def test_numpy_ids_decode(gpt2_tok):
 # ---------------------------------------------------------------------------
 
 
-def _real_gguf_path() -> str:
-    path = os.environ.get("EDGE_SDK_REAL_GGUF")
-    if not path:
-        pytest.skip("EDGE_SDK_REAL_GGUF is not set (path of SmolLM2-135M-Instruct GGUF)")
-    return path
-
-
 @pytest.fixture(scope="module")
-def real_meta():
+def real_meta(real_gguf_path):
     from edge_sdk.importers.gguf_meta import read_gguf_metadata
 
-    return read_gguf_metadata(_real_gguf_path())
+    return read_gguf_metadata(real_gguf_path)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from edge_sdk.weights import FloatWeights, LayerWeights
 TINY_DIMS = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_ctx=128, rope_theta=10000.0, rms_eps=1e-5)
 
 
-def tiny_config(vocab_size: int, tied: bool = True, **over) -> ModelConfig:
+def tiny_config(vocab_size: int, tied: bool = False, **over) -> ModelConfig:
     return ModelConfig(vocab_size=vocab_size, tied_embeddings=tied, **{**TINY_DIMS, **over})
 
 
@@ -85,7 +85,7 @@ def write_gguf(path: str, cfg: ModelConfig, w: FloatWeights, vocab: dict | None,
         elif qt == gguf.GGMLQuantizationType.F16:
             wr.add_tensor(name, arr.astype(np.float16))
         else:
-            wr.add_tensor(name, gguf.quants.quantize(arr, qt), raw_shape=arr.shape, raw_dtype=qt)
+            wr.add_tensor(name, gguf.quants.quantize(arr, qt), raw_dtype=qt)  # shape derived from the bytes
 
     add("token_embd.weight", w.tok_embd)
     for i, lw in enumerate(w.layers):

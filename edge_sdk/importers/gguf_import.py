@@ -40,6 +40,11 @@ LAYER_TENSORS = {
 }
 
 
+def f32_value(v: float) -> float:
+    """A float32 metadata value as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06)."""
+    return float(np.format_float_positional(np.float32(v), unique=True, trim="-") if abs(v) >= 1e-4 else np.format_float_scientific(np.float32(v), unique=True))
+
+
 def config_from_gguf_metadata(meta: dict[str, Any], source: str = "model") -> ModelConfig:
     """Build a ModelConfig from GGUF metadata; unsupported architectures raise UnsupportedModelError."""
     arch = meta.get("general.architecture")
@@ -79,9 +84,9 @@ def config_from_gguf_metadata(meta: dict[str, Any], source: str = "model") -> Mo
         n_kv_heads=int(key("attention.head_count_kv", n_heads, required=False)),
         ffn_dim=int(key("feed_forward_length")),
         head_dim=head_dim,
-        rope_theta=float(key("rope.freq_base", 10000.0, required=False)),
+        rope_theta=f32_value(key("rope.freq_base", 10000.0, required=False)),
         rope_scaling=scaling,
-        rms_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5, required=False)),
+        rms_eps=f32_value(key("attention.layer_norm_rms_epsilon", 1e-5, required=False)),
         max_ctx=int(key("context_length", 2048, required=False)),
         name=str(meta.get("general.name", "")),
     )

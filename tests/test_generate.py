@@ -1,0 +1,152 @@
+"""Generation through the public API on a tiny model: exact tokens, sampling, stops, cancel, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import edge_sdk
+from edge_sdk.errors import BusyError, ContextOverflowError
+from edge_sdk.generate import Generator
+from edge_sdk.sampling import SamplingParams
+
+PROMPT_IDS = [87, 260, 304]  # "The cat"
+GREEDY_IDS = [79, 247, 117, 125, 168, 16, 34, 12, 48, 236]
+SEED7_IDS = [187, 278, 238, 62, 92, 263, 1, 236, 228, 175]  # temperature 0.9, seed 7
+SEED8_IDS = [88, 300, 79, 239, 268, 119, 154, 96, 27, 124]
+FILTERED_SEED7_IDS = [79, 263, 202, 46, 191, 269, 8, 217, 97, 92]  # + top_k 5, top_p 0.9, min_p 0.05, rep 1.3
+
+
+@pytest.fixture()
+def model(tiny_gguf):
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=64) as m:
+        yield m
+
+
+def ids(model, **kw):
+    return list(model._gen.stream_tokens(model.tokenize("The cat"), SamplingParams(**kw)))
+
+
+def test_tokenize_and_greedy(model):
+    assert model.tokenize("The cat") == PROMPT_IDS
+    assert ids(model, max_tokens=10) == GREEDY_IDS
+    assert model.generate("The cat", max_tokens=10) == model.detokenize(GREEDY_IDS)
+    assert model.last_stats["generated_tokens"] == 10 and model.last_stats["stop_reason"] == "length"
+
+
+def test_seeded_sampling_is_reproducible(model):
+    assert ids(model, max_tokens=10, temperature=0.9, seed=7) == SEED7_IDS
+    assert ids(model, max_tokens=10, temperature=0.9, seed=7) == SEED7_IDS
+    assert ids(model, max_tokens=10, temperature=0.9, seed=8) == SEED8_IDS
+    kw = dict(temperature=0.9, top_k=5, top_p=0.9, min_p=0.05, repetition_penalty=1.3, seed=7)
+    assert ids(model, max_tokens=10, **kw) == FILTERED_SEED7_IDS
+
+
+def test_stream_pieces_join_to_generate(model):
+    pieces = list(model.stream("The cat", max_tokens=10, temperature=0.9, seed=7))
+    assert "".join(pieces) == model.generate("The cat", max_tokens=10, temperature=0.9, seed=7)
+    assert "".join(pieces) == model.detokenize(SEED7_IDS)
+
+
+def test_stop_string_cuts_the_text(model):
+    full = model.detokenize(GREEDY_IDS)
+    stop = full[4:6]
+    out = model.generate("The cat", max_tokens=10, stop=[stop])
+    assert out == full[: full.index(stop)]
+    assert model.last_stats["stop_reason"] == "stop"
+
+
+def test_prompt_longer_than_context(tiny_gguf):
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=8) as m:
+        with pytest.raises(ContextOverflowError, match="the prompt has 13 tokens but the context holds 8"):
+            m.generate("Once upon a time", max_tokens=4)
+        # generation that reaches the end of the context stops there
+        m.generate("The cat", max_tokens=100)
+        assert m.last_stats["stop_reason"] == "context" and m.last_stats["generated_tokens"] == 6
+
+
+def test_unknown_sampling_parameter(model):
+    with pytest.raises(TypeError, match=r"unknown sampling parameters \['temp'\]"):
+        model.generate("x", temp=1.0)
+
+
+def test_cancel_midway_keeps_the_model_usable(model):
+    stop = threading.Event()
+    got = []
+    for piece in model.stream("The cat", max_tokens=10, cancel=stop):
+        got.append(piece)
+        if len(got) == 3:
+            stop.set()
+    assert model.last_stats["stop_reason"] == "cancelled"
+    # the third text piece completes with the fourth token (the first pieces are partial UTF-8 bytes)
+    assert model.last_stats["generated_tokens"] == 4
+    assert model.detokenize(GREEDY_IDS).startswith("".join(got))
+    assert ids(model, max_tokens=10) == GREEDY_IDS
+
+
+def test_closing_a_stream_early_releases_the_model(model):
+    it = model.stream("The cat", max_tokens=10)
+    next(it)
+    with pytest.raises(BusyError, match="unfinished stream"):
+        model.generate("The cat", max_tokens=2)
+    it.close()
+    assert model.last_stats["stop_reason"] == "cancelled"
+    assert ids(model, max_tokens=10) == GREEDY_IDS
+
+
+def test_timeout(model):
+    model.generate("The cat", max_tokens=10, timeout=0.0)
+    assert model.last_stats["stop_reason"] == "timeout" and model.last_stats["generated_tokens"] == 0
+
+
+def test_concurrent_requests_are_serialized(model):
+    expected = model.generate("The cat", max_tokens=10)
+    results = [None] * 4
+
+    def work(i):
+        results[i] = model.generate("The cat", max_tokens=10)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 4
+
+
+def test_busy_timeout(tiny_gguf):
+    with edge_sdk.load(tiny_gguf, backend="numpy", busy_timeout=0.05) as m:
+        it = m.stream("The cat", max_tokens=5)
+        next(it)
+        err = []
+        t = threading.Thread(target=lambda: err.append(pytest.raises(BusyError, m.generate, "x")))
+        t.start()
+        t.join()
+        assert "busy with another request" in str(err[0].value)
+        it.close()
+
+
+def test_chat_reuses_the_cached_prefix(tiny_gguf):
+    model = edge_sdk.load(tiny_gguf, backend="numpy", ctx=128)
+    msgs = [{"role": "user", "content": "hi"}]
+    first = model.chat(msgs, max_tokens=6)
+    n_first = model.last_stats["prompt_tokens"]
+    assert n_first == 78
+    msgs += [{"role": "assistant", "content": first}, {"role": "user", "content": "more"}]
+    model.chat(msgs, max_tokens=4)
+    # the system prompt and first user turn are still in the cache
+    assert model.last_stats["reused_tokens"] >= n_first - 1
+
+
+def test_generator_rejects_bad_ids(model):
+    gen = Generator(model.backend, model.tokenizer)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        list(gen.stream_tokens([5, 10_000], SamplingParams()))
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        list(gen.stream_tokens([], SamplingParams()))
+
+
+def test_hf_dir_and_gguf_generate_the_same(tiny_gguf, tiny_hf_dir):
+    with edge_sdk.load(tiny_hf_dir, backend="numpy") as a, edge_sdk.load(tiny_gguf, backend="numpy") as b:
+        assert a.generate("The cat", max_tokens=10) == b.generate("The cat", max_tokens=10)
