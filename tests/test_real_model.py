@@ -1,0 +1,55 @@
+"""SmolLM2-135M-Instruct end to end: exact greedy tokens, chat, and the accuracy of int8 against float.
+
+The accuracy text is the GPL-3 licence that ships on every Debian machine
+(/usr/share/common-licenses/GPL-3); the first 2,048 tokens are scored.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import edge_sdk
+from edge_sdk.accuracy import evaluate
+from edge_sdk.config import QuantConfig
+
+pytestmark = pytest.mark.real_model
+
+GPL3 = "/usr/share/common-licenses/GPL-3"
+# greedy continuation of "The capital of France is" with the default int8 weights (groups of 32)
+FRANCE_IDS = [7042, 30, 198, 198, 504, 2988, 314, 42]  # " Paris.\n\nThe answer is:"
+PPL_MAX_INCREASE = 0.02  # int8 perplexity at most 2% above float
+TOP1_MIN = 0.95  # int8 picks the float model's most likely next token at least 95% of the time
+
+
+@pytest.fixture(scope="module")
+def smollm(real_gguf_path):
+    with edge_sdk.load(real_gguf_path, backend="numpy", ctx=512) as m:
+        yield m
+
+
+def test_capital_of_france(smollm):
+    ids = smollm.tokenize("The capital of France is")
+    from edge_sdk.sampling import SamplingParams
+
+    got = list(smollm._gen.stream_tokens(ids, SamplingParams(max_tokens=8)))
+    assert got == FRANCE_IDS
+    assert "Paris" in smollm.generate("The capital of France is", max_tokens=8)
+
+
+def test_chat_two_plus_two(smollm):
+    answer = smollm.chat([{"role": "user", "content": "What is 2+2?"}], max_tokens=32)
+    assert "4" in answer
+    assert smollm.last_stats["stop_reason"] == "eos"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(GPL3), reason=f"{GPL3} not present (Debian's common-licenses)")
+def test_int8_accuracy_against_float(real_model):
+    with open(GPL3, encoding="utf-8") as f:
+        text = f.read()
+    r = evaluate(real_model, text, QuantConfig(group_size=32), window=512, max_tokens=2048)
+    assert r.tokens == 2044  # 4 windows of 511 predictions
+    assert r.perplexity <= r.float_perplexity * (1 + PPL_MAX_INCREASE)
+    assert r.top1_agreement >= TOP1_MIN
