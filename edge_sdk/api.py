@@ -17,10 +17,10 @@ Ctrl-C, and the model stays usable with a consistent cache.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
-import warnings
 from typing import Any, Iterator, Sequence
 
 from .chat_template import DEFAULT_CHATML_TEMPLATE, render_chat
@@ -151,12 +151,24 @@ class Model:
         self.close()
 
 
+@functools.lru_cache(maxsize=None)
 def _warn_once(msg: str) -> None:
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    print(msg, file=sys.stderr)
 
 
-def make_backend(name: str, cfg: ModelConfig, qweights: Any, fweights: Any, ctx: int, kv_dtype: str,
-                 threads: int | None, package: Any = None) -> Any:
+def auto_backend() -> str:
+    """The native core when it is built for this CPU, else the numpy int8 path (said once, on stderr)."""
+    from .backends import native_ffi
+
+    ok, why = native_ffi.available()
+    if ok:
+        return "native"
+    _warn_once(f"edge_sdk: native core unavailable ({why}); using the numpy int8 backend, which is much slower")
+    return "numpy"
+
+
+def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, fweights: Any, ctx: int,
+                 kv_dtype: str, threads: int | None, package: Any = None) -> Any:
     if name == "float":
         if fweights is None:
             raise BackendError("the float backend needs the original model (a .gguf file or Hugging Face directory), not a converted package")
@@ -167,6 +179,15 @@ def make_backend(name: str, cfg: ModelConfig, qweights: Any, fweights: Any, ctx:
         from .backends.numpy_backend import NumpyInt8Backend
 
         return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype)
+    if name == "native":
+        from .backends import native_ffi
+
+        ok, why = native_ffi.available()
+        if not ok:
+            raise BackendError(f"the native core is not available: {why}")
+        from .backends.native_backend import NativeBackend
+
+        return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads)
     raise BackendError(f"backend {name!r} is not available in this build; available: numpy, float")
 
 
@@ -188,7 +209,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     name = str(model or models.DEFAULT_MODEL)
-    path = models.resolve(model)
+    path = models.resolve(model, quiet=quiet)
     if name in models.REGISTRY and backend != "float":
         path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet)
     fweights = None
@@ -208,8 +229,6 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     ctx = ctx or min(cfg.max_ctx, 2048)
     if ctx < 1 or ctx > cfg.max_ctx:
         raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    chosen = backend
-    if backend == "auto":
-        chosen = "numpy"
-    be = make_backend(chosen, cfg, qweights, fweights, ctx, kv_dtype, threads)
+    chosen = auto_backend() if backend == "auto" else backend
+    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads)
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout)

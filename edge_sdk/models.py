@@ -129,11 +129,11 @@ def pull(name: str, quiet: bool = False) -> Path:
     return dest
 
 
-def resolve(model: str | os.PathLike | None) -> Path:
+def resolve(model: str | os.PathLike | None, quiet: bool = False) -> Path:
     """A registered name, a .gguf file, a Hugging Face directory or a package -> a local path."""
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, str) and model in REGISTRY:
-        return pull(model)
+        return pull(model, quiet=quiet)
     path = Path(model)
     if not path.exists():
         raise ModelFileError(
