@@ -45,18 +45,20 @@ def test_smollm2_ctx_8192_f32_does_not_fit_a_pi_zero_2w():
     p = plan_device(SMOLLM2, Q, load_board("raspberry-pi-zero-2w"), ctx=8192, kv_dtype="f32")
     assert not p.fits
     kv = 2 * 30 * 3 * 8192 * 64 * 4  # 377,487,360
-    arena = 3 * 128 * 1536 * 4  # gate + up + h of a 128-token prefill chunk: 2,359,296
-    io = 128 * 576 * 4 + 49152 * 4  # residual of the chunk + one row of logits: 491,520
+    arena = 3 * 64 * 1536 * 4  # gate + up + h of a 64-token prefill chunk: 1,179,648
+    io = 64 * 576 * 4 + 49152 * 4  # residual of the chunk + one row of logits: 344,064
+    rope = 2 * 8192 * 32 * 4  # cos and sin tables: 2,097,152
     # Weights cannot all stay (room is negative), so the plan tries streaming: the biggest graph is the
     # tied head (embedding table + norm), plus one embedding row (576 + 4 bytes).
     weights = EMBED + HEAD_NORM + 580  # 28,511,044
     assert dict(p.breakdown) == {"weights": weights, "runtime": RUNTIME_NATIVE, "tokenizer": TOKENIZER,
-                                 "kv_cache": kv, "activations": arena, "io_buffers": io}
-    assert p.peak_bytes == 496_765_764 == sum(p.breakdown.values())
-    # budget 320 MiB = 335,544,320; over by 161,221,444 bytes = 153.75 MiB
+                                 "kv_cache": kv, "activations": arena, "io_buffers": io, "rope_table": rope}
+    assert p.peak_bytes == 497_535_812 == sum(p.breakdown.values())
+    # budget 320 MiB = 335,544,320; over by 161,991,492 bytes = 154.49 MiB
     assert p.reasons[0] == (
-        "needs 473.8 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 153.8 MiB "
-        "(kv_cache 360.0 MiB, tokenizer 48.4 MiB, runtime 35.5 MiB, weights 27.2 MiB, activations 2.2 MiB, io_buffers 0.5 MiB)"
+        "needs 474.5 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 154.5 MiB "
+        "(kv_cache 360.0 MiB, tokenizer 48.4 MiB, runtime 35.5 MiB, weights 27.2 MiB, rope_table 2.0 MiB, "
+        "activations 1.1 MiB, io_buffers 0.3 MiB)"
     )
     assert p.reasons[1].startswith("the KV cache alone is 360.0 MiB at ctx 8192 with f32 values; "
                                    f"the largest context that fits with f32 is {p.max_ctx}")
@@ -104,34 +106,35 @@ def test_max_ctx_by_hand():
     # Weights: layer = 2*64*4 + q 4352 + k,v 2*2176 + o 4352 + gate,up 2*8704 + down 8448 = 39,424;
     # embed 256*64 + 256*4 = 17,408; head norm 256.  All weights: 2*39,424 + 17,408 + 256 = 96,512.
     # Fixed: R = runtime + tokenizer (measured constants) and io (1*64*4 + 256*4) = 1,280.
-    # KV f16: 2 * 2 layers * 2 heads * 16 * 2 bytes = 256 bytes per position.
+    # Per position: KV f16 2 * 2 layers * 2 heads * 16 * 2 bytes = 256, RoPE cos+sin 2 * 8 * 4 = 64: 320.
     # Arena with 1 token, 1 thread, ctx >= 256: att (round_up(4*ctx, 64)) is the largest buffer and goes
     # to 0; q and attn_out (256 each) live with it at op 4 and stack above it; nothing else reaches higher
     # (gate/up/h end at 1536 <= att).  Arena = round_up(4*ctx, 64) + 512.
-    # Resident peak(ctx) = R + 96,512 + 1,280 + 512 + 256*ctx + round_up(4*ctx, 64)
-    #                    = R + 98,304 + 256*ctx + round_up(4*ctx, 64):
-    #   peak(1000) = R + 98,304 + 256,000 + 4,032 = R + 358,336
-    #   peak(1001) = R + 98,304 + 256,256 + 4,032 = R + 358,592
+    # Resident peak(ctx) = R + 96,512 + 1,280 + 512 + 320*ctx + round_up(4*ctx, 64)
+    #                    = R + 98,304 + 320*ctx + round_up(4*ctx, 64):
+    #   peak(1000) = R + 98,304 + 320,000 + 4,032 = R + 422,336
+    #   peak(1001) = R + 98,304 + 320,320 + 4,032 = R + 422,656
     r = RUNTIME_NATIVE + 256 * TOKENIZER_BYTES_PER_VOCAB_ENTRY
-    board = _tiny_board(r + 358_400)
+    board = _tiny_board(r + 422_400)
     p = plan_device(cfg, Q, board, ctx=1000, threads=1, prefill_chunk=1)
-    assert p.peak_bytes == r + 358_336 and p.fits and p.weights_mode == "resident"
+    assert p.peak_bytes == r + 422_336 and p.fits and p.weights_mode == "resident"
     assert p.arena.arena_bytes == 4032 + 512
     assert p.max_ctx_resident == 1000
     # Streaming keeps only the biggest graph resident plus one 68-byte embedding row, with as many layers
-    # per graph as fit.  Without the weights the rest is R + 1,792 + 256*ctx + round_up(4*ctx, 64).
-    # At ctx 1067 (rest R + 279,232) two layers still fit (room 79,168 >= 2*39,424 + 68):
-    # peak = rest + 78,916 = R + 358,148.
-    s = plan_device(cfg, Q, board, ctx=1067, threads=1, prefill_chunk=1)
-    assert s.weights_mode == "streamed" and s.peak_bytes == r + 358_148 and s.fits
+    # per graph as fit.  Without the weights the rest is R + 1,792 + 320*ctx + round_up(4*ctx, 64).
+    # At ctx 1054 (rest R + 1,792 + 337,280 + 4,224 = R + 343,296) two layers still fit
+    # (room 79,104 >= 2*39,424 + 68): peak = rest + 78,916 = R + 422,212.
+    s = plan_device(cfg, Q, board, ctx=1054, threads=1, prefill_chunk=1)
+    assert s.weights_mode == "streamed" and s.peak_bytes == r + 422_212 and s.fits
     assert s.layer_ranges == ((0, 2),)
-    # With one layer per graph the resident part is max(39,424, head 17,408 + 256) + 68 = 39,492:
-    #   ctx 1219: 312,064 + round_up(4,876, 64) = 4,928 -> R + 1,792 + 316,992 + 39,492 = R + 358,276 <= budget
-    #   ctx 1220: 312,320 + 4,928 -> R + 358,532 > budget
-    assert p.max_ctx == 1219
-    s = plan_device(cfg, Q, board, ctx=1219, threads=1, prefill_chunk=1)
-    assert s.peak_bytes == r + 358_276 and s.fits
+    # With one layer per graph the resident part is max(39,424, head 17,408 + 256) + 68 = 39,492, so
+    # 320*ctx + round_up(4*ctx, 64) may reach 422,400 - 1,792 - 39,492 = 381,116:
+    #   ctx 1176: 376,320 + 4,736 = 381,056 fits (peak R + 422,340); ctx 1177: 376,640 + 4,736 = 381,376 does not.
+    assert p.max_ctx == 1176
+    s = plan_device(cfg, Q, board, ctx=1176, threads=1, prefill_chunk=1)
+    assert s.peak_bytes == r + 422_340 and s.fits
     assert s.layer_ranges == ((0, 1), (1, 2)) and s.split.describe() == "1 layers per graph"
+    assert not plan_device(cfg, Q, board, ctx=1177, threads=1, prefill_chunk=1).fits
 
 
 def test_decode_and_prefill_estimates_by_hand():
@@ -142,8 +145,8 @@ def test_decode_and_prefill_estimates_by_hand():
     assert p.decode_tok_s_est == pytest.approx(13.976e9 * DECODE_BANDWIDTH_EFFICIENCY / per_token)
     assert p.decode_tok_s_est == pytest.approx(69.22, abs=0.01)
     # Prefill: dotprod 32 MACs/cycle x 4 cores x 2.4 GHz = 307.2 G MAC/s peak.  MACs per token at
-    # position 64 (middle of a 128-token chunk): 30 * (576*576*2 + 2*576*192 + 3*576*1536 + 2*9*64*64) = 108,380,160.
-    assert p.prefill_tok_s_est == pytest.approx(307.2e9 * PREFILL_COMPUTE_EFFICIENCY / 108_380_160)
+    # position 32 (middle of a 64-token chunk): 30 * (576*576*2 + 2*576*192 + 3*576*1536 + 2*9*64*32) = 107,274,240.
+    assert p.prefill_tok_s_est == pytest.approx(307.2e9 * PREFILL_COMPUTE_EFFICIENCY / 107_274_240)
     assert p.estimate_details["prefill"]["isa_feature"] == "dotprod"
     zero = plan_device(SMOLLM2, Q, load_board("raspberry-pi-zero-2w"), ctx=512)
     assert zero.estimate_details["prefill"]["isa_feature"] == "neon"
@@ -178,10 +181,14 @@ def test_bad_requests():
         plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="bf16")
     with pytest.raises(PlanError, match=r"prefill_chunk must be positive"):
         plan_device(SMOLLM2, Q, board, ctx=512, prefill_chunk=0)
+    with pytest.raises(PlanError, match=r"the native backend keeps the KV cache in f32 or f16, not int8"):
+        plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8")
+    assert plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8", backend="onnxruntime").breakdown["kv_cache"] == (
+        2 * 30 * 3 * 512 * 64 + 2 * 30 * 3 * 512 * 4)  # int8 values + one f32 scale per (layer, head, position)
 
 
 def test_default_ctx_is_max_ctx_and_json_has_the_fields():
-    p = plan_device(SMOLLM2, Q, load_board("raspberry-pi-4b-2gb"), kv_dtype="int8")
+    p = plan_device(SMOLLM2, Q, load_board("raspberry-pi-4b-2gb"), kv_dtype="f16")
     assert p.ctx == p.max_ctx == 8192
     d = json.loads(json.dumps(p.to_dict()))
     for key in ("fits", "peak_bytes", "max_ctx", "decode_tok_s_est", "prefill_tok_s_est", "breakdown", "split",
@@ -197,7 +204,7 @@ def test_svg_draws_every_buffer_and_budget_part(tmp_path):
     ns = "{http://www.w3.org/2000/svg}"
     titles = [t.text for t in root.iter(f"{ns}title")]
     assert len(titles) == len(p.prefill_buffers) + len(p.breakdown)
-    assert "gate: 786432 bytes at offset 0, ops 10-11" in titles
+    assert "gate: 393216 bytes at offset 0, ops 10-11" in titles
     assert "kv_cache: 360.0 MiB" in titles
     texts = " ".join(t.text or "" for t in root.iter(f"{ns}text"))
     assert "does NOT fit" in texts and "budget 320 MiB" in texts
@@ -226,7 +233,7 @@ def test_cli_plan_json_and_svg(tmp_path, capsys, monkeypatch):
                               "--json", "--svg", str(svg)])
     assert args.func(args) == 1  # does not fit
     out = json.loads(capsys.readouterr().out)
-    assert out["fits"] is False and out["peak_bytes"] == 496_765_764
+    assert out["fits"] is False and out["peak_bytes"] == 497_535_812
     assert out["board"] == "raspberry-pi-zero-2w" and out["ctx"] == 8192
     assert svg.read_text().startswith("<svg")
     args = parser.parse_args(["plan", "--board", "raspberry-pi-5-8gb", "--ctx", "2048"])

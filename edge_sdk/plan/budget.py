@@ -13,7 +13,8 @@ Peak memory is the sum of
 * KV cache: `sizes.kv_cache_bytes` for the context and KV dtype;
 * activations: the arena planned (greedy by size) over the native core's
   scratch buffers, the larger of the prefill-chunk and the decode plans;
-* I/O buffers outside the arena: residual stream and one row of logits.
+* I/O buffers outside the arena: residual stream and one row of logits;
+* the RoPE table: cos and sin for every position of the context.
 
 Example::
 
@@ -35,7 +36,7 @@ from ..sizes import embed_weight_bytes, head_weight_bytes, kv_cache_bytes, layer
 from .arena import DEFAULT_ALIGNMENT, ArenaPlan, ArenaReport, lower_bound, plan, plan_naive
 from .estimates import decode_tok_s, prefill_tok_s
 from .records import Buffer
-from .trace import io_bytes, layer_trace
+from .trace import io_bytes, layer_trace, rope_bytes
 from .verify import verify
 
 MiB = 1 << 20
@@ -65,9 +66,12 @@ runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
 STREAMING_BACKENDS = ("native",)
 """Backends that can page weights in one graph at a time; the others load the whole model."""
 
-DEFAULT_PREFILL_CHUNK = 128
-"""Prompt tokens per prefill call (the default of `edge_sdk.generate.Generator`): sizes the
-prefill arena and I/O buffers and sets the prefill speed estimate."""
+DEFAULT_PREFILL_CHUNK = 64
+"""Prompt tokens per native-core call (`NativeBackend(prefill_chunk=64)`; longer prompts
+run in chunks): sizes the prefill arena and I/O buffers and sets the prefill estimate."""
+
+KV_DTYPES: Mapping[str, tuple[str, ...]] = {"native": ("f32", "f16")}
+"""KV cache dtypes a backend stores, where it does not take all of f32, f16 and int8."""
 
 DEFAULT_DECODE_POSITION = 256
 """Position at which decode speed is estimated (KV cache read grows with it)."""
@@ -198,6 +202,7 @@ def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dty
         "kv_cache": kv_cache_bytes(cfg, ctx, kv_dtype),
         "activations": arenas.report.arena_bytes,
         "io_buffers": io_bytes(cfg, chunk),
+        "rope_table": rope_bytes(cfg, ctx),
     }
     rest = sum(fixed.values())
     all_weights = model_weight_bytes(cfg, q)
@@ -320,6 +325,8 @@ def plan_device(
     if prefill_chunk < 1:
         raise PlanError(f"prefill_chunk must be positive, got {prefill_chunk}")
     backend = choose_backend(board, backend)
+    if kv_dtype not in KV_DTYPES.get(backend, (kv_dtype,)):
+        raise PlanError(f"the {backend} backend keeps the KV cache in {' or '.join(KV_DTYPES[backend])}, not {kv_dtype}")
     threads = choose_threads(board, threads)
     max_ctx = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=True)
     max_ctx_resident = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=False)

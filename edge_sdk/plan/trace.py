@@ -4,13 +4,13 @@ The scratch buffers of one layer-range graph come from the native core's
 mirror, `edge_sdk.backends.native_buffers.layer_buffers` (every layer of a
 range reuses the same buffers, so one layer's trace is the whole graph's).
 The head graph reuses the layer plan's first buffers, so it needs no arena of
-its own. Besides the arena, a run holds I/O buffers outside it: the residual
-stream `x` for the tokens in flight and one row of logits.
+its own. Besides the arena, a run holds I/O buffers outside it (the residual
+stream `x` for the tokens in flight and one row of logits) and the RoPE table.
 
 Example::
 
     bufs = layer_trace(cfg, QuantConfig(), n_tokens=128, ctx=2048, n_threads=4)
-    io_bytes(cfg, n_tokens=64)
+    io_bytes(cfg, n_tokens=64), rope_bytes(cfg, ctx=2048)
 """
 
 from __future__ import annotations
@@ -36,3 +36,8 @@ def io_bytes(cfg: ModelConfig, n_tokens: int) -> int:
     if n_tokens <= 0:
         raise PlanError(f"n_tokens must be positive, got {n_tokens}")
     return n_tokens * cfg.dim * F32 + cfg.vocab_size * F32
+
+
+def rope_bytes(cfg: ModelConfig, ctx: int) -> int:
+    """The RoPE table the native core keeps: cos and sin, (ctx, head_dim / 2) f32 each."""
+    return 2 * ctx * (cfg.head_dim // 2) * F32
