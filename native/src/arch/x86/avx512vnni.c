@@ -26,6 +26,11 @@
 
 #define ES_INLINE static inline __attribute__((always_inline))
 
+/* Software prefetch distance of the 16-row product, in 16-row groups. */
+#ifndef ES_PF_GROUPS
+#define ES_PF_GROUPS 1
+#endif
+
 /* ---- activation quantization ------------------------------------------ */
 
 static inline __mmask16 mask16(int32_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
@@ -121,13 +126,69 @@ static void rows16(const int8_t *x, const float *xst, const es_qmat *w, int32_t 
     _mm512_mask_storeu_ps(y + r, mask16(nrows), sumf);
 }
 
+/* The common case: 16 whole rows, act_block a multiple of 32, row pointers
+   as base + stride (no per-row pointers), and a linear software prefetch of
+   the next 16 rows spread over the blocks, so DRAM streams one group ahead. */
+static void rows16_fast(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, float *y) {
+    const size_t cols = (size_t)w->cols;
+    const int32_t ng = es_n_groups(w), glen = es_group_len(w);
+    const int32_t B = es_act_block(w), nb = w->cols / B;
+    const int8_t *p = w->q + (size_t)r * cols;
+    const int8_t *pf = p + ES_PF_GROUPS * 16 * cols, *end = w->q + (size_t)w->rows * cols;
+    const __m512i ones = _mm512_set1_epi8(1), bias = _mm512_set1_epi8((char)0x80);
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32(r), _mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), _mm512_set1_epi32(ng));
+    if (pf < end) { /* the next group's scales: one line per group for per-row scales */
+        const char *sp = (const char *)(w->scale + (size_t)(r + ES_PF_GROUPS * 16) * ng);
+        for (int32_t o = 0; o < 16 * ng * 4; o += 64) _mm_prefetch(sp + o, _MM_HINT_T0);
+    }
+    __m512 wsv = ng == 1 ? _mm512_loadu_ps(w->scale + r) : _mm512_i32gather_ps(vidx, w->scale, 4);
+    __m512 sumf = _mm512_setzero_ps();
+    for (int32_t b = 0; b < nb; b++) {
+        const int32_t k0 = b * B;
+        if (pf < end)
+            for (int32_t o = 0; o < 16 * B; o += 64) _mm_prefetch((const char *)pf + (size_t)k0 * 16 + o, _MM_HINT_T0);
+        __m512i corr = _mm512_setzero_si512();
+        for (int32_t c = k0; c < k0 + B; c += 32)
+            corr = _mm512_dpbusd_epi32(corr, ones, _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + c))));
+        corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(corr, 7));
+        __m512i p0 = corr, p1 = corr, p2 = corr, p3 = corr, p4 = corr, p5 = corr, p6 = corr, p7 = corr;
+        for (int32_t c = k0; c < k0 + B; c += 32) {
+            const __m512i xv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + c)));
+            const int8_t *r0 = p + c, *r4 = r0 + 4 * cols, *r8 = r0 + 8 * cols, *r12 = r0 + 12 * cols;
+#define PAIR(acc, a, b) acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512( \
+        _mm256_loadu_si256((const __m256i *)(a))), _mm256_loadu_si256((const __m256i *)(b)), 1), bias), xv)
+            PAIR(p0, r0, r4);
+            PAIR(p1, r0 + cols, r4 + cols);
+            PAIR(p2, r0 + 2 * cols, r4 + 2 * cols);
+            PAIR(p3, r0 + 3 * cols, r4 + 3 * cols);
+            PAIR(p4, r8, r12);
+            PAIR(p5, r8 + cols, r12 + cols);
+            PAIR(p6, r8 + 2 * cols, r12 + 2 * cols);
+            PAIR(p7, r8 + 3 * cols, r12 + 3 * cols);
+#undef PAIR
+        }
+        if (ng > 1 && k0 % glen == 0 && k0 > 0) wsv = _mm512_i32gather_ps(vidx, w->scale + k0 / glen, 4);
+        const __m512i pp[8] = {p0, p1, p2, p3, p4, p5, p6, p7};
+        const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(fold_pairs(pp)), _mm512_set1_ps(xst[b]));
+        sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsv));
+    }
+    _mm512_storeu_ps(y + r, sumf);
+}
+
+static inline void rows16_any(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows,
+                              float *y) {
+    if (nrows == 16 && es_act_block(w) % 32 == 0) rows16_fast(x, xst, w, r, y);
+    else rows16(x, xst, w, r, nrows, y);
+}
+
 static void matvec_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                                  int32_t r0, int32_t r1, float *y, int32_t ldy) {
     const int32_t nb = w->cols / es_act_block(w);
     for (int32_t t = 0; t < n_tokens; t++)
         for (int32_t r = r0; r < r1; r += 16)
-            rows16(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
-                   y + (size_t)t * ldy);
+            rows16_any(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
+                           y + (size_t)t * ldy);
 }
 
 /* Rows outer in groups of 16 (16*cols bytes stay in L1/L2), tokens inner:
@@ -137,8 +198,8 @@ static void matmul_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_to
     const int32_t nb = w->cols / es_act_block(w);
     for (int32_t r = r0; r < r1; r += 16)
         for (int32_t t = 0; t < n_tokens; t++)
-            rows16(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
-                   y + (size_t)t * ldy);
+            rows16_any(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
+                       y + (size_t)t * ldy);
 }
 
 void es_install_avx512vnni(es_kernels *k) {

@@ -1,0 +1,59 @@
+"""Decode and prefill speed of the native core on SmolLM2-135M-Instruct (int8, act_block 32).
+
+    python native/bench/bench_model.py /path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 1 2]
+
+Decode: 64 single-token steps after an 8-token prompt (tokens/s, best of 3).
+Prefill: one 64-token prompt (tokens/s, best of 3). Compare with llama.cpp's
+llama-bench -p 64 -n 64 on the same machine (work/shared/notes/peers.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from edge_sdk.backends.native_ffi import NativeCore  # noqa: E402
+from edge_sdk.config import QuantConfig  # noqa: E402
+from edge_sdk.importers.gguf_import import import_gguf  # noqa: E402
+from edge_sdk.quantize import quantize_weights  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("gguf")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--kv", default="f16")
+    ap.add_argument("--isa", default="auto")
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    cfg, fw, _ = import_gguf(args.gguf)
+    qw = quantize_weights(cfg, fw, QuantConfig())
+    del fw
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, cfg.vocab_size, 64)
+    for nt in args.threads:
+        core = NativeCore(cfg, n_threads=nt, kv_dtype=args.kv, ctx=256, max_tokens=64, isa=args.isa)
+        core.load_weights(qw)
+        best_pp = best_tg = 0.0
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            core.forward(prompt, 0, last_only=True)
+            best_pp = max(best_pp, 64 / (time.perf_counter() - t))
+            logits = core.forward(prompt[:8], 0, last_only=True)
+            tok = int(logits.argmax())
+            t = time.perf_counter()
+            for i in range(64):
+                tok = int(core.forward(np.array([tok]), 8 + i, last_only=True).argmax())
+            best_tg = max(best_tg, 64 / (time.perf_counter() - t))
+        print(f"threads {nt} isa {core.isa}: prefill pp64 {best_pp:7.1f} tok/s   decode tg64 {best_tg:7.1f} tok/s")
+        core.close()
+
+
+if __name__ == "__main__":
+    main()
