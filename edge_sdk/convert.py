@@ -1,63 +1,123 @@
 """Conversion: a model file -> a quantized edge package (import, quantize, split, write).
 
+The package holds `weights.bin`, the tokenizer, the graph records of the
+split model (manifest `graphs`, see `graphs/spec.py`) and one ONNX file per
+graph whose initializers point into `weights.bin` (no weight is stored
+twice).
+
 Example::
 
-    convert("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-pkg/", QuantConfig(group_size=64))
+    convert("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-pkg/", QuantConfig(group_size=64),
+            SplitPolicy(layers_per_graph=10))
 
-Registered models are converted once into the user cache (`cached_package`).
+Registered models are converted once into the user cache (`cached_package`);
+other model files are converted once per file into the cache when a backend
+needs a package (`package_for`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from .config import QuantConfig
-from .graphs.split import SplitPolicy, split_layers
+from .errors import PackageError, UnsupportedModelError
+from .graphs.build import build_graphs
+from .graphs.layout import weight_table
+from .graphs.spec import GraphSpec
+from .graphs.split import SplitPolicy
 from .importers import import_model
-from .package import is_package, write_package
+from .package import MANIFEST, is_package, read_manifest, write_package
 from .progress import Progress
 from .quantize import quantize_weights
 
 
+def _check_table(out: str, specs: list[GraphSpec]) -> None:
+    """The graph records' byte ranges must be those the package writer used."""
+    tensors = read_manifest(out)["tensors"]
+    for spec in specs:
+        for t in spec.tensors:
+            e = tensors.get(t.name)
+            if e is None or int(e["offset"]) != t.offset or tuple(e["shape"]) != t.shape:
+                raise PackageError(f"{os.path.join(out, MANIFEST)}: tensor {t.name} of graph {spec.name} is not where "
+                                   f"the graph records expect it (offset {t.offset}, shape {t.shape}); "
+                                   f"manifest has {e}")
+
+
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
-            policy: SplitPolicy = SplitPolicy(), quiet: bool = True) -> dict:
-    """Write the package for `model` to `out`; returns timings and sizes."""
+            policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None) -> dict[str, Any]:
+    """Write the package for `model` to `out`; returns timings and sizes.
+
+    `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).
+    """
+    from .backends.onnx_export import check_exportable, write_onnx_graphs
+
     t0 = time.perf_counter()
     imported = import_model(model)
     t_import = time.perf_counter() - t0
     cfg = imported.config
-    ranges = split_layers(cfg, qcfg, policy)
+    specs = build_graphs(cfg, qcfg, policy)
+    if onnx_graphs is None:
+        try:
+            check_exportable(qcfg)
+            onnx_graphs = True
+        except UnsupportedModelError as e:
+            onnx_graphs = False
+            if not quiet:
+                print(f"not writing ONNX graphs: {e}", file=sys.stderr)
     with Progress("quantizing", 1, enabled=False if quiet else None) as p:
         qweights = quantize_weights(cfg, imported.weights, qcfg)
         p.update(1)
     t_quant = time.perf_counter() - t0 - t_import
-    graphs = [{"name": "embed", "kind": "embed"}]
-    graphs += [{"name": f"layers_{a}_{b}", "kind": "layers", "first_layer": a, "end_layer": b} for a, b in ranges]
-    graphs.append({"name": "head", "kind": "head"})
-    write_package(out, cfg, qcfg, qweights, imported.tokenizer, graphs=graphs, source=os.path.basename(os.fspath(model)))
+    timings = {"onnx_s": 0.0}
+
+    def extra_files(d: str) -> list[str]:
+        if not onnx_graphs:
+            return []
+        t = time.perf_counter()
+        written = write_onnx_graphs(d, specs, cfg, qcfg)
+        timings["onnx_s"] = time.perf_counter() - t
+        return [s.file for s in written]
+
+    if onnx_graphs:
+        from .backends.onnx_export import graph_file_name
+
+        specs = [dataclasses.replace(s, file=graph_file_name(s)) for s in specs]
+    out = os.fspath(out)
+    write_package(out, cfg, qcfg, qweights, imported.tokenizer, graphs=[s.to_dict() for s in specs],
+                  extra_files=extra_files, source=os.path.basename(os.fspath(model)))
+    _check_table(out, specs)
     total = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
-    return {"import_s": t_import, "quantize_s": t_quant, "total_s": total, "package_bytes": size,
-            "weights_bytes": qweights.nbytes, "graphs": len(graphs)}
+    return {"import_s": t_import, "quantize_s": t_quant, "onnx_s": timings["onnx_s"], "total_s": total,
+            "package_bytes": size, "weights_bytes": qweights.nbytes, "graphs": len(specs),
+            "onnx_files": [s.file for s in specs if s.file]}
 
 
-def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True) -> Path:
-    """The converted package of a registered model, converting it into the cache on first use."""
-    from .models import cache_dir, pull
+def has_onnx_graphs(path: str | os.PathLike) -> bool:
+    """Whether a package lists an ONNX file for every graph (packages from older conversions do not)."""
+    try:
+        graphs = read_manifest(os.fspath(path)).get("graphs", [])
+    except PackageError:
+        return False
+    return bool(graphs) and all(isinstance(g, dict) and g.get("file") for g in graphs)
 
-    dest = cache_dir() / "packages" / f"{name}-g{qcfg.group_size}"
-    if is_package(dest):
-        return dest
-    src = pull(name, quiet=quiet)
+
+def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: bool, what: str) -> Path:
+    """Convert into a temporary sibling of `dest`, then move it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + ".tmp"))
     try:
         if not quiet:
-            print(f"converting {name} to int8 (once; cached in {dest}) ...", file=__import__("sys").stderr)
+            print(f"converting {what} to int8 (once; cached in {dest}) ...", file=sys.stderr)
         convert(src, tmp, qcfg, quiet=quiet)
         if dest.exists():
             shutil.rmtree(dest)
@@ -66,3 +126,33 @@ def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True) -> Path:
+    """The converted package of a registered model, converting it into the cache on first use."""
+    from .models import cache_dir, pull
+
+    dest = cache_dir() / "packages" / f"{name}-g{qcfg.group_size}"
+    if is_package(dest) and has_onnx_graphs(dest):
+        return dest
+    return _convert_into(pull(name, quiet=quiet), dest, qcfg, quiet, name)
+
+
+def package_for(model: str | os.PathLike, qcfg: QuantConfig, quiet: bool = True) -> Path:
+    """A package for a .gguf file or Hugging Face directory, converted once into the cache.
+
+    The cache entry is keyed by the absolute path, size and modification time of
+    the model's files, so an edited model is converted again.
+    """
+    from .models import cache_dir
+
+    src = Path(model).resolve()
+    if is_package(src):
+        return src
+    files = sorted(src.rglob("*")) if src.is_dir() else [src]
+    key = hashlib.sha256(json.dumps([str(src), qcfg.to_dict()] + [
+        (str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]).encode()).hexdigest()[:16]
+    dest = cache_dir() / "packages" / "converted" / f"{src.stem}-g{qcfg.group_size}-{key}"
+    if is_package(dest) and has_onnx_graphs(dest):
+        return dest
+    return _convert_into(src, dest, qcfg, quiet, str(model))

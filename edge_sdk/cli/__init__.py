@@ -24,6 +24,7 @@ COMMANDS = (
     "serve_serial",
     "boards",
     "plan",
+    "convert",
 )
 
 

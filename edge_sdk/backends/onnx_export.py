@@ -1,0 +1,284 @@
+"""Export graph records (`graphs/spec.py`) as ONNX models, built with `onnx.helper`.
+
+Weights are never copied into the ONNX files: every initializer is ONNX
+external data pointing at its byte range in the package's `weights.bin`
+(`location`/`offset`/`length`). ONNX and ONNX Runtime both refuse external
+data outside the model's own directory (a `..` in `location` is rejected as
+path traversal), so the ONNX files sit next to `weights.bin` in the package
+root.
+
+Int8 linear layers (`linear_q8`) have three formulations; "nbits" is the one
+the package uses:
+
+- "nbits": `com.microsoft.MatMulNBits` with bits=8, block_size=act_block and
+  accuracy_level=4. ONNX Runtime then quantizes the activations to symmetric
+  int8 with one scale per block of `block_size` values and accumulates
+  int8 x int8 per block, scaled by both scales: the arithmetic of
+  `int8_reference.py`. Measured on SmolLM2-135M (x86, AVX-512 VNNI): logits
+  within 1e-5 of the numpy int8 reference, and the fastest of the three.
+  MatMulNBits wants unsigned weights with a zero point of 128, so the graph
+  reads our int8 bytes and turns them into `q ^ 0x80` with Cast+BitwiseXor on
+  the initializer; ONNX Runtime folds that once at session start and then
+  packs the result into its own layout (its kernels need the packed copy, so
+  the weights live in ONNX Runtime's memory, not in the memory map).
+  Group scales are repeated to one per activation block (folded likewise), so
+  per-row scales and groups larger than the activation block work too.
+  ONNX Runtime's MLAS has the same 8-bit blocked kernels for ARM64 (NEON
+  `sdot` with dotprod, `smmla` with i8mm), so boards should see the same
+  numbers; a build without them falls back to dequantize + float GEMM
+  (slow, and with float activations).
+- "blocks": the per-block activation quantization written out in ONNX ops
+  (ReduceMax(Abs), Div, Round, Clip, Cast) and a batched `MatMulInteger`
+  over blocks: integer block sums identical to ours, about 4x slower.
+- "dynamic": `DynamicQuantizeLinear` + `MatMulInteger`: one asymmetric uint8
+  scale for the whole activation tensor; cheap to write but loses accuracy
+  (one outlier channel sets the scale for all).
+
+Attention uses `com.microsoft.GroupQueryAttention` with rotary embedding
+(cos/sin tables as inputs, rotate_half order) and the K/V cache of shape
+(1, n_kv_heads, ctx, head_dim) as past/present: when the caller binds the
+same buffer to both, the op writes the new positions in place and never
+copies the cache.
+
+Example::
+
+    specs = write_onnx_graphs("pkg/", build_graphs(cfg, qcfg, SplitPolicy()), cfg, qcfg)
+    specs[0].file   # 'graph_embed.onnx'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..config import ModelConfig, QuantConfig
+from ..errors import UnsupportedModelError
+from ..graphs.spec import GraphSpec, OpRecord, TensorRef, ValueInfo
+
+OPSET = 18  # BitwiseXor, ReduceMean/ReduceMax with axes as input
+MS_DOMAIN = "com.microsoft"
+IR_VERSION = 9  # readable by onnxruntime >= 1.15
+LINEAR_KINDS = ("nbits", "blocks", "dynamic")
+DTYPES = {"float32": TensorProto.FLOAT, "int8": TensorProto.INT8, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
+
+
+def graph_file_name(spec: GraphSpec) -> str:
+    return f"graph_{spec.name}.onnx"
+
+
+class _Builder:
+    """Collects nodes, initializers and constants for one ONNX graph."""
+
+    def __init__(self, spec: GraphSpec) -> None:
+        self.spec = spec
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[TensorProto] = []
+        self.refs = {t.name: t for t in spec.tensors}
+        self.consts: dict[str, str] = {}
+        self.n = 0
+
+    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str] | None = None, domain: str = "",
+             **attrs: Any) -> str:
+        self.n += 1
+        outputs = list(outputs) if outputs else [f"{op.lower()}_{self.n}"]
+        self.nodes.append(helper.make_node(op, list(inputs), outputs, name=f"{op}_{self.n}", domain=domain, **attrs))
+        return outputs[0]
+
+    def const(self, value: Any, dtype: type = np.int64) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        key = f"{arr.dtype.name}:{arr.shape}:{arr.tobytes().hex()}"
+        if key not in self.consts:
+            name = f"const_{len(self.consts)}"
+            self.inits.append(numpy_helper.from_array(arr, name))
+            self.consts[key] = name
+        return self.consts[key]
+
+    def external(self, ref_name: str, dims: Sequence[int] | None = None, alias: str | None = None) -> str:
+        """An initializer reading tensor `ref_name` from its file, optionally seen with other (same-size) dims."""
+        ref: TensorRef = self.refs[ref_name]
+        name = alias or ref.name
+        if any(t.name == name for t in self.inits):
+            return name
+        dims = list(ref.shape if dims is None else dims)
+        if int(np.prod(dims)) != int(np.prod(ref.shape)):
+            raise ValueError(f"{ref.name}: dims {dims} do not hold {ref.shape}")
+        t = TensorProto()
+        t.name = name
+        t.data_type = DTYPES[ref.dtype]
+        t.dims.extend(dims)
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", ref.file), ("offset", str(ref.offset)), ("length", str(ref.nbytes))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        self.inits.append(t)
+        return name
+
+
+# ---- ops ---------------------------------------------------------------------------------------
+
+
+def _embed(b: _Builder, op: OpRecord) -> None:
+    ids, q_name, s_name = op.inputs
+    rows, cols = b.refs[q_name].shape
+    n_groups = b.refs[s_name].shape[1]
+    g = cols // n_groups
+    q = b.node("Gather", [b.external(q_name), ids], axis=0)  # (1, T, cols) int8
+    qf = b.node("Reshape", [b.node("Cast", [q], to=TensorProto.FLOAT), b.const([1, -1, n_groups, g])])
+    s = b.node("Unsqueeze", [b.node("Gather", [b.external(s_name), ids], axis=0), b.const([-1])])  # (1, T, ng, 1)
+    b.node("Reshape", [b.node("Mul", [qf, s]), b.const([1, -1, cols])], [op.outputs[0]])
+
+
+def _rmsnorm(b: _Builder, op: OpRecord) -> None:
+    # the pattern ONNX Runtime fuses into SimplifiedLayerNormalization
+    x, w = op.inputs
+    ms = b.node("ReduceMean", [b.node("Pow", [x, b.const(2.0, np.float32)]), b.const([-1])], keepdims=1)
+    rms = b.node("Sqrt", [b.node("Add", [ms, b.const(op.attrs["eps"], np.float32)])])
+    b.node("Mul", [b.node("Div", [x, rms]), b.external(w)], [op.outputs[0]])
+
+
+def _block_scales(b: _Builder, s_name: str, rows: int, n_groups: int, n_blocks: int, alias: str) -> str:
+    """Weight scales as (rows * n_blocks,): one per activation block (repeated when a group spans several)."""
+    if n_groups == n_blocks:
+        return b.external(s_name, [rows * n_groups], alias=alias)
+    rep = n_blocks // n_groups
+    s = b.node("Unsqueeze", [b.external(s_name), b.const([-1])])  # (rows, ng, 1)
+    s = b.node("Expand", [s, b.const([rows, n_groups, rep])])
+    return b.node("Reshape", [s, b.const([rows * n_blocks])])
+
+
+def _linear_nbits(b: _Builder, op: OpRecord) -> None:
+    x, q_name, s_name = op.inputs
+    rows, cols, blk = op.attrs["rows"], op.attrs["cols"], op.attrs["act_block"]
+    n_blocks = cols // blk
+    n_groups = b.refs[s_name].shape[1]
+    q = b.external(q_name, [rows, n_blocks, blk], alias=q_name + ".blocks")
+    u8 = b.node("BitwiseXor", [b.node("Cast", [q], to=TensorProto.UINT8), b.const(128, np.uint8)])  # q + 128
+    s = _block_scales(b, s_name, rows, n_groups, n_blocks, alias=s_name + ".flat")
+    b.node("MatMulNBits", [x, u8, s], [op.outputs[0]], domain=MS_DOMAIN, K=cols, N=rows, bits=8, block_size=blk,
+           accuracy_level=4)
+
+
+def _weight_blocks(b: _Builder, op: OpRecord) -> tuple[str, str, int]:
+    """q as (n_blocks, blk, rows) int8 and scales as (n_blocks, 1, rows) float (both folded at session start)."""
+    _, q_name, s_name = op.inputs
+    rows, cols, blk = op.attrs["rows"], op.attrs["cols"], op.attrs["act_block"]
+    nb = cols // blk
+    qt = b.node("Transpose", [b.external(q_name, [rows, nb, blk], alias=q_name + ".blocks")], perm=[1, 2, 0])
+    s = _block_scales(b, s_name, rows, b.refs[s_name].shape[1], nb, alias=s_name + ".flat")
+    st = b.node("Transpose", [b.node("Reshape", [s, b.const([rows, nb, 1])])], perm=[1, 2, 0])
+    return qt, st, nb
+
+
+def _x_blocks(b: _Builder, x: str, nb: int, blk: int) -> str:
+    """(1, T, cols) -> (nb, T, blk)."""
+    return b.node("Transpose", [b.node("Reshape", [x, b.const([-1, nb, blk])])], perm=[1, 0, 2])
+
+
+def _linear_blocks(b: _Builder, op: OpRecord) -> None:
+    x = op.inputs[0]
+    rows, blk = op.attrs["rows"], op.attrs["act_block"]
+    qt, st, nb = _weight_blocks(b, op)
+    xb = _x_blocks(b, x, nb, blk)
+    amax = b.node("ReduceMax", [b.node("Abs", [xb]), b.const([-1])], keepdims=1)  # (nb, T, 1)
+    xs = b.node("Div", [amax, b.const(127.0, np.float32)])
+    inv = b.node("Div", [b.const(127.0, np.float32), b.node("Max", [amax, b.const(1e-30, np.float32)])])
+    xq = b.node("Clip", [b.node("Round", [b.node("Mul", [xb, inv])]), b.const(-127.0, np.float32),
+                         b.const(127.0, np.float32)])
+    acc = b.node("MatMulInteger", [b.node("Cast", [xq], to=TensorProto.INT8), qt])  # (nb, T, rows) int32
+    y = b.node("Mul", [b.node("Mul", [b.node("Cast", [acc], to=TensorProto.FLOAT), xs]), st])
+    y = b.node("ReduceSum", [y, b.const([0])], keepdims=0)  # (T, rows)
+    b.node("Reshape", [y, b.const([1, -1, rows])], [op.outputs[0]])
+
+
+def _linear_dynamic(b: _Builder, op: OpRecord) -> None:
+    x = op.inputs[0]
+    rows, blk = op.attrs["rows"], op.attrs["act_block"]
+    qt, st, nb = _weight_blocks(b, op)
+    xq, xs, xzp = (b.node("DynamicQuantizeLinear", [x], [f"{op.outputs[0]}.{s}" for s in ("xq", "xs", "xzp")]),
+                   f"{op.outputs[0]}.xs", f"{op.outputs[0]}.xzp")
+    acc = b.node("MatMulInteger", [_x_blocks(b, xq, nb, blk), qt, xzp])  # (nb, T, rows) int32
+    y = b.node("ReduceSum", [b.node("Mul", [b.node("Cast", [acc], to=TensorProto.FLOAT), st]), b.const([0])], keepdims=0)
+    b.node("Reshape", [b.node("Mul", [y, xs]), b.const([1, -1, rows])], [op.outputs[0]])
+
+
+def _attention(b: _Builder, op: OpRecord, cache: dict[str, str]) -> None:
+    q, k, v, past_k, past_v, pos, cos, sin = op.inputs
+    if "seqlens_k" not in cache:
+        # GroupQueryAttention counts positions as "total length" (pos + T) and "seqlens_k" (pos + T - 1)
+        t = b.node("Cast", [b.node("Shape", [q], start=1, end=2)], to=TensorProto.INT32)
+        total = b.node("Add", [pos, t])
+        cache["seqlens_k"] = b.node("Sub", [total, b.const([1], np.int32)])
+        cache["total"] = b.node("Squeeze", [total, b.const([0])])
+    a = op.attrs
+    b.node("GroupQueryAttention", [q, k, v, past_k, past_v, cache["seqlens_k"], cache["total"], cos, sin],
+           list(op.outputs), domain=MS_DOMAIN, num_heads=a["n_heads"], kv_num_heads=a["n_kv_heads"], do_rotary=1,
+           rotary_interleaved=0, scale=float(1.0 / np.sqrt(a["head_dim"])))
+
+
+def _add_ops(b: _Builder, ops: Sequence[OpRecord], linear: str) -> None:
+    lin = {"nbits": _linear_nbits, "blocks": _linear_blocks, "dynamic": _linear_dynamic}[linear]
+    cache: dict[str, str] = {}
+    for op in ops:
+        if op.kind == "embed_q8":
+            _embed(b, op)
+        elif op.kind == "rmsnorm":
+            _rmsnorm(b, op)
+        elif op.kind == "linear_q8":
+            lin(b, op)
+        elif op.kind == "attention":
+            _attention(b, op, cache)
+        elif op.kind == "add":
+            b.node("Add", list(op.inputs), list(op.outputs))
+        elif op.kind == "swiglu":
+            gate, up = op.inputs
+            b.node("Mul", [b.node("Mul", [gate, b.node("Sigmoid", [gate])]), up], list(op.outputs))
+        else:
+            raise UnsupportedModelError(f"graph {b.spec.name}: the ONNX exporter has no translation for op {op.kind!r}")
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+
+def _value_info(v: ValueInfo) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(v.name, DTYPES[v.dtype], list(v.shape))
+
+
+def check_exportable(q: QuantConfig) -> None:
+    blk = q.act_block
+    if blk < 16 or blk & (blk - 1):
+        raise UnsupportedModelError(
+            f"the ONNX graphs need act_block to be a power of two >= 16 (MatMulNBits block size), got {blk}")
+
+
+def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, linear: str = "nbits") -> onnx.ModelProto:
+    """The ONNX model of one graph; its initializers point into the files named by `spec.tensors`."""
+    if linear not in LINEAR_KINDS:
+        raise ValueError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
+    check_exportable(q)
+    b = _Builder(spec)
+    _add_ops(b, spec.ops, linear)
+    graph = helper.make_graph(b.nodes, spec.name, [_value_info(v) for v in spec.inputs],
+                              [_value_info(v) for v in spec.outputs], initializer=b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+                              producer_name="edge_sdk", doc_string=f"{cfg.name or 'llama'} {spec.name} (int8, {linear})")
+    model.ir_version = IR_VERSION
+    helper.set_model_props(model, {"edge_sdk.graph": spec.name, "edge_sdk.linear": linear,
+                                   "edge_sdk.group_size": str(q.group_size), "edge_sdk.act_block": str(q.act_block)})
+    return model
+
+
+def write_onnx_graphs(out_dir: str | os.PathLike, specs: Sequence[GraphSpec], cfg: ModelConfig, q: QuantConfig,
+                      linear: str = "nbits") -> list[GraphSpec]:
+    """Write one ONNX file per graph into the package directory; returns the specs with `file` set."""
+    out = []
+    for spec in specs:
+        spec = dataclasses.replace(spec, file=graph_file_name(spec))
+        model = export_graph(spec, cfg, q, linear)
+        onnx.save_model(model, os.path.join(os.fspath(out_dir), spec.file))
+        out.append(spec)
+    return out

@@ -1,0 +1,41 @@
+"""`edge-sdk convert`: quantize a model into an edge package (weights.bin, graphs, ONNX files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..models import DEFAULT_MODEL
+
+
+def cmd(a: argparse.Namespace) -> int:
+    from ..config import QuantConfig
+    from ..convert import convert
+    from ..graphs.split import SplitPolicy
+    from ..models import resolve
+
+    try:
+        qcfg = QuantConfig(group_size=a.group_size)
+        policy = SplitPolicy(layers_per_graph=a.layers_per_graph, max_graph_bytes=a.max_graph_bytes)
+    except ValueError as e:
+        print(f"edge-sdk convert: {e}", file=sys.stderr)
+        return 2
+    src = resolve(a.model, quiet=False)
+    info = convert(src, a.output, qcfg, policy, quiet=False, onnx_graphs=False if a.no_onnx else None)
+    print(a.output)
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()}), file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="quantize MODEL to int8 and write an edge package (with ONNX graphs) to -o DIR")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help=f"registered name (default {DEFAULT_MODEL}), .gguf file or Hugging Face directory")
+    p.add_argument("-o", "--output", required=True, help="package directory to write")
+    p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row; default 32)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--layers-per-graph", type=int, default=0, help="K decoder layers per graph (default: all in one)")
+    split.add_argument("--max-graph-bytes", type=int, default=0, help="as many layers per graph as fit in B weight bytes")
+    p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX files")
+    p.set_defaults(func=cmd)
