@@ -168,7 +168,7 @@ def auto_backend() -> str:
 
 
 def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, fweights: Any, ctx: int,
-                 kv_dtype: str, threads: int | None, package: Any = None) -> Any:
+                 kv_dtype: str, threads: int | None, package: Any = None, board: str | None = None) -> Any:
     if name == "float":
         if fweights is None:
             raise BackendError("the float backend needs the original model (a .gguf file or Hugging Face directory), not a converted package")
@@ -188,6 +188,18 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
         from .backends.native_backend import NativeBackend
 
         return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads)
+    if name == "onnx":
+        if package is None:
+            raise BackendError("the onnx backend runs a converted package's ONNX graphs; no package was given")
+        from .backends.onnx_backend import OnnxBackend, settings_from_board
+
+        providers = None
+        if board is not None:
+            from .boards import load_board
+
+            settings = settings_from_board(load_board(board))
+            threads, providers = threads or settings["threads"], settings["providers"]
+        return OnnxBackend(package, ctx, threads=threads, providers=providers, kv_dtype=kv_dtype)
     raise BackendError(f"backend {name!r} is not available in this build; available: numpy, float")
 
 
@@ -212,7 +224,11 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     path = models.resolve(model, quiet=quiet)
     if name in models.REGISTRY and backend != "float":
         path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet)
-    fweights = None
+    fweights = pkg = None
+    if backend == "onnx" and not is_package(path):
+        from .convert import package_for
+
+        path = package_for(path, QuantConfig(group_size=group_size), quiet=quiet)
     if is_package(path):
         pkg = load_package(path)
         cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer
@@ -230,5 +246,5 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     if ctx < 1 or ctx > cfg.max_ctx:
         raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
     chosen = auto_backend() if backend == "auto" else backend
-    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads)
+    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board)
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout)

@@ -1,0 +1,205 @@
+"""The ONNX Runtime backend: runs a package's ONNX graphs (embed, layer ranges, head).
+
+Each graph of the package (`graphs/spec.py`, exported by `onnx_export.py`)
+gets one `InferenceSession`. The K/V cache is one pair of preallocated
+buffers per layer, (1, n_kv_heads, ctx, head_dim) float32, bound with I/O
+binding as both the `past_*` input and the `present_*` output of its layer
+range: GroupQueryAttention writes the new positions in place, so a decode
+step costs the same whatever `ctx` is (beyond attention over the filled
+positions). RoPE tables (`rope.py`) are inputs bound once.
+
+Execution providers are a preference list (the caller's, else the board's
+`onnxruntime_providers`) with CPU as the fallback; providers missing from
+this ONNX Runtime build are reported in a warning, not an error.
+
+Example::
+
+    be = OnnxBackend("smollm2-pkg/", ctx=512, threads=2)
+    logits = be.forward(np.array([1, 2, 3]), pos=0, last_only=True)   # (1, vocab)
+    be.close()
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, ContextOverflowError
+from ..graphs.spec import GraphSpec, specs_from_manifest
+from ..rope import rope_table
+
+CPU = "CPUExecutionProvider"
+DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - onnxruntime is a dependency
+        raise BackendError(f"the ONNX backend needs onnxruntime ({e})") from e
+    return onnxruntime
+
+
+def resolve_providers(preferred: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(providers to use, in order, CPU last; preferred ones this build lacks)."""
+    available = set(_ort().get_available_providers())
+    wanted = [p for p in (preferred or ()) if p != CPU]
+    used = [p for p in wanted if p in available] + [CPU]
+    missing = [p for p in wanted if p not in available]
+    return used, missing
+
+
+def session_options(threads: int | None, optimization: str = "all", config: Mapping[str, str] | None = None) -> Any:
+    """SessionOptions: intra-op threads (None: ONNX Runtime's default), optimization level by name, config entries."""
+    ort = _ort()
+    if optimization not in OPT_LEVELS:
+        raise ValueError(f"graph optimization must be one of {', '.join(OPT_LEVELS)}, got {optimization!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(key, str(value))
+    return so
+
+
+def release_freed_heap() -> None:
+    """Give freed heap pages back to the system (glibc only; elsewhere nothing happens).
+
+    Building a session folds the int8 -> uint8 weight conversion and packs the
+    result; the temporaries are freed, but glibc keeps such blocks in its heap
+    after its mmap threshold has grown, so without a trim the resident size
+    after loading SmolLM2-135M is ~2x the weights instead of ~1x.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def settings_from_board(board: Any) -> dict[str, Any]:
+    """Threads (the big cluster's cores) and provider preference from a board profile (`boards.BoardProfile`)."""
+    return {"threads": board.big_cluster.count, "providers": list(board.onnxruntime_providers)}
+
+
+class OnnxBackend:
+    """A package's ONNX graphs on ONNX Runtime; one sequence at a time."""
+
+    name = "onnx"
+
+    def __init__(self, package: Any, ctx: int, threads: int | None = None, providers: Sequence[str] | None = None,
+                 optimization: str = "all", session_config: Mapping[str, str] | None = None,
+                 kv_dtype: str = "f32") -> None:
+        from ..package import Package, load_package
+
+        pkg = package if isinstance(package, Package) else load_package(package)
+        if kv_dtype != "f32":
+            raise BackendError(f"the ONNX backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
+        self.config = cfg = pkg.config
+        if ctx < 1 or ctx > cfg.max_ctx:
+            raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
+        self.ctx = ctx
+        self.specs: list[GraphSpec] = specs_from_manifest(pkg.graphs)
+        if not self.specs or any(not s.file for s in self.specs):
+            raise BackendError(f"{pkg.path}: the package has no ONNX graphs; convert the model again with `edge-sdk convert`")
+        ort = _ort()
+        self.providers, missing = resolve_providers(providers)
+        if missing:
+            warnings.warn(f"ONNX Runtime providers not available in this build: {', '.join(missing)}; "
+                          f"using {', '.join(self.providers)}", RuntimeWarning, stacklevel=2)
+        so = session_options(threads, optimization, session_config)
+        self.sessions = []
+        for spec in self.specs:
+            self.sessions.append(ort.InferenceSession(os.path.join(pkg.path, spec.file), so, providers=self.providers))
+            release_freed_heap()
+        device = DEVICE_OF.get(self.providers[0], "cpu")
+        self._bind_caches(ort, device)
+
+    # ---- cache and static inputs -----------------------------------------------------------------
+    def _bind_caches(self, ort: Any, device: str) -> None:
+        cfg = self.config
+        shape = (1, cfg.n_kv_heads, self.ctx, cfg.head_dim)
+        cos, sin = rope_table(cfg, self.ctx)
+        self._arrays: dict[str, np.ndarray] = {}  # name -> (1, n_kv_heads, ctx, head_dim) float32, CPU caches only
+        self._values: dict[str, Any] = {}  # OrtValues of the caches and RoPE tables
+        for name, arr in (("cos", cos), ("sin", sin)):  # (ctx, head_dim/2) float32
+            self._values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), device, 0)
+        self._io: dict[int, Any] = {}
+        for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
+            if spec.kind != "layers":
+                continue
+            io = sess.io_binding()
+            io.bind_ortvalue_input("cos", self._values["cos"])
+            io.bind_ortvalue_input("sin", self._values["sin"])
+            for i in range(spec.first_layer, spec.end_layer):
+                for kind in ("key", "value"):
+                    if device == "cpu":
+                        arr = np.zeros(shape, dtype=np.float32)
+                        self._arrays[f"{kind}.{i}"] = arr
+                        val = ort.OrtValue.ortvalue_from_numpy(arr)
+                    else:
+                        val = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
+                    self._values[f"{kind}.{i}"] = val
+                    io.bind_ortvalue_input(f"past_{kind}.{i}", val)
+            self._io[g] = io
+
+    def kv_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """The K and V buffers of `layer` (1, n_kv_heads, ctx, head_dim), shared with ONNX Runtime (CPU only)."""
+        if f"key.{layer}" not in self._arrays:
+            raise BackendError(f"no CPU cache for layer {layer} (the cache lives on {self.providers[0]})")
+        return self._arrays[f"key.{layer}"], self._arrays[f"value.{layer}"]
+
+    # ---- running ---------------------------------------------------------------------------------
+    def _run_layers(self, g: int, x: np.ndarray, pos: int) -> np.ndarray:
+        spec, io = self.specs[g], self._io[g]
+        io.bind_cpu_input("x", x)
+        io.bind_cpu_input("pos", np.array([pos], dtype=np.int32))
+        io.clear_binding_outputs()
+        io.bind_output("x_out")
+        for i in range(spec.first_layer, spec.end_layer):
+            io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])
+            io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])
+        self.sessions[g].run_with_iobinding(io)
+        return io.get_outputs()[0].numpy()
+
+    def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
+        """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        n = tokens.shape[1]
+        if n < 1:
+            raise ValueError("forward needs at least one token")
+        if pos < 0 or pos + n > self.ctx:
+            raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {self.ctx} tokens")
+        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
+        if not self.sessions:
+            raise BackendError("the ONNX backend is closed")
+        x: np.ndarray = tokens
+        for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
+            if spec.kind == "embed":
+                x = sess.run(None, {"tokens": x})[0]
+            elif spec.kind == "layers":
+                x = self._run_layers(g, x, pos)
+            else:
+                if last_only:
+                    x = np.ascontiguousarray(x[:, -1:])
+                x = sess.run(None, {"x": x})[0]
+        return x[0]
+
+    def close(self) -> None:
+        self._io = {}
+        self._values = {}
+        self._arrays = {}
+        self.sessions = []

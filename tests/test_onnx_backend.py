@@ -1,0 +1,139 @@
+"""The ONNX Runtime backend on tiny models: logits against the numpy int8 reference, the in-place K/V
+cache, chunked prefill, the public API and CLI, providers and session options, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import edge_sdk
+from edge_sdk.backends.onnx_backend import OnnxBackend, resolve_providers, session_options, settings_from_board
+from edge_sdk.boards import load_board
+from edge_sdk.cli import main
+from edge_sdk.config import QuantConfig
+from edge_sdk.convert import convert
+from edge_sdk.errors import BackendError, ContextOverflowError
+from edge_sdk.graphs import SplitPolicy
+from edge_sdk.int8_reference import Int8Forward
+from edge_sdk.package import load_package
+from tiny_models import tiny_weights, write_gguf
+
+# max |onnx - numpy int8| on tiny-model logits (|logits| ~ 5). Measured 1.2e-6: MatMulNBits quantizes
+# activations exactly as int8_reference does, so only float summation order differs.
+TOL_TINY_LOGITS = 1e-5
+PROMPT = np.array([87, 260, 304, 5, 9])
+GREEDY_IDS = [79, 247, 117, 125, 168, 16, 34, 12, 48, 236]  # tests/test_generate.py, numpy backend, "The cat"
+
+
+@pytest.fixture(scope="module")
+def tiny_pkg(tmp_path_factory, tiny_gguf):
+    out = tmp_path_factory.mktemp("onnx_pkg")
+    convert(tiny_gguf, out)
+    return load_package(out)
+
+
+def run_both(pkg, be, steps=(3, 4, 5)):
+    ref = Int8Forward(pkg.config, pkg.weights, ctx=be.ctx)
+    diffs = [np.abs(be.forward(PROMPT, 0) - ref.forward(PROMPT, 0)).max()]
+    for i, t in enumerate(steps):
+        a = be.forward(np.array([t]), len(PROMPT) + i, last_only=True)
+        b = ref.forward(np.array([t]), len(PROMPT) + i, last_only=True)
+        assert a.shape == (1, pkg.config.vocab_size)
+        diffs.append(np.abs(a - b).max())
+    return max(diffs), ref
+
+
+@pytest.mark.parametrize("group_size,layers_per_graph", [(32, 0), (0, 1), (64, 0)])
+def test_logits_match_the_int8_reference(tmp_path, tiny_cfg, tiny_vocab, group_size, layers_per_graph):
+    # ffn_dim 128 so that groups of 64 divide every matrix; groups of 64 > act_block 32 repeat each scale
+    cfg = dataclasses.replace(tiny_cfg, ffn_dim=128)
+    gguf = write_gguf(str(tmp_path / "m.gguf"), cfg, tiny_weights(cfg, seed=3), tiny_vocab)
+    convert(gguf, tmp_path / "p", QuantConfig(group_size=group_size), SplitPolicy(layers_per_graph=layers_per_graph))
+    pkg = load_package(tmp_path / "p")
+    be = OnnxBackend(pkg, ctx=32, threads=1)
+    assert len(be.sessions) == 3 + (layers_per_graph == 1)
+    diff, _ = run_both(pkg, be)
+    assert diff <= TOL_TINY_LOGITS
+
+
+def test_cache_is_updated_in_place(tiny_pkg):
+    be = OnnxBackend(tiny_pkg, ctx=16, threads=1)
+    k0, v0 = be.kv_cache(1)
+    ptr = k0.ctypes.data
+    _, ref = run_both(tiny_pkg, be, steps=(3,))
+    k, v = be.kv_cache(1)
+    assert k.ctypes.data == ptr and k.shape == (1, 2, 16, 16)
+    assert np.abs(k[0, :, :6] - ref.cache.k[1, :, :6]).max() <= 1e-5
+    assert np.abs(v[0, :, :6] - ref.cache.v[1, :, :6]).max() <= 1e-5
+    assert not k[0, :, 6:].any() and not v[0, :, 6:].any()  # positions not written yet stay zero
+
+
+def test_chunked_prefill_and_rewind(tiny_pkg):
+    be = OnnxBackend(tiny_pkg, ctx=32, threads=1)
+    ref = Int8Forward(tiny_pkg.config, tiny_pkg.weights, ctx=32)
+    assert np.abs(be.forward(PROMPT[:2], 0) - ref.forward(PROMPT[:2], 0)).max() <= TOL_TINY_LOGITS
+    assert np.abs(be.forward(PROMPT[2:], 2) - ref.forward(PROMPT[2:], 2)).max() <= TOL_TINY_LOGITS
+    # a new continuation from position 3 overwrites what was there
+    a = be.forward(np.array([7, 8]), 3, last_only=True)
+    b = ref.forward(np.array([7, 8]), 3, last_only=True)
+    assert np.abs(a - b).max() <= TOL_TINY_LOGITS
+
+
+def test_greedy_tokens_through_the_api(tiny_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    with edge_sdk.load(tiny_gguf, backend="onnx", ctx=64, threads=1) as model:
+        assert model.backend.name == "onnx"
+        assert model.tokenize("The cat") == [87, 260, 304]
+        out = model.generate("The cat", max_tokens=10)
+        assert out == model.detokenize(GREEDY_IDS)
+    assert list((tmp_path / "cache" / "packages" / "converted").iterdir())  # converted once into the cache
+
+
+def test_run_cli_with_onnx_backend(tiny_gguf, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "-m", tiny_gguf, "--backend", "onnx", "--max-tokens", "10", "--ctx", "64", "The cat"]) == 0
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=64) as model:
+        expected = model.detokenize(GREEDY_IDS)
+    assert capsys.readouterr().out == expected + "\n"
+
+
+def test_bad_calls_raise_clear_errors(tiny_pkg, tmp_path, tiny_gguf):
+    be = OnnxBackend(tiny_pkg, ctx=8, threads=1)
+    with pytest.raises(ContextOverflowError, match="positions 6..9 do not fit in the context of 8"):
+        be.forward(np.array([1, 2, 3, 4]), 6)
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 306\)"):
+        be.forward(np.array([306]), 0)
+    with pytest.raises(ValueError, match="at least one token"):
+        be.forward(np.array([], dtype=np.int64), 0)
+    be.close()
+    with pytest.raises(BackendError, match="closed"):
+        be.forward(np.array([1]), 0)
+    with pytest.raises(BackendError, match="float32"):
+        OnnxBackend(tiny_pkg, ctx=8, kv_dtype="f16")
+    with pytest.raises(ValueError, match=r"ctx must be in \[1, 128\]"):
+        OnnxBackend(tiny_pkg, ctx=129)
+    convert(tiny_gguf, tmp_path / "bare", onnx_graphs=False)
+    with pytest.raises(BackendError, match="no ONNX graphs"):
+        OnnxBackend(tmp_path / "bare", ctx=8)
+
+
+def test_missing_provider_is_a_warning_not_an_error(tiny_pkg):
+    used, missing = resolve_providers(["NoSuchExecutionProvider", "CPUExecutionProvider"])
+    assert (used, missing) == (["CPUExecutionProvider"], ["NoSuchExecutionProvider"])
+    with pytest.warns(RuntimeWarning, match="not available in this build: NoSuchExecutionProvider; using CPUExecutionProvider"):
+        be = OnnxBackend(tiny_pkg, ctx=8, threads=1, providers=["NoSuchExecutionProvider"])
+    assert be.sessions[0].get_providers() == ["CPUExecutionProvider"]
+
+
+def test_session_options_and_board_settings():
+    so = session_options(2, "basic", {"session.intra_op.allow_spinning": "0"})
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ValueError, match="optimization must be one of disable, basic, extended, all"):
+        session_options(1, "fast")
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        session_options(0)
+    board = load_board("raspberry-pi-5-8gb")
+    assert settings_from_board(board) == {"threads": 4, "providers": list(board.onnxruntime_providers)}
