@@ -191,11 +191,122 @@ static void matvec_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_to
                            y + (size_t)t * ldy);
 }
 
+/* ---- prefill: repacked 16-row panels -------------------------------------
+
+   For many tokens the fold of rows16 dominates. Instead, a panel of 16 rows
+   is repacked once (on the stack) so that the 64-byte vector kk holds bytes
+   4kk..4kk+3 of each of the 16 rows, already +128: then one dpbusd of that
+   vector with the token's 4 bytes broadcast adds each row's partial dot to
+   its own lane, and a block needs no fold at all. The panel is reused by up
+   to PANEL_TOKENS tokens, whose -128*sum(x) block corrections are computed
+   once. Same integers, same float order as the scalar twin. */
+
+enum { PANEL_MAX_COLS = 4096, PANEL_TOKENS = 64 };
+
+/* 16x16 transpose of 32-bit elements: r[i] = 16 ints of row i -> r[c] = column c. */
+ES_INLINE void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* u[4g + j] (rows 4g..4g+3) holds, in 128-bit lane L, column 4L + j */
+    for (int j = 0; j < 4; j++) {
+        const __m512i a = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), b = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xDD);
+        const __m512i c = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+        const __m512i d = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_i32x4(a, c, 0x88);
+        r[8 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);
+        r[4 + j] = _mm512_shuffle_i32x4(b, d, 0x88);
+        r[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);
+    }
+}
+
+/* pk[kk] (cols/4 vectors) = bytes 4kk..4kk+3 of rows r..r+15, plus 128. */
+static void pack_panel(const es_qmat *w, int32_t r, __m512i *pk) {
+    const size_t cols = (size_t)w->cols;
+    const int8_t *p = w->q + (size_t)r * cols;
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (size_t c = 0; c < cols; c += 64) {
+        const __mmask64 m = cols - c >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (cols - c)) - 1);
+        __m512i v[16];
+        for (int i = 0; i < 16; i++) v[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, p + (size_t)i * cols + c), bias);
+        transpose16(v);
+        const size_t kk0 = c / 4, n = cols - c >= 64 ? 16 : (cols - c) / 4;
+        for (size_t j = 0; j < n; j++) _mm512_store_si512(pk + kk0 + j, v[j]);
+    }
+}
+
+/* Tokens [t0, t1) (at most PANEL_TOKENS) against 16 whole rows from r. */
+static void panel_tokens(const int8_t *xq, const float *xs, int32_t t0, int32_t t1, const es_qmat *w, int32_t r,
+                         const __m512i *pk, const __m512 *wsg, const int32_t *xcorr, float *y, int32_t ldy) {
+    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
+    const int32_t B = es_act_block(w), nb = cols / B;
+    for (int32_t t = t0; t < t1; t++) {
+        const int32_t *x32 = (const int32_t *)(xq + (size_t)t * cols);
+        const float *xst = xs + (size_t)t * nb;
+        const int32_t *corr = xcorr + (size_t)(t - t0) * nb;
+        __m512 sumf = _mm512_setzero_ps();
+        for (int32_t b = 0; b < nb; b++) {
+            const int32_t kk0 = b * B / 4;
+            __m512i acc = _mm512_set1_epi32(corr[b]);
+            for (int32_t kk = kk0; kk < kk0 + B / 4; kk += 4) {
+                acc = _mm512_dpbusd_epi32(acc, pk[kk], _mm512_set1_epi32(x32[kk]));
+                acc = _mm512_dpbusd_epi32(acc, pk[kk + 1], _mm512_set1_epi32(x32[kk + 1]));
+                acc = _mm512_dpbusd_epi32(acc, pk[kk + 2], _mm512_set1_epi32(x32[kk + 2]));
+                acc = _mm512_dpbusd_epi32(acc, pk[kk + 3], _mm512_set1_epi32(x32[kk + 3]));
+            }
+            const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(xst[b]));
+            sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsg[ng > 1 ? b * B / glen : 0]));
+        }
+        _mm512_storeu_ps(y + (size_t)t * ldy + r, sumf);
+    }
+}
+
+static void matmul_panels(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w, int32_t r0,
+                          int32_t r1, float *y, int32_t ldy) {
+    const int32_t cols = w->cols, ng = es_n_groups(w), B = es_act_block(w), nb = cols / B;
+    __m512i pk[PANEL_MAX_COLS / 4];
+    __m512 wsg[PANEL_MAX_COLS / 32];
+    int32_t xcorr[PANEL_TOKENS * (PANEL_MAX_COLS / 32)];
+    int32_t r = r0;
+    for (int32_t t0 = 0; t0 < n_tokens; t0 += PANEL_TOKENS) {
+        const int32_t t1 = t0 + PANEL_TOKENS < n_tokens ? t0 + PANEL_TOKENS : n_tokens;
+        for (int32_t t = t0; t < t1; t++) /* -128 * sum of each activation block */
+            for (int32_t b = 0; b < nb; b++) {
+                int32_t s = 0;
+                const int8_t *xb = xq + (size_t)t * cols + (size_t)b * B;
+                for (int32_t k = 0; k < B; k++) s += xb[k];
+                xcorr[(t - t0) * nb + b] = -128 * s;
+            }
+        for (r = r0; r + 16 <= r1; r += 16) {
+            pack_panel(w, r, pk);
+            for (int32_t g = 0; g < ng; g++)
+                wsg[g] = _mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32(r), _mm512_setr_epi32(
+                    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), _mm512_set1_epi32(ng)), w->scale + g, 4);
+            panel_tokens(xq, xs, t0, t1, w, r, pk, wsg, xcorr, y, ldy);
+        }
+    }
+    if (r < r1) /* fewer than 16 rows left */
+        for (int32_t t = 0; t < n_tokens; t++)
+            rows16(xq + (size_t)t * cols, xs + (size_t)t * nb, w, r, r1 - r, y + (size_t)t * ldy);
+}
+
 /* Rows outer in groups of 16 (16*cols bytes stay in L1/L2), tokens inner:
    each weight row comes from memory once per call. */
 static void matmul_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                                  int32_t r0, int32_t r1, float *y, int32_t ldy) {
     const int32_t nb = w->cols / es_act_block(w);
+    if (n_tokens >= 4 && es_act_block(w) % 32 == 0 && w->cols <= PANEL_MAX_COLS) {
+        matmul_panels(xq, xs, n_tokens, w, r0, r1, y, ldy);
+        return;
+    }
     for (int32_t r = r0; r < r1; r += 16)
         for (int32_t t = 0; t < n_tokens; t++)
             rows16_any(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
