@@ -1,0 +1,330 @@
+"""The examples (examples/robot.py, examples/kiosk.py) run against the tiny model.
+
+They run as subprocesses exactly as a person would start them (`-m <tiny
+gguf> --backend numpy`), and their pure parts (the action parser, the line
+splitter, the history trimming) are checked on their own. The tiny model's
+text is random bytes, so the robot's plain-chat path always falls back to
+STOP; the constrained path always produces a valid action.
+
+`tiny_gguf` has a 128-token context, too short for the robot's prompt (that
+is one of the checked fallbacks); `tiny_gguf_512` is the same model with a
+512-token context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny_models import write_gguf
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+RUN_TIMEOUT_S = 120
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return load_example("robot")
+
+
+@pytest.fixture(scope="module")
+def kiosk():
+    return load_example("kiosk")
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf_512(tmp_path_factory, tiny_cfg, tiny_float_weights, tiny_vocab):
+    path = tmp_path_factory.mktemp("tiny512") / "tiny512.gguf"
+    return str(write_gguf(str(path), dataclasses.replace(tiny_cfg, max_ctx=512), tiny_float_weights, tiny_vocab))
+
+
+def run_example(name: str, args: list[str], stdin: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], input=stdin, capture_output=True,
+                          timeout=RUN_TIMEOUT_S, cwd=ROOT)
+
+
+COMMANDS = b"there is an obstacle ahead, the goal is to the left\n\xff\xfe\xfd noise\n\x00\x07\nthe goal is behind you\n"
+
+# ------------------------------------------------------------------ the action parser
+
+PARSE_TABLE = [
+    ("FORWARD", "FORWARD"),
+    ("FORWARD 20", "FORWARD 20"),
+    ("left 90", "LEFT 90"),
+    ("Right", "RIGHT"),
+    ("  STOP.", "STOP"),
+    ("BACK 5 cm", "BACK 5"),
+    ("Action: RIGHT 45", "RIGHT 45"),
+    ('"LEFT"', "LEFT"),
+    ("LEFT, then FORWARD 20", "LEFT"),  # two actions: the first one counts
+    ("FORWARD 10 LEFT 30", "FORWARD 10"),
+    ("STOP\nFORWARD 20", "STOP"),  # only the first line counts
+    ("FORWARD 999", "FORWARD 999"),
+]
+
+REJECT_TABLE = [
+    ("", "no valid action in the reply ''"),
+    ("I see a wall", "no valid action in the reply 'I see a wall'"),
+    ("BACKWARD 20", "no valid action in the reply 'BACKWARD 20'"),
+    ("STOPPED", "no valid action in the reply 'STOPPED'"),
+    ("Go FORWARD", "no valid action in the reply 'Go FORWARD'"),
+    ("\nLEFT", "no valid action in the reply '\\nLEFT'"),
+    ("FORWARD 20cm", "malformed argument after FORWARD in the reply 'FORWARD 20cm'"),
+    ("LEFT 1.5", "malformed argument after LEFT in the reply 'LEFT 1.5'"),
+    ("FORWARD 0", "argument 0 of FORWARD is outside 1..999"),
+    ("RIGHT 1000", "argument 1000 of RIGHT is outside 1..999"),
+    ("\x8f\x00garbage", "no valid action in the reply '\\x8f\\x00garbage'"),
+]
+
+
+@pytest.mark.parametrize("reply,expected", PARSE_TABLE)
+def test_parse_action_accepts(robot, reply, expected):
+    action, reason = robot.parse_action(reply)
+    assert (str(action), reason) == (expected, "")
+
+
+@pytest.mark.parametrize("reply,reason", REJECT_TABLE)
+def test_parse_action_rejects(robot, reply, reason):
+    assert robot.parse_action(reply) == (None, reason)
+
+
+def test_action_prefix_grammar(robot):
+    prefixes = ["", "F", "FORW", "FORWARD", "FORWARD ", "FORWARD 2", "FORWARD 20", "FORWARD 999", "S", "STOP 1"]
+    not_prefixes = ["f", " F", "FORWARDS", "FORWARD  ", "FORWARD 0", "FORWARD 1000", "FORWARD 20 ", "X", "LEFT-"]
+    assert [robot.is_action_prefix(t) for t in prefixes] == [True] * len(prefixes)
+    assert [robot.is_action_prefix(t) for t in not_prefixes] == [False] * len(not_prefixes)
+    complete = ["FORWARD", "BACK 5", "LEFT 90", "RIGHT 360", "STOP"]
+    incomplete = ["", "FORW", "FORWARD ", "LEFT 1000", "left"]
+    assert [robot.is_complete_action(t) for t in complete] == [True] * 5
+    assert [robot.is_complete_action(t) for t in incomplete] == [False] * 5
+    # everything the constrained grammar completes, the parser accepts unchanged
+    assert [str(robot.parse_action(t)[0]) for t in complete] == complete
+
+
+def test_line_splitter_drops_long_lines(robot):
+    s = robot.LineSplitter(limit=8)
+    assert list(s.feed(b"go left\r\nsto")) == [b"go left"]
+    assert list(s.feed(b"p\n" + b"x" * 20)) == [b"stop"]
+    assert list(s.feed(b"yyy\nRIGHT\n")) == [b"RIGHT"]  # the 23-byte line is dropped whole
+
+
+def test_command_text_skips_garbage(robot):
+    assert robot.command_text(b"  turn left \r") == "turn left"
+    assert robot.command_text(b"\xff\xfe noise") is None
+    assert robot.command_text(b"a\x00b") is None
+    assert robot.command_text(b"   ") is None
+
+
+# ------------------------------------------------------------------ the robot, stdin
+
+
+def robot_stdout(cmds: list[str], actions: list[str]) -> str:
+    return "".join(f"command: {c}\naction: {a}\n" for c, a in zip(cmds, actions))
+
+
+CMDS = ["there is an obstacle ahead, the goal is to the left", "the goal is behind you"]
+SKIPS = ["robot: skipped a line that is not UTF-8 text (9 bytes)", "robot: skipped a line with control characters (2 bytes)"]
+
+
+def test_robot_prompt_too_long_for_context_falls_back(tiny_gguf):
+    r = run_example("robot", ["--stdin", "-m", tiny_gguf, "--backend", "numpy"], COMMANDS)
+    assert r.returncode == 0, r.stderr.decode()
+    note = "  (fallback: generation failed: the prompt has {} tokens but the context holds 128; " \
+           "shorten the prompt or load the model with a larger ctx)"
+    assert r.stdout.decode() == robot_stdout(CMDS, ["STOP" + note.format(394), "STOP" + note.format(378)])
+    assert r.stderr.decode().splitlines() == ["robot: reading commands from stdin", *SKIPS, "robot: 2 commands handled"]
+
+
+def test_robot_random_reply_falls_back_to_stop(tiny_gguf_512, robot):
+    r = run_example("robot", ["--stdin", "-m", tiny_gguf_512, "--backend", "numpy"], COMMANDS)
+    assert r.returncode == 0, r.stderr.decode()
+    # greedy reply of the random tiny model, the same for both commands: six tokens of byte soup, then end of turn
+    reply = "\ufffd\ufffdE'\ufffdJ"
+    note = f"  (fallback: no valid action in the reply {reply!r})"
+    assert r.stdout.decode() == robot_stdout(CMDS, ["STOP" + note] * 2)
+    assert r.stderr.decode().splitlines() == ["robot: reading commands from stdin", *SKIPS, "robot: 2 commands handled"]
+
+    import edge_sdk
+
+    with edge_sdk.load(tiny_gguf_512, backend="numpy") as model:
+        assert model.chat(robot.build_messages(CMDS[1]), max_tokens=8, stop=["\n"]) == reply
+        assert (model.last_stats["generated_tokens"], model.last_stats["stop_reason"]) == (6, "eos")
+
+
+def test_robot_time_limit_falls_back(tiny_gguf_512):
+    r = run_example("robot", ["--stdin", "-m", tiny_gguf_512, "--backend", "numpy", "--seconds", "0"], COMMANDS)
+    assert r.returncode == 0, r.stderr.decode()
+    note = "  (fallback: the reply timed out after 0 s ('' so far))"
+    assert r.stdout.decode() == robot_stdout(CMDS, ["STOP" + note] * 2)
+
+
+def test_robot_constrained_decoding_gives_valid_actions(tiny_gguf_512, robot):
+    r = run_example("robot", ["--stdin", "-m", tiny_gguf_512, "--backend", "numpy", "--constrained"],
+                    COMMANDS + b"turn\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == robot_stdout(CMDS + ["turn"], ["BACK"] * 3)
+
+    import edge_sdk
+
+    with edge_sdk.load(tiny_gguf_512, backend="numpy") as model:
+        dec = robot.ActionDecoder(model, max_tokens=8)
+        # tokens made of action characters only: the 17 letters, 10 digits, space and two merges
+        assert sorted(dec.pieces.values()) == [" ", "  ", " H", *"0123456789", *"ABCDEFGHIKLOPRSTW"]
+        assert [dec.pieces[i] for i in dec.allowed("")] == ["B", "F", "L", "R", "S"]
+        # after a whole action: a space (towards an argument), end of turn (ids 0, 2) or a newline (13, 298)
+        assert dec.allowed("BACK") == [35, 0, 2, 13, 298] and dec.pieces[35] == " "
+        assert dec.allowed("LEFT 9") == [*range(51, 61), 0, 2, 13, 298]  # ids 51..60 are the digits 0..9
+        assert [dec.pieces[i] for i in range(51, 61)] == list("0123456789")
+        assert dec.allowed("RIGHT 999") == [0, 2, 13, 298]
+        prompt = model.chat_prompt(robot.build_messages("the goal is behind you"))
+        assert dec.decide(prompt, timeout=None) == (robot.Action("BACK"), "BACK", "")
+        n = len(dec.cached)
+        # the second command reuses the shared system prompt and examples
+        assert dec.decide(model.chat_prompt(robot.build_messages("turn")), timeout=None)[0] == robot.Action("BACK")
+        assert dec.decide(prompt, timeout=0.0) == (robot.STOP, "", "no complete action within 0 s")
+        assert n > 300
+
+
+# ------------------------------------------------------------------ the robot, serial line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/ptmx"), reason="needs POSIX pseudo-terminals (/dev/ptmx)")
+def test_robot_over_serial_pty(tiny_gguf_512, tmp_path):
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(EXAMPLES / "robot.py"), "--port", path, "--baud", "57600",
+                                 "-m", tiny_gguf_512, "--backend", "numpy", "--constrained"],
+                                stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while b"listening on" not in err_path.read_bytes():
+            assert proc.poll() is None, err_path.read_text()
+            assert time.monotonic() < deadline, "the robot never opened the port"
+            time.sleep(0.05)
+        os.write(master, CMDS[0].encode() + b"\n" + b"\xff\xfe\xfd noise\n" + b"\x00\x07\n" + CMDS[1].encode() + b"\r\n")
+        got = read_lines(master, 2)
+        assert got == [b"BACK", b"BACK"]
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a last STOP, then a clean exit
+        assert read_lines(master, 1) == [b"STOP"]
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0
+    assert out.decode() == robot_stdout(CMDS, ["BACK", "BACK"]) + "action: STOP  (fallback: interrupted)\n"
+    assert err_path.read_text().splitlines() == [
+        f"robot: listening on {path} at 57600 baud", *SKIPS,
+        "robot: interrupted; stopped"]
+
+
+def read_lines(fd: int, n: int, timeout: float = 60.0) -> list[bytes]:
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while buf.count(b"\n") < n and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            buf += os.read(fd, 256)
+    lines = buf.split(b"\n")
+    assert len(lines) > n, f"expected {n} lines, got {buf!r}"
+    return lines[:n]
+
+
+# ------------------------------------------------------------------ the kiosk
+
+
+def test_trim_history_drops_oldest_turns(kiosk):
+    count = lambda msgs: sum(len(m["content"].split()) for m in msgs)  # noqa: E731 - one token per word
+    hist = [("q1 a b", "a1"), ("q2", "a2 c d e"), ("q3", "a3")]
+    # no system prompt; the question is 2 tokens; the turns add 4, 5 and 2
+    kw = dict(system="")
+    assert kiosk.trim_history(hist, "new q", count, budget=100, max_turns=8, **kw) == hist
+    assert kiosk.trim_history(hist, "new q", count, budget=13, max_turns=8, **kw) == hist
+    assert kiosk.trim_history(hist, "new q", count, budget=12, max_turns=8, **kw) == hist[1:]
+    assert kiosk.trim_history(hist, "new q", count, budget=9, max_turns=8, **kw) == hist[1:]
+    assert kiosk.trim_history(hist, "new q", count, budget=8, max_turns=8, **kw) == hist[2:]
+    assert kiosk.trim_history(hist, "new q", count, budget=3, max_turns=8, **kw) == []
+    assert kiosk.trim_history(hist, "new q", count, budget=1, max_turns=8, **kw) is None
+    assert kiosk.trim_history(hist, "new q", count, budget=100, max_turns=1, **kw) == hist[2:]
+    assert kiosk.trim_history(hist, "new q", count, budget=100, max_turns=0, **kw) == []
+    # the default system prompt counts too: 13 words
+    assert kiosk.trim_history(hist, "new q", count, budget=26, max_turns=8) == hist
+    assert kiosk.trim_history(hist, "new q", count, budget=25, max_turns=8) == hist[1:]
+    with pytest.raises(ValueError, match="max_turns must be >= 0"):
+        kiosk.trim_history(hist, "q", count, budget=100, max_turns=-1)
+
+
+QUESTIONS = b"What is a robot?\nName one.\n"
+KIOSK_ARGS = ["--backend", "numpy", "--max-tokens", "16"]
+
+
+def test_kiosk_answers_and_trims_to_context(tiny_gguf, kiosk):
+    r = run_example("kiosk", ["-m", tiny_gguf, *KIOSK_ARGS], QUESTIONS)
+    assert r.returncode == 0, r.stderr.decode()
+    # the second prompt (system, turn 1, question 2) would exceed 128 - 16 tokens: turn 1 is dropped
+    assert r.stderr.decode() == "kiosk: dropped the 1 oldest turn(s) to fit the context\n"
+
+    import edge_sdk
+
+    with edge_sdk.load(tiny_gguf, backend="numpy") as model:
+        out = io.StringIO()
+        k = kiosk.Kiosk(model, answer_seconds=30, max_rss_mb=None, history_turns=4, max_tokens=16, out=out)
+        a1 = k.ask("What is a robot?")
+        assert model.last_stats["generated_tokens"] == 16
+        count = kiosk.prompt_tokens(model)
+        assert count(kiosk.build_messages([("What is a robot?", a1)], "Name one.")) > 112
+        assert count(kiosk.build_messages([], "Name one.")) <= 112
+        k.ask("Name one.")
+        assert k.history[0][0] == "Name one." and len(k.history) == 1
+    assert r.stdout.decode() == out.getvalue()
+
+
+def test_kiosk_time_limit(tiny_gguf):
+    r = run_example("kiosk", ["-m", tiny_gguf, *KIOSK_ARGS, "--answer-seconds", "0"], QUESTIONS)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == "(I ran out of time: 0 s per answer.)\n" * 2
+
+
+def test_kiosk_memory_guard_refuses(tiny_gguf):
+    r = run_example("kiosk", ["-m", tiny_gguf, *KIOSK_ARGS, "--max-rss-mb", "1"], QUESTIONS)
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        m = re.fullmatch(r"Sorry, I am short of memory right now \((\d+) MB in use, limit 1 MB\)\. "
+                         r"I have cleared our conversation; please ask again in a moment\.", line)
+        assert m is not None, line
+        assert int(m.group(1)) > 1
+
+
+def test_kiosk_rejects_bad_options(tiny_gguf):
+    r = run_example("kiosk", ["-m", tiny_gguf, "--backend", "numpy"], QUESTIONS)
+    assert r.returncode == 2
+    assert r.stderr.decode() == "kiosk: --max-tokens 128 leaves no room for a question in the 128-token context\n"
+    r = run_example("kiosk", ["-m", tiny_gguf, "--max-rss-mb", "0"], b"")
+    assert r.returncode == 2 and "--max-rss-mb must be > 0" in r.stderr.decode()
