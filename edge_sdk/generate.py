@@ -99,7 +99,7 @@ class Generator:
         for start in range(common, len(prompt_ids), self.prefill_chunk):
             chunk = prompt_ids[start : start + self.prefill_chunk]
             logits = self.backend.forward(np.asarray(chunk, dtype=np.int64), start, last_only=True)
-            self.cached = prompt_ids[: start + len(chunk)]
+            self.cached = list(prompt_ids[: start + len(chunk)])
         assert logits is not None
         return logits[-1]
 
@@ -144,7 +144,7 @@ class Generator:
                     st.stop_reason = "context"
                     return
                 logits = self.backend.forward(np.asarray([tok], dtype=np.int64), pos, last_only=True)[-1]
-                self.cached = self.cached + [tok]
+                self.cached.append(tok)
         finally:
             if not st.stop_reason:
                 st.stop_reason = "cancelled"
