@@ -46,6 +46,7 @@ static void *worker_main(void *a) {
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
             if (++spins < SPIN_BEFORE_SLEEP) {
                 cpu_relax();
+                if (spins > SPIN_BEFORE_YIELD && spins % 64 == 0) sched_yield(); /* let a busy caller run */
                 continue;
             }
             pthread_mutex_lock(&p->mu);

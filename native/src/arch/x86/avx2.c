@@ -135,10 +135,15 @@ static void rows8_avx2(const int8_t *x, const float *xst, const es_qmat *w, int3
         idx[i] = rr * ng;
     }
     const __m256i vidx = _mm256_loadu_si256((const __m256i *)idx);
+    /* linear software prefetch of the next 8 rows, spread over the blocks */
+    const int8_t *pf = w->q + (size_t)(r + 8) * cols, *end = w->q + (size_t)w->rows * cols;
+    if (pf < end) _mm_prefetch((const char *)(w->scale + (size_t)(r + 8) * ng), _MM_HINT_T0);
     __m256 wsv = _mm256_i32gather_ps(w->scale, vidx, 4);
     __m256 sumf = _mm256_setzero_ps();
     for (int32_t b = 0; b < nb; b++) {
         const int32_t k0 = b * B;
+        if (pf < end)
+            for (int32_t o = 0; o < 8 * B; o += 64) _mm_prefetch((const char *)pf + (size_t)k0 * 8 + o, _MM_HINT_T0);
         __m256i acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
         for (int32_t c = k0; c < k0 + B; c += 32) {
