@@ -151,16 +151,30 @@ def _block_scales(b: _Builder, s_name: str, rows: int, n_groups: int, n_blocks: 
     return b.node("Reshape", [s, b.const([rows * n_blocks])])
 
 
-def _linear_nbits(b: _Builder, op: OpRecord) -> None:
-    x, q_name, s_name = op.inputs
+def _nbits_weights(b: _Builder, op: OpRecord) -> tuple[str, str]:
+    """MatMulNBits' B (rows, n_blocks, blk) uint8 = q + 128 and scales (rows * n_blocks,), folded at session start."""
+    _, q_name, s_name = op.inputs
     rows, cols, blk = op.attrs["rows"], op.attrs["cols"], op.attrs["act_block"]
     n_blocks = cols // blk
-    n_groups = b.refs[s_name].shape[1]
     q = b.external(q_name, [rows, n_blocks, blk], alias=q_name + ".blocks")
-    u8 = b.node("BitwiseXor", [b.node("Cast", [q], to=TensorProto.UINT8), b.const(128, np.uint8)])  # q + 128
-    s = _block_scales(b, s_name, rows, n_groups, n_blocks, alias=s_name + ".flat")
-    b.node("MatMulNBits", [x, u8, s], [op.outputs[0]], domain=MS_DOMAIN, K=cols, N=rows, bits=8, block_size=blk,
-           accuracy_level=4)
+    u8 = b.node("BitwiseXor", [b.node("Cast", [q], to=TensorProto.UINT8), b.const(128, np.uint8)])
+    s = _block_scales(b, s_name, rows, b.refs[s_name].shape[1], n_blocks, alias=s_name + ".flat")
+    return u8, s
+
+
+def _linear_nbits(b: _Builder, ops: Sequence[OpRecord]) -> None:
+    """One MatMulNBits for linears that read the same input (Q/K/V, gate/up): their rows are stacked once at
+    session start, and the output is split again."""
+    x, cols, blk = ops[0].inputs[0], ops[0].attrs["cols"], ops[0].attrs["act_block"]
+    parts = [_nbits_weights(b, op) for op in ops]
+    rows = [op.attrs["rows"] for op in ops]
+    u8 = parts[0][0] if len(ops) == 1 else b.node("Concat", [p[0] for p in parts], axis=0)
+    s = parts[0][1] if len(ops) == 1 else b.node("Concat", [p[1] for p in parts], axis=0)
+    y = [ops[0].outputs[0]] if len(ops) == 1 else None
+    y = b.node("MatMulNBits", [x, u8, s], y, domain=MS_DOMAIN, K=cols, N=sum(rows), bits=8, block_size=blk,
+               accuracy_level=4)
+    if len(ops) > 1:
+        b.node("Split", [y, b.const(rows)], [op.outputs[0] for op in ops], axis=-1)
 
 
 def _weight_blocks(b: _Builder, op: OpRecord) -> tuple[str, str, int]:
@@ -220,11 +234,27 @@ def _attention(b: _Builder, op: OpRecord, cache: dict[str, str]) -> None:
            rotary_interleaved=0, scale=float(1.0 / np.sqrt(a["head_dim"])))
 
 
-def _add_ops(b: _Builder, ops: Sequence[OpRecord], linear: str) -> None:
-    lin = {"nbits": _linear_nbits, "blocks": _linear_blocks, "dynamic": _linear_dynamic}[linear]
-    cache: dict[str, str] = {}
+def _same_input_runs(ops: Sequence[OpRecord]) -> list[list[OpRecord]]:
+    """Consecutive ops grouped: linear_q8 ops reading the same input with the same attributes share a group."""
+    runs: list[list[OpRecord]] = []
     for op in ops:
-        if op.kind == "embed_q8":
+        prev = runs[-1][-1] if runs else None
+        if (prev is not None and op.kind == prev.kind == "linear_q8" and op.inputs[0] == prev.inputs[0]
+                and op.attrs["cols"] == prev.attrs["cols"] and op.attrs["act_block"] == prev.attrs["act_block"]):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _add_ops(b: _Builder, ops: Sequence[OpRecord], linear: str, fuse: bool = True) -> None:
+    lin = {"blocks": _linear_blocks, "dynamic": _linear_dynamic}.get(linear)
+    cache: dict[str, str] = {}
+    for run in _same_input_runs(ops) if fuse and linear == "nbits" else [[op] for op in ops]:
+        op = run[0]
+        if op.kind == "linear_q8" and lin is None:
+            _linear_nbits(b, run)
+        elif op.kind == "embed_q8":
             _embed(b, op)
         elif op.kind == "rmsnorm":
             _rmsnorm(b, op)
@@ -255,13 +285,17 @@ def check_exportable(q: QuantConfig) -> None:
             f"the ONNX graphs need act_block to be a power of two >= 16 (MatMulNBits block size), got {blk}")
 
 
-def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, linear: str = "nbits") -> onnx.ModelProto:
-    """The ONNX model of one graph; its initializers point into the files named by `spec.tensors`."""
+def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, linear: str = "nbits",
+                 fuse: bool = True) -> onnx.ModelProto:
+    """The ONNX model of one graph; its initializers point into the files named by `spec.tensors`.
+
+    `fuse`: one MatMulNBits for linears that read the same input (Q/K/V, gate/up).
+    """
     if linear not in LINEAR_KINDS:
         raise ValueError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
     check_exportable(q)
     b = _Builder(spec)
-    _add_ops(b, spec.ops, linear)
+    _add_ops(b, spec.ops, linear, fuse)
     graph = helper.make_graph(b.nodes, spec.name, [_value_info(v) for v in spec.inputs],
                               [_value_info(v) for v in spec.outputs], initializer=b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
