@@ -7,6 +7,7 @@ backend and `edge_sdk.backends.native_ffi.available()` says why.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ class BuildPyWithNative(build_py):
 
             out = Path(self.build_lib) / "edge_sdk" / "_native" / LIBRARY_NAME
             build_library(out, src_dir=ROOT / "native")
+            # the binding reads its cdef from the header: ship it next to the library
+            shutil.copyfile(ROOT / "native" / "include" / "edge_sdk.h", out.parent / "edge_sdk.h")
             (out.parent / (out.name + ".stamp")).write_text(source_digest(ROOT / "native") + "\n")
             print(f"edge_sdk: built the native core into {out}")
         except Exception as e:  # noqa: BLE001 - the numpy backend still works

@@ -354,3 +354,39 @@ def test_c_buffer_trace_equals_python_mirror():
     for cfg in (CFG, smol):
         for t, ctx, nt, ab in ((1, 512, 1, 32), (64, 512, 2, 32), (7, 100, 3, 0), (3, 9, 4, 16)):
             assert native_ffi.native_layer_buffers(cfg, t, ctx, nt, ab) == layer_buffers(cfg, t, ctx, nt, ab)
+
+
+# ---- the real model ------------------------------------------------------------
+
+REAL_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+               "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+TOL_REAL_LOGITS = 2.5  # max |native - numpy int8 reference| over 17 teacher-forced steps (float order differs;
+# int8 re-quantization turns ulp noise into rounding steps over 30 layers); measured about 1
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_real_model_greedy_tokens_match_the_int8_reference(real_model):
+    from edge_sdk.config import QuantConfig
+    from edge_sdk.int8_reference import Int8Forward
+    from edge_sdk.quantize import quantize_weights
+
+    cfg, tok = real_model.config, real_model.tokenizer
+    qw = quantize_weights(cfg, real_model.weights, QuantConfig())
+    ids = tok.encode(REAL_PROMPT, special=True)
+    ref = Int8Forward(cfg, qw, ctx=96)
+    with native_ffi.NativeCore(cfg, ctx=96, n_threads=2, act_block=QuantConfig().act_block) as core:
+        core.load_weights(qw)
+        out_n, out_r, diff = [], [], 0.0
+        ln, lr = core.forward(np.array(ids), 0, last_only=True)[0], ref.forward(np.array(ids), 0, last_only=True)[0]
+        for i in range(16):
+            diff = max(diff, float(np.abs(ln - lr).max()))
+            out_n.append(int(ln.argmax()))
+            out_r.append(int(lr.argmax()))
+            nxt = np.array(out_r[-1:])  # teacher-forced on the reference's token
+            ln = core.forward(nxt, len(ids) + i, last_only=True)[0]
+            lr = ref.forward(nxt, len(ids) + i, last_only=True)[0]
+    print(f"native vs reference: max |logits diff| {diff:.3f}; native says {tok.decode(out_n)!r}")
+    assert out_n == out_r
+    assert tok.decode(out_n).startswith("The answer to this classic math problem is 4.")
+    assert diff <= TOL_REAL_LOGITS
