@@ -1,0 +1,276 @@
+"""Benchmarks: prefill and decode speed, peak memory, memory bandwidth, and llama.cpp as a peer.
+
+The model is converted to a package first (once, cached), then each backend
+is measured in a fresh Python process (`python -m edge_sdk.bench --child
+...`) that loads the package, so its peak resident size is its own. There the
+model is loaded, warmed up with one prefill and a few decode steps, then
+`repeats` times: a prefill of `prompt_tokens` tokens (in chunks of 128, like
+the generator) and `gen_tokens` greedy decode steps; the figures are the
+medians. The machine's read bandwidth comes from a STREAM-like read
+(`max` over 256 MiB int64 arrays, one slice per thread, median of 5); the
+decode roofline is that bandwidth divided by the weight bytes one token reads
+(`sizes.decode_bytes_per_token`).
+
+The peer is llama.cpp's `llama-bench` on the same model converted to Q8_0
+(llama.cpp's own int8 format, blocks of 32 like ours) with the same threads,
+prompt and generation lengths.
+
+Example::
+
+    report = run_bench("smollm2-135m", backends=["onnx"], threads=2, prompt_tokens=64, gen_tokens=32)
+    report["decode_tok_s"], report["roofline_fraction"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import BackendError, EdgeSDKError, ModelFileError
+
+PREFILL_CHUNK = 128  # the generator's default
+
+
+# ---- one backend, in this process ------------------------------------------------------------------
+
+
+def _prompt_ids(vocab_size: int, n: int) -> np.ndarray:
+    """A fixed pseudo-random prompt (llama-bench also prefills random tokens)."""
+    return np.random.default_rng(0).integers(10, vocab_size, size=n)
+
+
+def _prefill(backend: Any, ids: np.ndarray) -> np.ndarray:
+    logits = None
+    for start in range(0, len(ids), PREFILL_CHUNK):
+        logits = backend.forward(ids[start : start + PREFILL_CHUNK], start, last_only=True)
+    return logits
+
+
+def measure_backend(model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
+                    repeats: int) -> dict[str, Any]:
+    """Prefill and decode tokens/s (medians) of one backend, measured in this process."""
+    from .api import load
+
+    t0 = time.perf_counter()
+    m = load(model, backend=backend, threads=threads, ctx=prompt_tokens + gen_tokens, quiet=True)
+    load_s = time.perf_counter() - t0
+    be = m.backend
+    ids = _prompt_ids(m.config.vocab_size, prompt_tokens)
+    prefill, decode = [], []
+    try:
+        for r in range(repeats + 1):  # run 0 is the warm-up
+            t = time.perf_counter()
+            logits = _prefill(be, ids)
+            t_prefill = time.perf_counter() - t
+            steps = gen_tokens if r else min(gen_tokens, 4)
+            t = time.perf_counter()
+            for i in range(steps):
+                logits = be.forward(np.array([int(logits[-1].argmax())]), prompt_tokens + i, last_only=True)
+            t_decode = time.perf_counter() - t
+            if r:
+                prefill.append(prompt_tokens / t_prefill)
+                decode.append(gen_tokens / t_decode)
+        return {
+            "backend": be.name, "threads": threads, "prefill_tok_s": statistics.median(prefill),
+            "decode_tok_s": statistics.median(decode), "prefill_runs": prefill, "decode_runs": decode,
+            "load_s": load_s, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "quant": m.quant.to_dict() if m.quant else None,
+        }
+    finally:
+        m.close()
+
+
+def measure_in_subprocess(model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
+                          repeats: int, timeout_s: float = 1800) -> dict[str, Any]:
+    """`measure_backend` in a fresh interpreter (so peak RSS is the backend's own); BLAS limited to `threads`."""
+    args = {"model": model, "backend": backend, "threads": threads, "prompt_tokens": prompt_tokens,
+            "gen_tokens": gen_tokens, "repeats": repeats}
+    env = dict(os.environ)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    proc = subprocess.run([sys.executable, "-m", "edge_sdk.bench", "--child", json.dumps(args)], capture_output=True,
+                          text=True, env=env, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise BackendError(f"benchmark of backend {backend!r} failed: {proc.stderr.strip()[-1500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- the machine ---------------------------------------------------------------------------------
+
+
+def read_bandwidth_gbps(threads: int = 1, mib: int = 256, repeats: int = 5) -> float:
+    """Memory read bandwidth in GB/s: `max` over a 256 MiB int64 array, one slice per thread, median."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    a = np.ones(mib * 2**20 // 8, dtype=np.int64)  # written once, so every page is resident
+    parts = np.array_split(a, threads)
+
+    def read_all() -> None:
+        workers = [threading.Thread(target=np.max, args=(p,)) for p in parts]  # numpy releases the GIL
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        read_all()
+        times.append(time.perf_counter() - t)
+    return a.nbytes / statistics.median(times) / 1e9
+
+
+# ---- llama.cpp -------------------------------------------------------------------------------------
+
+
+def find_quantize(peer: str | os.PathLike, given: str | os.PathLike | None = None) -> Path:
+    """`llama-quantize`: the given path, else next to `llama-bench`."""
+    path = Path(given) if given else Path(peer).resolve().parent / "llama-quantize"
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise BackendError(f"{path}: llama-quantize not found or not executable; give it with --peer-quantize")
+    return path
+
+
+def q8_0_copy(gguf: str | os.PathLike, quantize: str | os.PathLike) -> Path:
+    """The model converted to Q8_0 by llama.cpp, cached in the user cache (keyed by name, size and mtime)."""
+    from .models import cache_dir
+
+    src = Path(gguf).resolve()
+    st = src.stat()
+    dest = cache_dir() / "peer" / f"{src.stem}-{st.st_size}-{st.st_mtime_ns}.Q8_0.gguf"
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    proc = subprocess.run([str(quantize), "--allow-requantize", str(src), str(tmp), "Q8_0"], capture_output=True, text=True)
+    if proc.returncode != 0 or not tmp.is_file():
+        raise BackendError(f"llama-quantize failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    os.replace(tmp, dest)
+    return dest
+
+
+def parse_llama_bench(text: str) -> dict[str, float]:
+    """prefill_tok_s and decode_tok_s from `llama-bench -o json` output."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BackendError(f"llama-bench did not print JSON ({e}): {text[:300]!r}") from e
+    out: dict[str, float] = {}
+    for row in rows:
+        # the median of the runs, like ours (llama-bench's avg_ts is their mean)
+        speed = float(statistics.median(row["samples_ts"]) if row.get("samples_ts") else row["avg_ts"])
+        if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
+            out["prefill_tok_s"] = speed
+        elif row.get("n_gen", 0) > 0 and row.get("n_prompt", 0) == 0:
+            out["decode_tok_s"] = speed
+    if len(out) != 2:
+        raise BackendError(f"llama-bench output lacks a prompt or a generation row: {text[:300]!r}")
+    return out
+
+
+def run_llama_bench(peer: str | os.PathLike, q8_gguf: str | os.PathLike, threads: int, prompt_tokens: int,
+                    gen_tokens: int, repeats: int) -> dict[str, Any]:
+    cmd = [str(peer), "-m", str(q8_gguf), "-t", str(threads), "-p", str(prompt_tokens), "-n", str(gen_tokens),
+           "-r", str(repeats), "-o", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BackendError(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    return {"command": " ".join(cmd), **parse_llama_bench(proc.stdout)}
+
+
+# ---- the whole benchmark ---------------------------------------------------------------------------
+
+
+def prepare_package(model: str | None, info: dict[str, Any]) -> Path:
+    """The converted package the backends load (converted here, once, so that no child pays for conversion)."""
+    from . import models
+    from .config import QuantConfig
+    from .convert import cached_package, package_for
+
+    if info["kind"] == "package":
+        return Path(info["path"])
+    name = model or models.DEFAULT_MODEL
+    if name in models.REGISTRY:
+        return cached_package(name, QuantConfig())
+    return package_for(info["path"], QuantConfig())
+
+
+def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), threads: int | None = None,
+              prompt_tokens: int = 64, gen_tokens: int = 32, repeats: int = 3, peer: str | None = None,
+              peer_quantize: str | None = None) -> dict[str, Any]:
+    """Measure each backend in its own process, the bandwidth, the roofline and (with `peer`) llama.cpp.
+
+    The first backend's figures are repeated at the top level of the report.
+    """
+    from . import models
+    from .config import QuantConfig
+    from .sizes import decode_bytes_per_token
+
+    if prompt_tokens < 1 or gen_tokens < 1 or repeats < 1:
+        raise ValueError("prompt_tokens, gen_tokens and repeats must be >= 1")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    info = models.describe(model)
+    cfg = info["config"]
+    if peer:  # check before measuring anything
+        if info["kind"] != "gguf":
+            raise ModelFileError(f"the llama.cpp comparison needs a .gguf model, got a {info['kind']} ({info['path']})")
+        if shutil.which(str(peer)) is None:
+            raise BackendError(f"{peer}: llama-bench not found or not executable")
+        quantize = find_quantize(peer, peer_quantize)
+    package = str(prepare_package(model, info))
+    n_threads = threads or os.cpu_count() or 1
+    bandwidth = read_bandwidth_gbps(n_threads)
+    results = []
+    for name in backends:
+        source = str(info["path"]) if name == "float" else package
+        r = measure_in_subprocess(source, name, threads, prompt_tokens, gen_tokens, repeats)
+        q = QuantConfig.from_dict(r["quant"]) if r.get("quant") else None
+        per_token = decode_bytes_per_token(cfg, q) if q else None
+        r["decode_bytes_per_token"] = per_token
+        r["roofline_decode_tok_s"] = bandwidth * 1e9 / per_token if per_token else None
+        r["roofline_fraction"] = r["decode_tok_s"] / r["roofline_decode_tok_s"] if per_token else None
+        results.append(r)
+    report: dict[str, Any] = {
+        "model": str(info["path"]), "threads": n_threads, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+        "repeats": repeats, "bandwidth_gbps": bandwidth,
+    }
+    if peer:
+        q8 = q8_0_copy(info["path"], quantize)
+        report["peer"] = {"name": "llama.cpp Q8_0", "model": str(q8),
+                          **run_llama_bench(peer, q8, n_threads, prompt_tokens, gen_tokens, repeats)}
+        for r in results:
+            r["vs_peer"] = {"prefill": r["prefill_tok_s"] / report["peer"]["prefill_tok_s"],
+                            "decode": r["decode_tok_s"] / report["peer"]["decode_tok_s"]}
+    report.update({k: v for k, v in results[0].items() if k not in ("threads",)})
+    report["results"] = results
+    return report
+
+
+def _child(arg: str) -> int:
+    args = json.loads(arg)
+    try:
+        print(json.dumps(measure_backend(**args)))
+    except EdgeSDKError as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        sys.exit(_child(sys.argv[2]))
+    print("usage: python -m edge_sdk.bench --child JSON (use `edge-sdk bench`)", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,108 @@
+"""`edge-sdk bench` on a tiny model: report fields, roofline arithmetic, the llama.cpp peer (a stand-in script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from edge_sdk.bench import parse_llama_bench, read_bandwidth_gbps, run_bench
+from edge_sdk.cli import main
+from edge_sdk.config import QuantConfig
+from edge_sdk.errors import BackendError, ModelFileError
+from edge_sdk.sizes import decode_bytes_per_token
+
+# what llama-bench -o json printed for SmolLM2-135M Q8_0, -p 8 -n 4 -r 1 (fields trimmed)
+LLAMA_BENCH_JSON = """[
+  {"model_type": "llama ?B Q8_0", "n_threads": 1, "n_prompt": 8, "n_gen": 0, "avg_ns": 50724483,
+   "avg_ts": 157.714767, "stddev_ts": 0.0, "samples_ns": [50724483], "samples_ts": [157.715]},
+  {"model_type": "llama ?B Q8_0", "n_threads": 1, "n_prompt": 0, "n_gen": 4, "avg_ns": 114599208,
+   "avg_ts": 34.904255, "stddev_ts": 0.0, "samples_ns": [114599208], "samples_ts": [34.9043]}
+]"""
+
+FAKE_BENCH = """#!{python}
+import json, sys
+a = sys.argv[1:]
+arg = lambda k: a[a.index(k) + 1]
+open(arg("-m") + ".args", "w").write(" ".join(a))
+print(json.dumps([
+    {{"n_prompt": int(arg("-p")), "n_gen": 0, "n_threads": int(arg("-t")), "avg_ts": 1.0, "samples_ts": [400.0, 500.0, 600.0]}},
+    {{"n_prompt": 0, "n_gen": int(arg("-n")), "n_threads": int(arg("-t")), "avg_ts": 1.0, "samples_ts": [80.0]}},
+]))
+"""
+
+FAKE_QUANTIZE = """#!{python}
+import shutil, sys
+assert sys.argv[1] == "--allow-requantize" and sys.argv[4] == "Q8_0", sys.argv
+shutil.copyfile(sys.argv[2], sys.argv[3])
+"""
+
+
+def script(path, text: str) -> str:
+    path.write_text(text.format(python=sys.executable))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_parse_llama_bench_takes_the_median_of_each_test():
+    assert parse_llama_bench(LLAMA_BENCH_JSON) == {"prefill_tok_s": 157.715, "decode_tok_s": 34.9043}
+    with pytest.raises(BackendError, match="lacks a prompt or a generation row"):
+        parse_llama_bench("[]")
+    with pytest.raises(BackendError, match="did not print JSON"):
+        parse_llama_bench("error: model not found")
+
+
+def test_read_bandwidth_is_plausible():
+    gbps = read_bandwidth_gbps(threads=1, mib=16, repeats=3)
+    assert 0.5 < gbps < 1000
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        read_bandwidth_gbps(threads=0)
+
+
+def test_bench_report_with_peer(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    peer = script(bin_dir / "llama-bench", FAKE_BENCH)
+    script(bin_dir / "llama-quantize", FAKE_QUANTIZE)
+    r = run_bench(tiny_gguf, ["onnx", "numpy"], threads=1, prompt_tokens=8, gen_tokens=4, repeats=2, peer=peer)
+    assert [x["backend"] for x in r["results"]] == ["onnx", "numpy"]
+    per_token = decode_bytes_per_token(tiny_cfg, QuantConfig())
+    for x in r["results"]:
+        assert len(x["prefill_runs"]) == 2 and len(x["decode_runs"]) == 2
+        assert x["decode_bytes_per_token"] == per_token
+        assert x["roofline_fraction"] == pytest.approx(x["decode_tok_s"] * per_token / (r["bandwidth_gbps"] * 1e9))
+        assert x["vs_peer"]["prefill"] == pytest.approx(x["prefill_tok_s"] / 500.0)
+        assert x["vs_peer"]["decode"] == pytest.approx(x["decode_tok_s"] / 80.0)
+        assert x["peak_rss_bytes"] > 20 * 2**20
+    assert r["backend"] == "onnx" and r["decode_tok_s"] == r["results"][0]["decode_tok_s"]  # first backend on top
+    q8 = r["peer"]["model"]
+    assert q8.startswith(str(tmp_path / "cache" / "peer")) and q8.endswith(".Q8_0.gguf")
+    assert open(q8 + ".args").read() == f"-m {q8} -t 1 -p 8 -n 4 -r 2 -o json"
+
+
+def test_bench_cli_json(tmp_path, tiny_gguf, monkeypatch, capsys):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    assert main(["bench", "-m", tiny_gguf, "--backend", "onnx", "--threads", "1", "--prompt-tokens", "4",
+                 "--gen-tokens", "2", "--repeats", "1", "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    for key in ("prefill_tok_s", "decode_tok_s", "peak_rss_bytes", "roofline_fraction"):
+        assert report[key] > 0, key
+    assert (report["prompt_tokens"], report["gen_tokens"], report["threads"]) == (4, 2, 1)
+    assert "onnx: prefill" in out.err
+
+
+def test_bench_errors(tmp_path, tiny_gguf, tiny_hf_dir, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="must be >= 1"):
+        run_bench(tiny_gguf, ["onnx"], prompt_tokens=0)
+    with pytest.raises(BackendError, match="llama-bench not found"):
+        run_bench(tiny_gguf, ["numpy"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1,
+                  peer=str(tmp_path / "nope" / "llama-bench"))
+    with pytest.raises(ModelFileError, match="needs a .gguf model"):
+        run_bench(tiny_hf_dir, ["numpy"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1, peer=sys.executable)
+    assert not os.path.exists(tmp_path / "cache" / "peer")
