@@ -386,8 +386,9 @@ class NativeCore:
     def set_plan(self, offsets: Sequence[int], arena_size: int | None = None) -> None:
         """Use these buffer offsets (e.g. from the memory planner) for `self.buffers`.
 
-        The native side checks every buffer fits and is 64-byte aligned; the
-        planner's verifier is responsible for overlaps.
+        `self.buffers` is `layer_buffers(cfg, max_tokens, ctx, n_threads,
+        act_block)`; plan exactly those. The native side checks every buffer
+        fits and is 64-byte aligned; the planner's verifier checks overlaps.
         """
         offs = [int(o) for o in offsets]
         if len(offs) != len(self.buffers):
