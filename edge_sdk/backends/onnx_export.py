@@ -34,11 +34,17 @@ the package uses:
   scale for the whole activation tensor; cheap to write but loses accuracy
   (one outlier channel sets the scale for all).
 
+Linears that read the same input (Q/K/V, gate/up) become one MatMulNBits
+over their stacked rows (stacked once, at session start): the activations are
+quantized once and there are fewer, larger products (decode ~10% faster on
+SmolLM2-135M). The packed Q|K|V goes straight into attention.
+
 Attention uses `com.microsoft.GroupQueryAttention` with rotary embedding
 (cos/sin tables as inputs, rotate_half order) and the K/V cache of shape
 (1, n_kv_heads, ctx, head_dim) as past/present: when the caller binds the
 same buffer to both, the op writes the new positions in place and never
-copies the cache.
+copies the cache (measured: a decode step costs the same at ctx 128, 2048
+and 8192).
 
 Example::
 
@@ -162,9 +168,9 @@ def _nbits_weights(b: _Builder, op: OpRecord) -> tuple[str, str]:
     return u8, s
 
 
-def _linear_nbits(b: _Builder, ops: Sequence[OpRecord]) -> None:
+def _linear_nbits(b: _Builder, ops: Sequence[OpRecord], split: bool = True) -> str:
     """One MatMulNBits for linears that read the same input (Q/K/V, gate/up): their rows are stacked once at
-    session start, and the output is split again."""
+    session start, and the output is split again unless `split` is False. Returns the product's name."""
     x, cols, blk = ops[0].inputs[0], ops[0].attrs["cols"], ops[0].attrs["act_block"]
     parts = [_nbits_weights(b, op) for op in ops]
     rows = [op.attrs["rows"] for op in ops]
@@ -173,8 +179,9 @@ def _linear_nbits(b: _Builder, ops: Sequence[OpRecord]) -> None:
     y = [ops[0].outputs[0]] if len(ops) == 1 else None
     y = b.node("MatMulNBits", [x, u8, s], y, domain=MS_DOMAIN, K=cols, N=sum(rows), bits=8, block_size=blk,
                accuracy_level=4)
-    if len(ops) > 1:
+    if len(ops) > 1 and split:
         b.node("Split", [y, b.const(rows)], [op.outputs[0] for op in ops], axis=-1)
+    return y
 
 
 def _weight_blocks(b: _Builder, op: OpRecord) -> tuple[str, str, int]:
@@ -220,8 +227,11 @@ def _linear_dynamic(b: _Builder, op: OpRecord) -> None:
     b.node("Reshape", [b.node("Mul", [y, xs]), b.const([1, -1, rows])], [op.outputs[0]])
 
 
-def _attention(b: _Builder, op: OpRecord, cache: dict[str, str]) -> None:
+def _attention(b: _Builder, op: OpRecord, cache: dict[str, str], packed: str | None = None) -> None:
+    """GroupQueryAttention; `packed` names the Q|K|V product when one MatMulNBits made all three."""
     q, k, v, past_k, past_v, pos, cos, sin = op.inputs
+    if packed:
+        q, k, v = packed, "", ""
     if "seqlens_k" not in cache:
         # GroupQueryAttention counts positions as "total length" (pos + T) and "seqlens_k" (pos + T - 1)
         t = b.node("Cast", [b.node("Shape", [q], start=1, end=2)], to=TensorProto.INT32)
@@ -250,10 +260,17 @@ def _same_input_runs(ops: Sequence[OpRecord]) -> list[list[OpRecord]]:
 def _add_ops(b: _Builder, ops: Sequence[OpRecord], linear: str, fuse: bool = True) -> None:
     lin = {"blocks": _linear_blocks, "dynamic": _linear_dynamic}.get(linear)
     cache: dict[str, str] = {}
-    for run in _same_input_runs(ops) if fuse and linear == "nbits" else [[op] for op in ops]:
+    packed: dict[tuple[str, ...], str] = {}  # (q, k, v) value names -> their packed product
+    runs = _same_input_runs(ops) if fuse and linear == "nbits" else [[op] for op in ops]
+    for i, run in enumerate(runs):
         op = run[0]
         if op.kind == "linear_q8" and lin is None:
-            _linear_nbits(b, run)
+            outs = tuple(o.outputs[0] for o in run)
+            nxt = runs[i + 1][0] if i + 1 < len(runs) else None
+            qkv = len(run) == 3 and nxt is not None and nxt.kind == "attention" and nxt.inputs[:3] == outs
+            y = _linear_nbits(b, run, split=not qkv)
+            if qkv:
+                packed[outs] = y
         elif op.kind == "embed_q8":
             _embed(b, op)
         elif op.kind == "rmsnorm":
@@ -261,7 +278,7 @@ def _add_ops(b: _Builder, ops: Sequence[OpRecord], linear: str, fuse: bool = Tru
         elif op.kind == "linear_q8":
             lin(b, op)
         elif op.kind == "attention":
-            _attention(b, op, cache)
+            _attention(b, op, cache, packed.get(tuple(op.inputs[:3])))
         elif op.kind == "add":
             b.node("Add", list(op.inputs), list(op.outputs))
         elif op.kind == "swiglu":
