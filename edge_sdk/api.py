@@ -200,6 +200,16 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
             settings = settings_from_board(load_board(board))
             threads, providers = threads or settings["threads"], settings["providers"]
         return OnnxBackend(package, ctx, threads=threads, providers=providers, kv_dtype=kv_dtype)
+    if name == "tflite":
+        if package is None:
+            raise BackendError("the tflite backend runs a converted package's .tflite graphs; no package was given")
+        from .backends.tflite_backend import TfliteBackend
+
+        if board is not None and threads is None:
+            from .boards import load_board
+
+            threads = load_board(board).big_cluster.count
+        return TfliteBackend(package, ctx, threads=threads, kv_dtype=kv_dtype)
     raise BackendError(f"backend {name!r} is not available in this build; available: numpy, float")
 
 
@@ -223,12 +233,12 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     name = str(model or models.DEFAULT_MODEL)
     path = models.resolve(model, quiet=quiet)
     if name in models.REGISTRY and backend != "float":
-        path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet)
+        path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet, tflite=backend == "tflite")
     fweights = pkg = None
-    if backend == "onnx" and not is_package(path):
+    if backend in ("onnx", "tflite") and not is_package(path):
         from .convert import package_for
 
-        path = package_for(path, QuantConfig(group_size=group_size), quiet=quiet)
+        path = package_for(path, QuantConfig(group_size=group_size), quiet=quiet, tflite=backend == "tflite")
     if is_package(path):
         pkg = load_package(path)
         cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer

@@ -53,10 +53,13 @@ def _check_table(out: str, specs: list[GraphSpec]) -> None:
 
 
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
-            policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None) -> dict[str, Any]:
+            policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None,
+            tflite_graphs: bool = False) -> dict[str, Any]:
     """Write the package for `model` to `out`; returns timings and sizes.
 
     `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).
+    `tflite_graphs`: also write `graphs/*.tflite` for the tflite backend (each
+    holds a copy of its weights: the package grows by about `weights_bytes`).
     """
     from .backends.onnx_export import check_exportable, write_onnx_graphs
 
@@ -77,15 +80,22 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
         qweights = quantize_weights(cfg, imported.weights, qcfg)
         p.update(1)
     t_quant = time.perf_counter() - t0 - t_import
-    timings = {"onnx_s": 0.0}
+    timings = {"onnx_s": 0.0, "tflite_s": 0.0}
 
     def extra_files(d: str) -> list[str]:
-        if not onnx_graphs:
-            return []
-        t = time.perf_counter()
-        written = write_onnx_graphs(d, specs, cfg, qcfg)
-        timings["onnx_s"] = time.perf_counter() - t
-        return [s.file for s in written]
+        files: list[str] = []
+        if onnx_graphs:
+            t = time.perf_counter()
+            files += [s.file for s in write_onnx_graphs(d, specs, cfg, qcfg)]
+            timings["onnx_s"] = time.perf_counter() - t
+        if tflite_graphs:
+            from .backends.tflite_export import write_tflite_graphs
+            from .package import flatten_weights
+
+            t = time.perf_counter()
+            files += list(write_tflite_graphs(d, specs, cfg, qcfg, flatten_weights(qweights)).values())
+            timings["tflite_s"] = time.perf_counter() - t
+        return files
 
     if onnx_graphs:
         from .backends.onnx_export import graph_file_name
@@ -97,7 +107,8 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
     _check_table(out, specs)
     total = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
-    return {"import_s": t_import, "quantize_s": t_quant, "onnx_s": timings["onnx_s"], "total_s": total,
+    return {"import_s": t_import, "quantize_s": t_quant, "onnx_s": timings["onnx_s"], "tflite_s": timings["tflite_s"],
+            "total_s": total,
             "package_bytes": size, "weights_bytes": qweights.nbytes, "graphs": len(specs),
             "onnx_files": [s.file for s in specs if s.file]}
 
@@ -111,14 +122,32 @@ def has_onnx_graphs(path: str | os.PathLike) -> bool:
     return bool(graphs) and all(isinstance(g, dict) and g.get("file") for g in graphs)
 
 
-def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: bool, what: str) -> Path:
+def has_tflite_graphs(path: str | os.PathLike) -> bool:
+    """Whether a package lists a .tflite file for every graph (written by `convert(..., tflite_graphs=True)`)."""
+    from .backends.tflite_export import graph_file_name
+    from .graphs.spec import specs_from_manifest
+
+    try:
+        manifest = read_manifest(os.fspath(path))
+        specs = specs_from_manifest(manifest.get("graphs", []))
+    except PackageError:
+        return False
+    return bool(specs) and all(graph_file_name(s) in manifest.get("files", {}) for s in specs)
+
+
+def _ready(dest: Path, tflite: bool) -> bool:
+    return is_package(dest) and has_onnx_graphs(dest) and (not tflite or has_tflite_graphs(dest))
+
+
+def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: bool, what: str,
+                  tflite: bool = False) -> Path:
     """Convert into a temporary sibling of `dest`, then move it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + ".tmp"))
     try:
         if not quiet:
             print(f"converting {what} to int8 (once; cached in {dest}) ...", file=sys.stderr)
-        convert(src, tmp, qcfg, quiet=quiet)
+        convert(src, tmp, qcfg, quiet=quiet, tflite_graphs=tflite)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -128,17 +157,20 @@ def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: 
     return dest
 
 
-def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True) -> Path:
-    """The converted package of a registered model, converting it into the cache on first use."""
+def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True, tflite: bool = False) -> Path:
+    """The converted package of a registered model, converting it into the cache on first use.
+
+    `tflite`: the package must also hold .tflite graphs (converted again when it does not).
+    """
     from .models import cache_dir, pull
 
     dest = cache_dir() / "packages" / f"{name}-g{qcfg.group_size}"
-    if is_package(dest) and has_onnx_graphs(dest):
+    if _ready(dest, tflite):
         return dest
-    return _convert_into(pull(name, quiet=quiet), dest, qcfg, quiet, name)
+    return _convert_into(pull(name, quiet=quiet), dest, qcfg, quiet, name, tflite)
 
 
-def package_for(model: str | os.PathLike, qcfg: QuantConfig, quiet: bool = True) -> Path:
+def package_for(model: str | os.PathLike, qcfg: QuantConfig, quiet: bool = True, tflite: bool = False) -> Path:
     """A package for a .gguf file or Hugging Face directory, converted once into the cache.
 
     The cache entry is keyed by the absolute path, size and modification time of
@@ -153,6 +185,6 @@ def package_for(model: str | os.PathLike, qcfg: QuantConfig, quiet: bool = True)
     key = hashlib.sha256(json.dumps([str(src), qcfg.to_dict()] + [
         (str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]).encode()).hexdigest()[:16]
     dest = cache_dir() / "packages" / "converted" / f"{src.stem}-g{qcfg.group_size}-{key}"
-    if is_package(dest) and has_onnx_graphs(dest):
+    if _ready(dest, tflite):
         return dest
-    return _convert_into(src, dest, qcfg, quiet, str(model))
+    return _convert_into(src, dest, qcfg, quiet, str(model), tflite)

@@ -1,0 +1,248 @@
+"""The LiteRT backend: runs a package's .tflite graphs (embed, layer ranges, head).
+
+Each graph of the package has a .tflite file (`tflite_export.py`) run by
+LiteRT's `Interpreter` (`ai-edge-litert`). `tflite-runtime` is not used:
+its last release (2.14) needs numpy < 2 and silently ignores per-channel
+weight scales in hybrid FULLY_CONNECTED, which gives wrong text.
+
+The K/V cache. The backend keeps the whole cache in its own arrays: keys
+(1, n_kv_heads, ctx, head_dim) and values transposed (1, n_kv_heads,
+head_dim, ctx) per layer. A layer-range interpreter sees only a prefix of
+`P` positions of it as its `past_*` inputs, where P is `pos` rounded up to a
+multiple of `window_step` (64): attention then costs O(pos), not O(ctx). The
+new rows a call outputs (`key.{i}`, `value.{i}`) are written into the
+backend's arrays and straight into the interpreters' input buffers
+(`Interpreter.tensor` views), so a decode step copies T rows, never the
+cache. Only when `pos` crosses into the next window is an interpreter's
+`past_*` input resized and refilled from the backend's arrays, once per
+`window_step` tokens.
+
+Token counts. A layer-range interpreter keeps its shapes: one for decode
+(T = 1) and one for prompts (T = `prefill_chunk`, made on first use; a
+prompt runs in chunks, the last one padded). Embed and head interpreters are
+resized when T changes (they have no state).
+
+Example::
+
+    be = TfliteBackend("smollm2-pkg/", ctx=512, threads=2)
+    logits = be.forward(np.array([1, 2, 3]), pos=0, last_only=True)   # (1, vocab)
+    be.close()
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, ContextOverflowError, PackageError
+from ..graphs.spec import GraphSpec, specs_from_manifest
+from ..rope import rope_table
+from .tflite_export import graph_file_name
+
+WINDOW_STEP = 64  # past positions an interpreter sees grow in steps of this many
+PREFILL_CHUNK = 32  # tokens per prompt call of a layer range
+DELEGATES = ("xnnpack", "none")
+
+
+def litert_interpreter() -> Any:
+    """LiteRT's Interpreter class, or BackendError saying what to install."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as e:
+        raise BackendError(
+            f"the tflite backend needs LiteRT ({e}); install it with `pip install 'edge-sdk[tflite]'` "
+            "(ai-edge-litert; tflite-runtime 2.14 is not supported: it ignores per-channel scales)") from e
+    return Interpreter
+
+
+def tflite_files(pkg: Any, specs: list[GraphSpec]) -> list[str]:
+    """The .tflite path of each graph, checked against the package's file list."""
+    listed = pkg.manifest.get("files", {})
+    out = []
+    for spec in specs:
+        rel = graph_file_name(spec)
+        if rel not in listed:
+            raise BackendError(f"{pkg.path}: the package has no TFLite graphs; convert the model again with "
+                               f"`edge-sdk convert --backend tflite`")
+        out.append(os.path.join(pkg.path, rel))
+    return out
+
+
+@dataclass
+class _Runner:
+    """One interpreter of a layer range, at a fixed T; `window` past positions are mapped in."""
+
+    interp: Any
+    T: int
+    index: dict[str, int]  # input/output name -> tensor index
+    window: int = 0
+    outputs: list[str] = field(default_factory=list)
+
+
+class TfliteBackend:
+    """A package's .tflite graphs on LiteRT; one sequence at a time."""
+
+    name = "tflite"
+
+    def __init__(self, package: Any, ctx: int, threads: int | None = None, delegate: str = "xnnpack",
+                 prefill_chunk: int = PREFILL_CHUNK, window_step: int = WINDOW_STEP, kv_dtype: str = "f32") -> None:
+        from ..package import Package, load_package
+
+        pkg = package if isinstance(package, Package) else load_package(package)
+        if kv_dtype != "f32":
+            raise BackendError(f"the tflite backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
+        if delegate not in DELEGATES:
+            raise ValueError(f"delegate must be one of {', '.join(DELEGATES)}, got {delegate!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if prefill_chunk < 1 or window_step < 1:
+            raise ValueError("prefill_chunk and window_step must be >= 1")
+        self.config = cfg = pkg.config
+        if ctx < 1 or ctx > cfg.max_ctx:
+            raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
+        self.ctx, self.chunk, self.step = ctx, prefill_chunk, window_step
+        try:
+            self.specs: list[GraphSpec] = specs_from_manifest(pkg.graphs)
+        except PackageError as e:
+            raise BackendError(str(e)) from e
+        if not self.specs:
+            raise BackendError(f"{pkg.path}: the package has no graph records; convert the model again")
+        self.files = tflite_files(pkg, self.specs)
+        self._Interpreter = litert_interpreter()
+        self._kwargs: dict[str, Any] = {"num_threads": threads}
+        if delegate == "none":
+            from ai_edge_litert.interpreter import OpResolverType
+
+            self._kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self._models = [open(f, "rb").read() for f in self.files]  # kept: interpreters read weights from them
+        # the cache: keys (1, n_kv_heads, ctx, head_dim), values transposed (1, n_kv_heads, head_dim, ctx)
+        kvh, hd = cfg.n_kv_heads, cfg.head_dim
+        self.keys = {i: np.zeros((1, kvh, ctx, hd), np.float32) for s in self.specs for i in range(s.first_layer, s.end_layer)}
+        self.values = {i: np.zeros((1, kvh, hd, ctx), np.float32) for i in self.keys}
+        cos, sin = rope_table(cfg, ctx + prefill_chunk)  # padded rows of a last chunk may pass ctx
+        self._cos = np.concatenate([cos, cos], axis=1)  # (ctx + chunk, head_dim)
+        self._sin = np.concatenate([-sin, sin], axis=1)  # first half negated: x * cos + concat(x2, x1) * sin
+        self._stateless: dict[int, tuple[Any, int]] = {}  # graph -> (interpreter, its T) for embed and head
+        self._runners: dict[tuple[int, int], _Runner] = {}  # (graph, T) -> layer-range interpreter
+        for g, spec in enumerate(self.specs):
+            if spec.kind == "layers":
+                self._runner(g, 1)
+
+    # ---- interpreters ----------------------------------------------------------------------------
+    def _new_interpreter(self, g: int) -> Any:
+        return self._Interpreter(model_content=self._models[g], **self._kwargs)
+
+    def _stateless_run(self, g: int, name: str, value: np.ndarray) -> np.ndarray:
+        interp, T = self._stateless.get(g, (None, -1))
+        if interp is None:
+            interp = self._new_interpreter(g)
+        if T != value.shape[1]:
+            interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(value.shape))
+            interp.allocate_tensors()
+            self._stateless[g] = (interp, value.shape[1])
+        interp.set_tensor(interp.get_input_details()[0]["index"], value)
+        interp.invoke()
+        return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+    def _runner(self, g: int, T: int) -> _Runner:
+        r = self._runners.get((g, T))
+        if r is None:
+            interp = self._new_interpreter(g)
+            index = {d["name"]: d["index"] for d in interp.get_input_details()}
+            outputs = [d["name"] for d in interp.get_output_details()]
+            index.update({d["name"]: d["index"] for d in interp.get_output_details()})
+            r = _Runner(interp, T, index, outputs=outputs)
+            self._runners[(g, T)] = r
+        return r
+
+    def _map_window(self, g: int, r: _Runner, window: int) -> None:
+        """Resize the runner's past inputs to `window` positions and fill them from the cache."""
+        cfg, spec, interp = self.config, self.specs[g], r.interp
+        T, kvh, hd = r.T, cfg.n_kv_heads, cfg.head_dim
+        interp.resize_tensor_input(r.index["x"], [1, T, cfg.dim])
+        interp.resize_tensor_input(r.index["mask_past"], [T, window])
+        interp.resize_tensor_input(r.index["mask_new"], [T, T])
+        interp.resize_tensor_input(r.index["cos"], [T, hd])
+        interp.resize_tensor_input(r.index["sin"], [T, hd])
+        for i in range(spec.first_layer, spec.end_layer):
+            interp.resize_tensor_input(r.index[f"past_key.{i}"], [1, kvh, window, hd])
+            interp.resize_tensor_input(r.index[f"past_value.{i}"], [1, kvh, hd, window])
+        interp.allocate_tensors()
+        for i in range(spec.first_layer, spec.end_layer):
+            interp.set_tensor(r.index[f"past_key.{i}"], self.keys[i][:, :, :window])
+            interp.set_tensor(r.index[f"past_value.{i}"], np.ascontiguousarray(self.values[i][..., :window]))
+        interp.set_tensor(r.index["mask_new"], np.triu(np.full((T, T), -np.inf, np.float32), 1))
+        r.window = window
+
+    def _window_for(self, pos: int) -> int:
+        return min(self.ctx, max(self.step, -(-pos // self.step) * self.step))
+
+    # ---- running ---------------------------------------------------------------------------------
+    def _run_layers(self, g: int, x: np.ndarray, pos: int) -> np.ndarray:
+        """x (1, T, dim) of which the first n rows are tokens at pos..pos+n-1 (the rest padding)."""
+        n = x.shape[1]
+        T = 1 if n == 1 else self.chunk
+        r = self._runner(g, T)
+        window = self._window_for(pos)
+        if window != r.window:
+            self._map_window(g, r, window)
+        if n < T:
+            x = np.concatenate([x, np.zeros((1, T - n, x.shape[2]), np.float32)], axis=1)
+        interp, idx, spec = r.interp, r.index, self.specs[g]
+        interp.set_tensor(idx["x"], np.ascontiguousarray(x, dtype=np.float32))
+        mask = np.where(np.arange(window) < pos, np.float32(0), np.float32(-np.inf)).astype(np.float32)
+        interp.set_tensor(idx["mask_past"], np.broadcast_to(mask, (T, window)).copy())
+        interp.set_tensor(idx["cos"], self._cos[pos : pos + T])
+        interp.set_tensor(idx["sin"], self._sin[pos : pos + T])
+        interp.invoke()
+        out = interp.get_tensor(idx["x_out"])[:, :n]
+        for i in range(spec.first_layer, spec.end_layer):
+            k = interp.get_tensor(idx[f"key.{i}"])[:, :, :n]  # (1, kvh, n, hd)
+            v = interp.get_tensor(idx[f"value.{i}"])[..., :n]  # (1, kvh, hd, n)
+            self.keys[i][:, :, pos : pos + n] = k
+            self.values[i][..., pos : pos + n] = v
+            self._write_rows(g, i, k, v, pos)
+        return out
+
+    def _write_rows(self, g: int, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
+        """Copy new rows into the past inputs of every interpreter of graph g whose window holds them."""
+        for (gg, _), r in self._runners.items():
+            if gg != g or pos >= r.window:
+                continue
+            end = min(r.window, pos + k.shape[2])
+            r.interp.tensor(r.index[f"past_key.{layer}"])()[:, :, pos:end] = k[:, :, : end - pos]
+            r.interp.tensor(r.index[f"past_value.{layer}"])()[..., pos:end] = v[..., : end - pos]
+
+    def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
+        """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        n = tokens.shape[1]
+        if n < 1:
+            raise ValueError("forward needs at least one token")
+        if pos < 0 or pos + n > self.ctx:
+            raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {self.ctx} tokens")
+        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
+        if not self._models:
+            raise BackendError("the tflite backend is closed")
+        x: np.ndarray = tokens.astype(np.int32)
+        for g, spec in enumerate(self.specs):
+            if spec.kind == "embed":
+                x = self._stateless_run(g, "tokens", x)
+            elif spec.kind == "layers":
+                step = 1 if n == 1 else self.chunk
+                x = np.concatenate([self._run_layers(g, x[:, s : s + step], pos + s) for s in range(0, n, step)], axis=1)
+            else:
+                if last_only:
+                    x = x[:, -1:]
+                x = self._stateless_run(g, "x", np.ascontiguousarray(x))
+        return x[0]
+
+    def close(self) -> None:
+        self._runners = {}
+        self._stateless = {}
+        self._models = []
+        self.keys, self.values = {}, {}

@@ -1,0 +1,537 @@
+"""Export graph records (`graphs/spec.py`) as TFLite flatbuffers, without TensorFlow.
+
+The files are written with the `tflite` package's generated builder
+functions and `flatbuffers` (the package has no object API). A .tflite file
+cannot point into another file, so each graph carries its own copy of the
+int8 weights it reads (the package grows by about the size of `weights.bin`;
+a tied head copies the embedding table into both the embed and head graphs).
+
+Int8 linear layers (`linear_q8`) have three formulations; "blocks" is the one
+the package uses:
+
+- "blocks": one dynamic-range (hybrid) `BATCH_MATMUL` over activation
+  blocks. x (T, K) is seen as (K/act_block, T, act_block); the int8 weights
+  as (K/act_block, rows, act_block) with a unit scale. The runtime quantizes
+  each row of the float left operand to symmetric int8 (one scale per token
+  and block: the activation blocks of `int8_reference.py`), accumulates
+  int8 x int8 in int32 and scales by that activation scale; a `MUL` by the
+  weight scales (one per block, repeated when a group spans several blocks)
+  and a `SUM` over blocks finish the product. This is our arithmetic up to
+  float rounding order and round-half-away-from-zero (TFLite) instead of
+  half-to-even (numpy) on exact ties.
+- "rows": one hybrid `FULLY_CONNECTED` with per-output-channel scales; group
+  weights are re-quantized per row at export, and the runtime quantizes each
+  token's whole row with one scale. Fast (XNNPACK's dynamic-range kernels),
+  but one outlier channel sets the activation scale for the whole row.
+- "groups": one hybrid per-channel `FULLY_CONNECTED` per activation block
+  (`SPLIT` + FCs + `ADD_N`): the "blocks" arithmetic with XNNPACK's kernels,
+  paying one op per block.
+
+The K/V cache: a layer range reads `past_key.{i}`/`past_value.{i}` of shape
+(1, n_kv_heads, ctx, head_dim) and outputs only the new rows `key.{i}`/
+`value.{i}` (1, n_kv_heads, T, head_dim) after RoPE. Attention slices the
+past to the first `pos` positions (`SLICE` with a size computed from the
+`pos` input) and concatenates the new rows, so the graph never copies the
+whole cache; the backend writes the new rows into the cache input in place
+(`tflite_backend.py`). RoPE reads `cos`/`sin` rows of the call's positions
+as inputs (T, head_dim), laid out for a rotate_half product
+`x * cos + concat(x2, x1) * sin` with sin's first half negated.
+
+Dynamic dims: T (tokens of a call) and ctx are -1 in the shape signatures;
+the backend resizes them once per interpreter.
+
+Example::
+
+    files = write_tflite_graphs("pkg/", specs, cfg, qcfg, flatten_weights(qweights))
+    files["head"]   # 'graphs/head.tflite'
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Mapping, Sequence
+
+import flatbuffers
+import numpy as np
+
+from ..config import ModelConfig, QuantConfig
+from ..errors import UnsupportedModelError
+from ..graphs.spec import GraphSpec, OpRecord
+
+LINEAR_KINDS = ("blocks", "rows", "groups")
+SCHEMA_VERSION = 3
+DIR = "graphs"
+_TYPES = {"float32": 0, "int32": 2, "bool": 6, "int64": 4, "int8": 9}  # tflite.TensorType
+_DYN = -1  # a dynamic dim in shape signatures
+
+
+def _mod(name: str) -> Any:
+    # `tflite/__init__.py` re-exports classes under the module names; import the modules themselves
+    return importlib.import_module(f"tflite.{name}")
+
+
+def graph_file_name(spec: GraphSpec) -> str:
+    return f"{DIR}/{spec.name}.tflite"
+
+
+# ---- the flatbuffer writer -----------------------------------------------------------------------
+
+
+class FlatModel:
+    """Tensors, constant buffers and operators of one subgraph; `serialize()` gives the .tflite bytes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tensors: list[dict[str, Any]] = []
+        self.buffers: list[bytes] = [b""]  # buffer 0 is the empty sentinel
+        self.ops: list[tuple[int, list[int], list[int], str, dict[str, Any]]] = []
+        self.opcodes: dict[int, int] = {}
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+        self._consts: dict[tuple[str, tuple[int, ...], bytes], int] = {}
+        self._names: set[str] = set()
+
+    def tensor(self, name: str, shape: Sequence[int], dtype: str, data: np.ndarray | None = None,
+               scale: Sequence[float] | None = None, qdim: int = 0) -> int:
+        """A tensor (shape with -1 for dynamic dims), constant when `data` is given; int8 weights take `scale`."""
+        base, n = name, 1
+        while name in self._names:
+            n += 1
+            name = f"{base}_{n}"
+        self._names.add(name)
+        buf = 0
+        if data is not None:
+            self.buffers.append(np.ascontiguousarray(data).tobytes())
+            buf = len(self.buffers) - 1
+        self.tensors.append({"name": name, "shape": tuple(int(s) for s in shape), "dtype": dtype, "buffer": buf,
+                             "scale": None if scale is None else [float(s) for s in scale], "qdim": qdim})
+        return len(self.tensors) - 1
+
+    def const(self, value: Any, dtype: str = "int32", name: str = "const") -> int:
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.name, arr.shape, arr.tobytes())
+        if key not in self._consts:
+            self._consts[key] = self.tensor(name, arr.shape, arr.dtype.name, arr)
+        return self._consts[key]
+
+    def op(self, code: str, inputs: Sequence[int], outputs: Sequence[int], options: str = "", **fields: Any) -> None:
+        c = getattr(_mod("BuiltinOperator").BuiltinOperator, code)
+        idx = self.opcodes.setdefault(c, len(self.opcodes))
+        self.ops.append((idx, list(inputs), list(outputs), options, fields))
+
+    # -- serialization ------------------------------------------------------------------------------
+    def serialize(self, description: str = "") -> bytes:
+        size = sum(len(b) + 16 for b in self.buffers) + 64 * len(self.tensors) + (1 << 16)
+        b = flatbuffers.Builder(size)
+        buffers = [self._buffer(b, data) for data in self.buffers]
+        tensors = [self._tensor(b, t) for t in self.tensors]
+        ops = [self._operator(b, *op) for op in self.ops]
+        sg = _mod("SubGraph")
+        t_vec = _vector(b, sg.SubGraphStartTensorsVector, tensors)
+        in_vec = _int_vector(b, sg.SubGraphStartInputsVector, self.inputs)
+        out_vec = _int_vector(b, sg.SubGraphStartOutputsVector, self.outputs)
+        op_vec = _vector(b, sg.SubGraphStartOperatorsVector, ops)
+        name = b.CreateString(self.name)
+        sg.SubGraphStart(b)
+        sg.SubGraphAddTensors(b, t_vec)
+        sg.SubGraphAddInputs(b, in_vec)
+        sg.SubGraphAddOutputs(b, out_vec)
+        sg.SubGraphAddOperators(b, op_vec)
+        sg.SubGraphAddName(b, name)
+        subgraph = sg.SubGraphEnd(b)
+        oc = _mod("OperatorCode")
+        codes = []
+        for code in self.opcodes:  # insertion order = opcode index
+            oc.OperatorCodeStart(b)
+            oc.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))  # 127: "see builtin_code"
+            oc.OperatorCodeAddBuiltinCode(b, code)
+            oc.OperatorCodeAddVersion(b, 1)
+            codes.append(oc.OperatorCodeEnd(b))
+        m = _mod("Model")
+        codes_vec = _vector(b, m.ModelStartOperatorCodesVector, codes)
+        sg_vec = _vector(b, m.ModelStartSubgraphsVector, [subgraph])
+        buf_vec = _vector(b, m.ModelStartBuffersVector, buffers)
+        desc = b.CreateString(description or self.name)
+        m.ModelStart(b)
+        m.ModelAddVersion(b, SCHEMA_VERSION)
+        m.ModelAddOperatorCodes(b, codes_vec)
+        m.ModelAddSubgraphs(b, sg_vec)
+        m.ModelAddDescription(b, desc)
+        m.ModelAddBuffers(b, buf_vec)
+        b.Finish(m.ModelEnd(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+    @staticmethod
+    def _buffer(b: flatbuffers.Builder, data: bytes) -> int:
+        bm = _mod("Buffer")
+        vec = None
+        if data:
+            b.StartVector(1, len(data), 16)  # 16-byte aligned data: the kernels read it in place
+            b.head = b.head - len(data)
+            b.Bytes[b.head : b.head + len(data)] = data
+            vec = b.EndVector()
+        bm.BufferStart(b)
+        if vec is not None:
+            bm.BufferAddData(b, vec)
+        return bm.BufferEnd(b)
+
+    @staticmethod
+    def _tensor(b: flatbuffers.Builder, t: dict[str, Any]) -> int:
+        tm = _mod("Tensor")
+        name = b.CreateString(t["name"])
+        quant = None
+        if t["scale"] is not None:
+            qm = _mod("QuantizationParameters")
+            scale = b.CreateNumpyVector(np.asarray(t["scale"], dtype=np.float32))
+            zp = b.CreateNumpyVector(np.zeros(len(t["scale"]), dtype=np.int64))
+            qm.QuantizationParametersStart(b)
+            qm.QuantizationParametersAddScale(b, scale)
+            qm.QuantizationParametersAddZeroPoint(b, zp)
+            qm.QuantizationParametersAddQuantizedDimension(b, t["qdim"])
+            quant = qm.QuantizationParametersEnd(b)
+        shape = b.CreateNumpyVector(np.array([max(s, 1) for s in t["shape"]], dtype=np.int32))
+        sig = None
+        if any(s < 0 for s in t["shape"]):
+            sig = b.CreateNumpyVector(np.array(t["shape"], dtype=np.int32))
+        tm.TensorStart(b)
+        tm.TensorAddShape(b, shape)
+        if sig is not None:
+            tm.TensorAddShapeSignature(b, sig)
+        tm.TensorAddType(b, _TYPES[t["dtype"]])
+        tm.TensorAddBuffer(b, t["buffer"])
+        tm.TensorAddName(b, name)
+        if quant is not None:
+            tm.TensorAddQuantization(b, quant)
+        return tm.TensorEnd(b)
+
+    @staticmethod
+    def _operator(b: flatbuffers.Builder, idx: int, inputs: list[int], outputs: list[int], options: str,
+                  fields: dict[str, Any]) -> int:
+        om = _mod("Operator")
+        opts = None
+        if options:
+            mod = _mod(options)
+            fields = {k: b.CreateNumpyVector(np.asarray(v, np.int32)) if isinstance(v, (list, tuple)) else v
+                      for k, v in fields.items()}  # vectors go before the table
+            getattr(mod, f"{options}Start")(b)
+            for key, value in fields.items():
+                getattr(mod, f"{options}Add{key}")(b, value)
+            opts = getattr(mod, f"{options}End")(b)
+        in_vec = _int_vector(b, om.OperatorStartInputsVector, inputs)
+        out_vec = _int_vector(b, om.OperatorStartOutputsVector, outputs)
+        om.OperatorStart(b)
+        om.OperatorAddOpcodeIndex(b, idx)
+        om.OperatorAddInputs(b, in_vec)
+        om.OperatorAddOutputs(b, out_vec)
+        if opts is not None:
+            om.OperatorAddBuiltinOptionsType(b, getattr(_mod("BuiltinOptions").BuiltinOptions, options))
+            om.OperatorAddBuiltinOptions(b, opts)
+        return om.OperatorEnd(b)
+
+
+def _vector(b: flatbuffers.Builder, start: Any, offsets: Sequence[int]) -> int:
+    start(b, len(offsets))
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    return b.EndVector()
+
+
+def _int_vector(b: flatbuffers.Builder, start: Any, values: Sequence[int]) -> int:
+    start(b, len(values))
+    for v in reversed(values):
+        b.PrependInt32(v)
+    return b.EndVector()
+
+
+# ---- graph building blocks -----------------------------------------------------------------------
+
+
+class _Graph:
+    """A FlatModel plus the value names of a GraphSpec and the weight arrays it reads."""
+
+    def __init__(self, spec: GraphSpec, cfg: ModelConfig, tensors: Mapping[str, np.ndarray], linear: str) -> None:
+        self.m = FlatModel(spec.name)
+        self.spec, self.cfg, self.w, self.linear = spec, cfg, tensors, linear
+        self.values: dict[str, int] = {}
+        self.shared: dict[str, int] = {}  # values computed once per graph (mask, RoPE tables, slice sizes)
+
+    def new(self, name: str, shape: Sequence[int], dtype: str = "float32") -> int:
+        return self.m.tensor(name, shape, dtype)
+
+    def unary(self, code: str, x: int, name: str, shape: Sequence[int], dtype: str = "float32", options: str = "",
+              **fields: Any) -> int:
+        y = self.new(name, shape, dtype)
+        self.m.op(code, [x], [y], options, **fields)
+        return y
+
+    def binary(self, code: str, a: int, b: int, name: str, shape: Sequence[int], dtype: str = "float32") -> int:
+        y = self.new(name, shape, dtype)
+        opts = {"ADD": "AddOptions", "MUL": "MulOptions", "SUB": "SubOptions", "DIV": "DivOptions"}.get(code, "")
+        self.m.op(code, [a, b], [y], opts)
+        return y
+
+    def reshape(self, x: int, shape: Sequence[int], name: str) -> int:
+        y = self.new(name, shape, self.m.tensors[x]["dtype"])
+        self.m.op("RESHAPE", [x, self.m.const(list(shape))], [y])
+        return y
+
+    def transpose(self, x: int, perm: Sequence[int], name: str) -> int:
+        shape = self.m.tensors[x]["shape"]
+        y = self.new(name, [shape[p] for p in perm], self.m.tensors[x]["dtype"])
+        self.m.op("TRANSPOSE", [x, self.m.const(list(perm))], [y])
+        return y
+
+    def concat(self, xs: Sequence[int], axis: int, name: str, shape: Sequence[int], dtype: str = "float32") -> int:
+        y = self.new(name, shape, dtype)
+        self.m.op("CONCATENATION", list(xs), [y], "ConcatenationOptions", Axis=axis)
+        return y
+
+    def weight(self, name: str, arr: np.ndarray, scale: Sequence[float] | None = None, qdim: int = 0) -> int:
+        return self.m.tensor(name, arr.shape, arr.dtype.name, arr, scale=scale, qdim=qdim)
+
+
+def _rmsnorm(g: _Graph, op: OpRecord, x: int, shape: Sequence[int]) -> int:
+    out = op.outputs[0]
+    sq = g.binary("MUL", x, x, out + ".sq", shape)
+    ms = g.new(out + ".ms", [*shape[:-1], 1])
+    g.m.op("MEAN", [sq, g.m.const([-1])], [ms], "ReducerOptions", KeepDims=True)
+    r = g.unary("RSQRT", g.binary("ADD", ms, g.m.const(op.attrs["eps"], "float32"), out + ".mse", [*shape[:-1], 1]),
+                out + ".rsqrt", [*shape[:-1], 1])
+    return g.binary("MUL", g.binary("MUL", x, r, out + ".xr", shape), g.weight(op.inputs[1], g.w[op.inputs[1]]), out,
+                    shape)
+
+
+def _block_scales(scale: np.ndarray, n_blocks: int) -> np.ndarray:
+    """(rows, n_groups) -> (rows, n_blocks): one weight scale per activation block."""
+    return np.repeat(scale, n_blocks // scale.shape[1], axis=1)
+
+
+def _linear_blocks(g: _Graph, op: OpRecord, x: int) -> int:
+    _, q_name, s_name = op.inputs
+    rows, cols, blk = op.attrs["rows"], op.attrs["cols"], op.attrs["act_block"]
+    nb, out = cols // blk, op.outputs[0]
+    q = np.ascontiguousarray(g.w[q_name].reshape(rows, nb, blk).transpose(1, 0, 2))  # (nb, rows, blk) int8
+    ws = np.ascontiguousarray(_block_scales(g.w[s_name], nb).T[:, None, :], dtype=np.float32)  # (nb, 1, rows)
+    xb = g.transpose(g.reshape(x, [_DYN, nb, blk], out + ".xb"), [1, 0, 2], out + ".xbt")  # (nb, T, blk)
+    acc = g.new(out + ".acc", [nb, _DYN, rows])
+    g.m.op("BATCH_MATMUL", [xb, g.weight(q_name, q, scale=[1.0])], [acc], "BatchMatMulOptions", AdjX=False, AdjY=True,
+           AsymmetricQuantizeInputs=False)
+    y = g.binary("MUL", acc, g.weight(s_name, ws), out + ".scaled", [nb, _DYN, rows])
+    s = g.new(out + ".sum", [_DYN, rows])
+    g.m.op("SUM", [y, g.m.const([0])], [s], "ReducerOptions", KeepDims=False)
+    return g.reshape(s, [1, _DYN, rows], out)
+
+
+def _fc(g: _Graph, x: int, q: np.ndarray, scale: np.ndarray, name: str, shape: Sequence[int]) -> int:
+    y = g.new(name, shape)
+    w = g.weight(name + ".w", np.ascontiguousarray(q), scale=scale, qdim=0)
+    g.m.op("FULLY_CONNECTED", [x, w, -1], [y], "FullyConnectedOptions", KeepNumDims=True,
+           AsymmetricQuantizeInputs=False)
+    return y
+
+
+def _linear_rows(g: _Graph, op: OpRecord, x: int) -> int:
+    _, q_name, s_name = op.inputs
+    rows, cols = op.attrs["rows"], op.attrs["cols"]
+    ng = g.w[s_name].shape[1]
+    w = (g.w[q_name].reshape(rows, ng, -1).astype(np.float32) * g.w[s_name][..., None]).reshape(rows, cols)
+    scale = (np.abs(w).max(axis=1) / 127.0).astype(np.float32)
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    q = np.clip(np.rint(w * inv[:, None]), -127, 127).astype(np.int8)
+    return _fc(g, x, q, np.where(scale > 0, scale, 1.0), op.outputs[0], [1, _DYN, rows])
+
+
+def _linear_groups(g: _Graph, op: OpRecord, x: int) -> int:
+    _, q_name, s_name = op.inputs
+    rows, cols, blk = op.attrs["rows"], op.attrs["cols"], op.attrs["act_block"]
+    nb, out = cols // blk, op.outputs[0]
+    ws = _block_scales(g.w[s_name], nb)
+    parts = [g.new(f"{out}.x{b}", [1, _DYN, blk]) for b in range(nb)]
+    g.m.op("SPLIT", [g.m.const(2), x], parts, "SplitOptions", NumSplits=nb)
+    ys = [_fc(g, parts[b], g.w[q_name][:, b * blk:(b + 1) * blk], np.where(ws[:, b] > 0, ws[:, b], 1.0),
+              f"{out}.y{b}", [1, _DYN, rows]) for b in range(nb)]
+    if nb == 1:
+        return ys[0]
+    y = g.new(out, [1, _DYN, rows])
+    g.m.op("ADD_N", ys, [y])
+    return y
+
+
+LINEARS = {"blocks": _linear_blocks, "rows": _linear_rows, "groups": _linear_groups}
+
+
+def _embed(g: _Graph, op: OpRecord, ids: int) -> int:
+    _, q_name, s_name = op.inputs
+    table, scale = g.w[q_name], g.w[s_name]
+    rows, cols = table.shape
+    ng = scale.shape[1]
+    q = g.new("rows.q", [1, _DYN, cols], "int8")
+    g.m.op("GATHER", [g.weight(q_name, table), ids], [q], "GatherOptions", Axis=0)
+    qf = g.reshape(g.unary("CAST", q, "rows.f", [1, _DYN, cols]), [1, _DYN, ng, cols // ng], "rows.groups")
+    s = g.new("rows.scale", [1, _DYN, ng])
+    g.m.op("GATHER", [g.weight(s_name, scale), ids], [s], "GatherOptions", Axis=0)
+    y = g.binary("MUL", qf, g.reshape(s, [1, _DYN, ng, 1], "rows.scale4"), "x.groups", [1, _DYN, ng, cols // ng])
+    return g.reshape(y, [1, _DYN, cols], op.outputs[0])
+
+
+def _attention_shared(g: _Graph) -> dict[str, int]:
+    """Values every layer of a range reuses: RoPE tables per head, the constants of attention."""
+    if not g.shared:
+        hd = g.cfg.head_dim
+        g.shared.update(
+            cos=g.reshape(g.values["cos"], [_DYN, 1, hd], "cos.heads"),  # (T, 1, head_dim)
+            sin=g.reshape(g.values["sin"], [_DYN, 1, hd], "sin.heads"),
+            scale=g.m.const(1.0 / np.sqrt(hd), "float32"),
+        )
+    return g.shared
+
+
+def _rope(g: _Graph, x: int, n_heads: int, name: str) -> int:
+    """rotate_half RoPE on x (T, n_heads, head_dim): x * cos + concat(x2, x1) * sin (sin's first half negated)."""
+    hd, sh = g.cfg.head_dim, g.shared
+    shape = [_DYN, n_heads, hd]
+    halves = [g.new(f"{name}.h{i}", [_DYN, n_heads, hd // 2]) for i in range(2)]
+    g.m.op("SPLIT", [g.m.const(2), x], halves, "SplitOptions", NumSplits=2)
+    rot = g.concat([halves[1], halves[0]], 2, name + ".rot", shape)
+    return g.binary("ADD", g.binary("MUL", x, sh["cos"], name + ".c", shape),
+                    g.binary("MUL", rot, sh["sin"], name + ".s", shape), name + ".rope", shape)
+
+
+def _scores(g: _Graph, q: int, keys: int, mask: int, name: str, n: int) -> int:
+    """(rep, kvh, T, n) = q . keys^T / sqrt(head_dim) + mask."""
+    rep, kvh = g.cfg.n_heads // g.cfg.n_kv_heads, g.cfg.n_kv_heads
+    shape = [rep, kvh, _DYN, n]
+    s = g.new(name + ".qk", shape)
+    g.m.op("BATCH_MATMUL", [q, keys], [s], "BatchMatMulOptions", AdjX=False, AdjY=True)
+    return g.binary("ADD", g.binary("MUL", s, g.shared["scale"], name + ".scaled", shape), mask, name, shape)
+
+
+def _attention(g: _Graph, op: OpRecord) -> None:
+    """Causal GQA of the call's T queries over the past cache and the call's own K/V rows.
+
+    The past and the new rows are never concatenated (that would copy the
+    cache): the softmax is taken over both parts with one shared maximum,
+    exp(s - max) of each part times its values, divided by the summed weights.
+    Masks come from the backend: `mask_past` (T, ctx) is 0 for filled
+    positions and -inf elsewhere, `mask_new` (T, T) is the causal triangle.
+    """
+    q_in, k_in, v_in, past_k, past_v = op.inputs[:5]
+    out, present_k, present_v = op.outputs
+    layer = present_k.rsplit(".", 1)[1]
+    cfg, m, sh = g.cfg, g.m, _attention_shared(g)
+    h, kvh, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    rep = h // kvh
+    q = _rope(g, g.reshape(g.values[q_in], [_DYN, h, hd], out + ".q3"), h, out + ".q")
+    k = _rope(g, g.reshape(g.values[k_in], [_DYN, kvh, hd], out + ".k3"), kvh, out + ".k")
+    v = g.reshape(g.values[v_in], [_DYN, kvh, hd], out + ".v3")
+    new_k = g.reshape(g.transpose(k, [1, 0, 2], f"key.{layer}.t"), [1, kvh, _DYN, hd], f"key.{layer}")
+    new_v = g.reshape(g.transpose(v, [1, 2, 0], f"value.{layer}.t"), [1, kvh, hd, _DYN], f"value.{layer}")
+    # query head j*rep + r reads kv head j: (rep, kvh, T, hd) broadcasts over the caches' leading 1
+    qg = g.transpose(g.reshape(q, [_DYN, kvh, rep, hd], out + ".qg"), [2, 1, 0, 3], out + ".qgt")
+    s_past = _scores(g, qg, g.values[past_k], g.values["mask_past"], out + ".s_past", _DYN)
+    s_new = _scores(g, qg, new_k, g.values["mask_new"], out + ".s_new", _DYN)
+    col = [rep, kvh, _DYN, 1]
+    maxes = []
+    for s_i, part in ((s_past, "past"), (s_new, "new")):
+        mx = g.new(f"{out}.max_{part}", col)
+        m.op("REDUCE_MAX", [s_i, m.const([-1])], [mx], "ReducerOptions", KeepDims=True)
+        maxes.append(mx)
+    top = g.binary("MAXIMUM", maxes[0], maxes[1], out + ".max", col)
+    acc, den = [], []
+    for s_i, vals, part in ((s_past, g.values[past_v], "past"), (s_new, new_v, "new")):
+        shape = [rep, kvh, _DYN, _DYN]
+        e = g.unary("EXP", g.binary("SUB", s_i, top, f"{out}.d_{part}", shape), f"{out}.e_{part}", shape)
+        sm = g.new(f"{out}.sum_{part}", col)
+        m.op("SUM", [e, m.const([-1])], [sm], "ReducerOptions", KeepDims=True)
+        den.append(sm)
+        o = g.new(f"{out}.o_{part}", [rep, kvh, _DYN, hd])
+        m.op("BATCH_MATMUL", [e, vals], [o], "BatchMatMulOptions", AdjX=False, AdjY=True)
+        acc.append(o)
+    o = g.binary("ADD", acc[0], acc[1], out + ".o", [rep, kvh, _DYN, hd])
+    o = g.binary("DIV", o, g.binary("ADD", den[0], den[1], out + ".den", col), out + ".norm", [rep, kvh, _DYN, hd])
+    o = g.transpose(o, [2, 1, 0, 3], out + ".ot")  # (T, kvh, rep, hd)
+    g.values[out] = g.reshape(o, [1, _DYN, h * hd], out)
+    g.values[present_k] = g.values[f"key.{layer}"] = new_k
+    g.values[present_v] = g.values[f"value.{layer}"] = new_v
+
+
+def _add_ops(g: _Graph, ops: Sequence[OpRecord]) -> None:
+    lin = LINEARS[g.linear]
+    for op in ops:
+        if op.kind == "attention":
+            _attention(g, op)
+            continue
+        x = g.values[op.inputs[0]]
+        shape = g.m.tensors[x]["shape"]
+        if op.kind == "embed_q8":
+            y = _embed(g, op, x)
+        elif op.kind == "rmsnorm":
+            y = _rmsnorm(g, op, x, shape)
+        elif op.kind == "linear_q8":
+            y = lin(g, op, x)
+        elif op.kind == "add":
+            y = g.binary("ADD", x, g.values[op.inputs[1]], op.outputs[0], shape)
+        elif op.kind == "swiglu":
+            gate, up = x, g.values[op.inputs[1]]
+            silu = g.binary("MUL", gate, g.unary("LOGISTIC", gate, op.outputs[0] + ".sig", shape),
+                            op.outputs[0] + ".silu", shape)
+            y = g.binary("MUL", silu, up, op.outputs[0], shape)
+        else:
+            raise UnsupportedModelError(f"graph {g.spec.name}: the TFLite exporter has no translation for op {op.kind!r}")
+        g.values[op.outputs[0]] = y
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+
+def graph_io(spec: GraphSpec, cfg: ModelConfig) -> tuple[list[tuple[str, list[int], str]], list[str]]:
+    """The .tflite graph's inputs (name, shape with -1 for T/ctx, dtype) and output names, in order."""
+    d, kvh, hd = cfg.dim, cfg.n_kv_heads, cfg.head_dim
+    if spec.kind == "embed":
+        return [("tokens", [1, _DYN], "int32")], ["x"]
+    if spec.kind == "head":
+        return [("x", [1, _DYN, d], "float32")], ["logits"]
+    layers = range(spec.first_layer, spec.end_layer)
+    inputs = [("x", [1, _DYN, d], "float32"), ("mask_past", [_DYN, _DYN], "float32"),
+              ("mask_new", [_DYN, _DYN], "float32"), ("cos", [_DYN, hd], "float32"), ("sin", [_DYN, hd], "float32")]
+    for i in layers:
+        inputs += [(f"past_key.{i}", [1, kvh, _DYN, hd], "float32"), (f"past_value.{i}", [1, kvh, hd, _DYN], "float32")]
+    return inputs, ["x_out"] + [f"{kind}.{i}" for i in layers for kind in ("key", "value")]
+
+
+def check_exportable(q: QuantConfig) -> None:
+    if q.group_size and q.group_size % q.act_block:
+        raise UnsupportedModelError(f"group_size {q.group_size} is not a multiple of act_block {q.act_block}")
+
+
+def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, tensors: Mapping[str, np.ndarray],
+                 linear: str = "blocks") -> bytes:
+    """The .tflite bytes of one graph; `tensors` maps the spec's tensor names to arrays (`flatten_weights`)."""
+    if linear not in LINEAR_KINDS:
+        raise ValueError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
+    check_exportable(q)
+    g = _Graph(spec, cfg, tensors, linear)
+    inputs, outputs = graph_io(spec, cfg)
+    for name, shape, dtype in inputs:
+        g.values[name] = g.new(name, shape, dtype)
+    g.m.inputs = [g.values[name] for name, _, _ in inputs]
+    _add_ops(g, spec.ops)
+    for name in outputs:
+        g.m.tensors[g.values[name]]["name"] = name
+    g.m.outputs = [g.values[name] for name in outputs]
+    return g.m.serialize(f"edge_sdk {cfg.name or 'llama'} {spec.name} (int8, {linear}, act_block {q.act_block})")
+
+
+def write_tflite_graphs(out_dir: str | os.PathLike, specs: Sequence[GraphSpec], cfg: ModelConfig, q: QuantConfig,
+                        tensors: Mapping[str, np.ndarray], linear: str = "blocks") -> dict[str, str]:
+    """Write one .tflite file per graph under `out_dir/graphs/`; returns graph name -> relative path."""
+    os.makedirs(os.path.join(os.fspath(out_dir), DIR), exist_ok=True)
+    files = {}
+    for spec in specs:
+        rel = graph_file_name(spec)
+        data = export_graph(spec, cfg, q, tensors, linear)
+        with open(os.path.join(os.fspath(out_dir), rel), "wb") as f:
+            f.write(data)
+        files[spec.name] = rel
+    return files
