@@ -34,6 +34,7 @@ from edge_sdk.rope import rope_table
 
 TOL_ONNX = 1e-5  # max |logits - reference| on the tiny model (|logits| ~ 5); measured 1.2e-6
 TOL_NATIVE = 1e-5  # measured 4.8e-7 (same int8 products, float attention in another order)
+TOL_TFLITE = 0.1  # XNNPACK quantizes each activation block asymmetrically; measured 0.065 (builtin kernels: 1e-6)
 TOL_ONNX_GRAPH = 1e-5  # one graph on the reference's inputs; measured 1e-6
 TOL_REAL_LOGITS = 2.5  # max |logits - reference| along 33 teacher-forced steps of SmolLM2-135M; measured 1.3
 PROMPT = [87, 260, 304, 5, 9]
@@ -46,7 +47,7 @@ REAL_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM,
 @pytest.fixture(scope="module")
 def pkg(tmp_path_factory, tiny_gguf):
     out = tmp_path_factory.mktemp("agree_pkg")
-    convert(tiny_gguf, out, QuantConfig(), SplitPolicy(layers_per_graph=1))
+    convert(tiny_gguf, out, QuantConfig(), SplitPolicy(layers_per_graph=1), tflite_graphs=True)
     return load_package(out)
 
 
@@ -70,13 +71,19 @@ def make_native(pkg: Any) -> Any:
 
 
 def make_tflite(pkg: Any) -> Any:
-    pytest.skip("no LiteRT backend in this build yet")
+    try:
+        from edge_sdk.backends.tflite_backend import TfliteBackend, litert_interpreter
+
+        litert_interpreter()
+    except Exception as e:  # noqa: BLE001 - any reason LiteRT cannot run here is a skip reason
+        pytest.skip(f"LiteRT not available: {e}")
+    return TfliteBackend(pkg, ctx=CTX, threads=1)
 
 
 BACKENDS: dict[str, tuple[Callable[[Any], Any], float]] = {
     "onnx": (make_onnx, TOL_ONNX),
     "native": (make_native, TOL_NATIVE),
-    "tflite": (make_tflite, 0.0),
+    "tflite": (make_tflite, TOL_TFLITE),
 }
 
 
