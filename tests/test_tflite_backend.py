@@ -270,3 +270,15 @@ def test_real_model_greedy_tokens_match_the_reference(tmp_path_factory, real_ggu
     print(f"max |logits - reference| over 33 steps: {diff:.3f}")
     assert diff <= TOL_REAL_LOGITS
     be.close()
+
+
+def test_convert_cli_writes_tflite_graphs_on_request(tiny_gguf, tmp_path, capsys):
+    assert main(["convert", tiny_gguf, "-o", str(tmp_path / "plain")]) == 0
+    assert main(["convert", tiny_gguf, "-o", str(tmp_path / "pkg"), "--backend", "tflite"]) == 0
+    assert not has_tflite_graphs(tmp_path / "plain") and has_tflite_graphs(tmp_path / "pkg")
+    assert sorted(p.name for p in (tmp_path / "pkg" / "graphs").iterdir()) == [
+        "embed.tflite", "head.tflite", "layers_0_2.tflite"]
+    capsys.readouterr()
+    assert main(["run", "-m", str(tmp_path / "pkg"), "--backend", "tflite", "--max-tokens", "3", "--ctx", "64",
+                 "The cat"]) == 0
+    assert capsys.readouterr().out == load_package(tmp_path / "pkg").tokenizer.decode(GREEDY_IDS[:3]) + "\n"

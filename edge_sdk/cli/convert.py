@@ -22,7 +22,8 @@ def cmd(a: argparse.Namespace) -> int:
         print(f"edge-sdk convert: {e}", file=sys.stderr)
         return 2
     src = resolve(a.model, quiet=False)
-    info = convert(src, a.output, qcfg, policy, quiet=False, onnx_graphs=False if a.no_onnx else None)
+    info = convert(src, a.output, qcfg, policy, quiet=False, onnx_graphs=False if a.no_onnx else None,
+                   tflite_graphs="tflite" in (a.backend or []))
     print(a.output)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()}), file=sys.stderr)
     return 0
@@ -38,4 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     split.add_argument("--layers-per-graph", type=int, default=0, help="K decoder layers per graph (default: all in one)")
     split.add_argument("--max-graph-bytes", type=int, default=0, help="as many layers per graph as fit in B weight bytes")
     p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX files")
+    p.add_argument("--backend", action="append", choices=("onnx", "tflite"), default=None,
+                   help="graph files to write besides ONNX: tflite adds graphs/*.tflite (about the weights' size again)")
     p.set_defaults(func=cmd)
