@@ -37,11 +37,18 @@ DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
+MIN_ORT = (1, 22)  # first release with MatMulNBits' 8-bit CPU kernels (x86; ARM64 from 1.23)
+
+
 def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError as e:  # pragma: no cover - onnxruntime is a dependency
         raise BackendError(f"the ONNX backend needs onnxruntime ({e})") from e
+    version = tuple(int(p) for p in onnxruntime.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_ORT:
+        raise BackendError(f"the ONNX backend needs onnxruntime >= {'.'.join(map(str, MIN_ORT))} "
+                           f"(8-bit MatMulNBits kernels); this is {onnxruntime.__version__}")
     return onnxruntime
 
 
@@ -122,7 +129,11 @@ class OnnxBackend:
         so = session_options(threads, optimization, session_config)
         self.sessions = []
         for spec in self.specs:
-            self.sessions.append(ort.InferenceSession(os.path.join(pkg.path, spec.file), so, providers=self.providers))
+            path = os.path.join(pkg.path, spec.file)
+            try:
+                self.sessions.append(ort.InferenceSession(path, so, providers=self.providers))
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise BackendError(f"{path}: ONNX Runtime {ort.__version__} cannot load this graph ({e})") from e
             release_freed_heap()
         device = DEVICE_OF.get(self.providers[0], "cpu")
         self._bind_caches(ort, device)
