@@ -33,7 +33,6 @@ from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
 
 CPU = "CPUExecutionProvider"
-DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -135,18 +134,19 @@ class OnnxBackend:
             except Exception as e:  # onnxruntime raises its own exception types
                 raise BackendError(f"{path}: ONNX Runtime {ort.__version__} cannot load this graph ({e})") from e
             release_freed_heap()
-        device = DEVICE_OF.get(self.providers[0], "cpu")
-        self._bind_caches(ort, device)
+        self._bind_caches(ort)
 
     # ---- cache and static inputs -----------------------------------------------------------------
-    def _bind_caches(self, ort: Any, device: str) -> None:
+    def _bind_caches(self, ort: Any) -> None:
+        # The caches stay in host memory whatever the providers. Placing them on a GPU would pay only if the
+        # attention node runs there too (else they are copied every step); no board profile uses its GPU yet.
         cfg = self.config
         shape = (1, cfg.n_kv_heads, self.ctx, cfg.head_dim)
         cos, sin = rope_table(cfg, self.ctx)
-        self._arrays: dict[str, np.ndarray] = {}  # name -> (1, n_kv_heads, ctx, head_dim) float32, CPU caches only
+        self._arrays: dict[str, np.ndarray] = {}  # "key.{i}"/"value.{i}" -> (1, n_kv_heads, ctx, head_dim) float32
         self._values: dict[str, Any] = {}  # OrtValues of the caches and RoPE tables
         for name, arr in (("cos", cos), ("sin", sin)):  # (ctx, head_dim/2) float32
-            self._values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), device, 0)
+            self._values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
         self._io: dict[int, Any] = {}
         for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
             if spec.kind != "layers":
@@ -156,20 +156,17 @@ class OnnxBackend:
             io.bind_ortvalue_input("sin", self._values["sin"])
             for i in range(spec.first_layer, spec.end_layer):
                 for kind in ("key", "value"):
-                    if device == "cpu":
-                        arr = np.zeros(shape, dtype=np.float32)
-                        self._arrays[f"{kind}.{i}"] = arr
-                        val = ort.OrtValue.ortvalue_from_numpy(arr)
-                    else:
-                        val = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
+                    arr = np.zeros(shape, dtype=np.float32)  # pages become resident as positions fill
+                    self._arrays[f"{kind}.{i}"] = arr
+                    val = ort.OrtValue.ortvalue_from_numpy(arr)
                     self._values[f"{kind}.{i}"] = val
                     io.bind_ortvalue_input(f"past_{kind}.{i}", val)
             self._io[g] = io
 
     def kv_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """The K and V buffers of `layer` (1, n_kv_heads, ctx, head_dim), shared with ONNX Runtime (CPU only)."""
+        """The K and V buffers of `layer` (1, n_kv_heads, ctx, head_dim), shared with ONNX Runtime."""
         if f"key.{layer}" not in self._arrays:
-            raise BackendError(f"no CPU cache for layer {layer} (the cache lives on {self.providers[0]})")
+            raise BackendError(f"no cache for layer {layer} (the model has {self.config.n_layers} layers)")
         return self._arrays[f"key.{layer}"], self._arrays[f"value.{layer}"]
 
     # ---- running ---------------------------------------------------------------------------------
