@@ -193,7 +193,7 @@ def run_llama_bench(peer: str | os.PathLike, q8_gguf: str | os.PathLike, threads
 # ---- the whole benchmark ---------------------------------------------------------------------------
 
 
-def prepare_package(model: str | None, info: dict[str, Any]) -> Path:
+def prepare_package(model: str | None, info: dict[str, Any], tflite: bool = False) -> Path:
     """The converted package the backends load (converted here, once, so that no child pays for conversion)."""
     from . import models
     from .config import QuantConfig
@@ -203,8 +203,8 @@ def prepare_package(model: str | None, info: dict[str, Any]) -> Path:
         return Path(info["path"])
     name = model or models.DEFAULT_MODEL
     if name in models.REGISTRY:
-        return cached_package(name, QuantConfig())
-    return package_for(info["path"], QuantConfig())
+        return cached_package(name, QuantConfig(), tflite=tflite)
+    return package_for(info["path"], QuantConfig(), tflite=tflite)
 
 
 def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), threads: int | None = None,
@@ -230,7 +230,7 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
         if shutil.which(str(peer)) is None:
             raise BackendError(f"{peer}: llama-bench not found or not executable")
         quantize = find_quantize(peer, peer_quantize)
-    package = str(prepare_package(model, info))
+    package = str(prepare_package(model, info, tflite="tflite" in backends))
     n_threads = threads or os.cpu_count() or 1
     bandwidth = read_bandwidth_gbps(n_threads)
     results = []

@@ -282,3 +282,15 @@ def test_convert_cli_writes_tflite_graphs_on_request(tiny_gguf, tmp_path, capsys
     assert main(["run", "-m", str(tmp_path / "pkg"), "--backend", "tflite", "--max-tokens", "3", "--ctx", "64",
                  "The cat"]) == 0
     assert capsys.readouterr().out == load_package(tmp_path / "pkg").tokenizer.decode(GREEDY_IDS[:3]) + "\n"
+
+
+def test_bench_measures_the_tflite_backend(tiny_gguf, tmp_path, monkeypatch):
+    from edge_sdk.bench import run_bench
+
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    report = run_bench(tiny_gguf, backends=["tflite", "numpy"], threads=1, prompt_tokens=8, gen_tokens=4, repeats=1)
+    assert [r["backend"] for r in report["results"]] == ["tflite", "numpy"]
+    assert report["results"][0]["quant"] == QuantConfig().to_dict()
+    assert all(r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0 for r in report["results"])
+    (converted,) = (tmp_path / "cache" / "packages" / "converted").iterdir()  # converted once, with .tflite graphs
+    assert has_tflite_graphs(converted)
