@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.backends.onnx_backend import OnnxBackend, resolve_providers, session_options, settings_from_board
+from edge_sdk.backends.onnx_backend import (OnnxBackend, lazy_zeros, resolve_providers, session_options,
+                                            settings_from_board)
 from edge_sdk.boards import load_board
 from edge_sdk.cli import main
 from edge_sdk.config import QuantConfig
@@ -137,3 +138,19 @@ def test_session_options_and_board_settings():
         session_options(0)
     board = load_board("raspberry-pi-5-8gb")
     assert settings_from_board(board) == {"threads": 4, "providers": list(board.onnxruntime_providers)}
+
+
+def rss_anon_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon"))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_cache_pages_become_resident_only_when_written():
+    before = rss_anon_bytes()
+    cache = lazy_zeros((1, 3, 2**16, 64))  # 48 MiB, like one K buffer of a ctx-65536 cache
+    assert cache.dtype == np.float32 and not cache[0, :, ::1024].any()
+    assert rss_anon_bytes() - before < 4 * 2**20
+    cache[0, :, :1024] = 1.0  # 3 x 256 KiB written
+    grown = rss_anon_bytes() - before
+    assert 768 * 1024 <= grown < 5 * 2**20
