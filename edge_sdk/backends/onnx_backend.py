@@ -105,6 +105,8 @@ def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
     +86 MiB at ctx 2048 for SmolLM2-135M.
     """
     count = int(np.prod(shape))
+    if not hasattr(mmap, "MAP_PRIVATE"):  # not a POSIX system
+        return np.zeros(shape, dtype=np.float32)
     pages = mmap.mmap(-1, max(count * 4, 1), flags=mmap.MAP_PRIVATE)  # private: counted as the process's own
     return np.frombuffer(pages, dtype=np.float32, count=count).reshape(shape)
 
