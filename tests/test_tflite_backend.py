@@ -134,14 +134,17 @@ def test_layer_file_reads_back_with_its_interface_and_int8_weights(tiny_pkg):
                                                    "past_value.0"]
     assert [list(t.ShapeSignatureAsNumpy()) for t in inputs[5:]] == [[1, 2, -1, 16], [1, 2, 16, -1]]
     assert [tensors[sg.Outputs(i)].Name().decode() for i in range(sg.OutputsLength())] == ["x_out", "key.0", "value.0"]
-    assert ops.count("BATCH_MATMUL") == 7 + 4  # seven int8 linears, four float products in attention
+    # int8 products: Q|K|V stacked, output, gate|up stacked, down; four float products in attention
+    assert ops.count("BATCH_MATMUL") == 4 + 4 and ops.count("SPLIT_V") == 2
     assert "FULLY_CONNECTED" not in ops and "CONCATENATION" in ops
-    wq = next(t for t in tensors if t.Name().decode() == "layers.0.wq.q")
-    assert wq.Type() == 9 and list(wq.ShapeAsNumpy()) == [cfg.dim // 32, cfg.q_dim, 32]  # int8 (blocks, rows, 32)
-    assert list(wq.Quantization().ScaleAsNumpy()) == [1.0]
-    q = tiny_pkg.weights.layers[0].wq.q
-    data = m.Buffers(wq.Buffer()).DataAsNumpy().view(np.int8).reshape(cfg.dim // 32, cfg.q_dim, 32)
-    assert np.array_equal(data[1], q[:, 32:64])
+    qkv = next(t for t in tensors if t.Name().decode() == "layers.0.wq+wk+wv.q")
+    rows = cfg.q_dim + 2 * cfg.kv_dim
+    assert qkv.Type() == 9 and list(qkv.ShapeAsNumpy()) == [cfg.dim // 32, rows, 32]  # int8 (blocks, rows, 32)
+    assert list(qkv.Quantization().ScaleAsNumpy()) == [1.0]
+    layer = tiny_pkg.weights.layers[0]
+    data = m.Buffers(qkv.Buffer()).DataAsNumpy().view(np.int8).reshape(cfg.dim // 32, rows, 32)
+    assert np.array_equal(data[1, : cfg.q_dim], layer.wq.q[:, 32:64])
+    assert np.array_equal(data[1, cfg.q_dim + cfg.kv_dim :], layer.wv.q[:, 32:64])
 
 
 def _one_linear(q: QMat, linear: str, delegate: str, x: np.ndarray) -> np.ndarray:

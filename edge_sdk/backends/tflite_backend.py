@@ -117,7 +117,6 @@ class TfliteBackend:
             from ai_edge_litert.interpreter import OpResolverType
 
             self._kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self._models = [open(f, "rb").read() for f in self.files]  # kept: interpreters read weights from them
         # the cache: keys (1, n_kv_heads, ctx, head_dim), values transposed (1, n_kv_heads, head_dim, ctx)
         kvh, hd = cfg.n_kv_heads, cfg.head_dim
         self.keys = {i: np.zeros((1, kvh, ctx, hd), np.float32) for s in self.specs for i in range(s.first_layer, s.end_layer)}
@@ -133,7 +132,7 @@ class TfliteBackend:
 
     # ---- interpreters ----------------------------------------------------------------------------
     def _new_interpreter(self, g: int) -> Any:
-        return self._Interpreter(model_content=self._models[g], **self._kwargs)
+        return self._Interpreter(model_path=self.files[g], **self._kwargs)  # memory-mapped by LiteRT
 
     def _stateless_run(self, g: int, name: str, value: np.ndarray) -> np.ndarray:
         interp, T = self._stateless.get(g, (None, -1))
@@ -226,7 +225,7 @@ class TfliteBackend:
             raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {self.ctx} tokens")
         if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
-        if not self._models:
+        if not self.files:
             raise BackendError("the tflite backend is closed")
         x: np.ndarray = tokens.astype(np.int32)
         for g, spec in enumerate(self.specs):
@@ -244,5 +243,5 @@ class TfliteBackend:
     def close(self) -> None:
         self._runners = {}
         self._stateless = {}
-        self._models = []
+        self.files = []
         self.keys, self.values = {}, {}

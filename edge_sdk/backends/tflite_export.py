@@ -252,7 +252,8 @@ class _Graph:
 
     def __init__(self, spec: GraphSpec, cfg: ModelConfig, tensors: Mapping[str, np.ndarray], linear: str) -> None:
         self.m = FlatModel(spec.name)
-        self.spec, self.cfg, self.w, self.linear = spec, cfg, tensors, linear
+        self.spec, self.cfg, self.linear = spec, cfg, linear
+        self.w: Mapping[str, np.ndarray] = tensors  # fused products add their stacked weights to a copy
         self.values: dict[str, int] = {}
         self.shared: dict[str, int] = {}  # values computed once per graph (mask, RoPE tables, slice sizes)
 
@@ -456,20 +457,54 @@ def _attention(g: _Graph, op: OpRecord) -> None:
     g.values[present_v] = g.values[f"value.{layer}"] = new_v
 
 
-def _add_ops(g: _Graph, ops: Sequence[OpRecord]) -> None:
-    lin = LINEARS[g.linear]
+def _same_input_runs(ops: Sequence[OpRecord]) -> list[list[OpRecord]]:
+    """Ops in order, consecutive linear_q8 ops that read the same input grouped (Q/K/V, gate/up)."""
+    runs: list[list[OpRecord]] = []
     for op in ops:
+        prev = runs[-1][-1] if runs else None
+        if (prev is not None and op.kind == prev.kind == "linear_q8" and op.inputs[0] == prev.inputs[0]
+                and op.attrs["cols"] == prev.attrs["cols"]):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _linear_fused(g: _Graph, ops: list[OpRecord], x: int) -> None:
+    """Linears reading the same input as one product over their stacked rows, split after (SPLIT_V)."""
+    lin = LINEARS[g.linear]
+    if len(ops) == 1:
+        g.values[ops[0].outputs[0]] = lin(g, ops[0], x)
+        return
+    prefix = ops[0].inputs[1].rsplit(".", 2)[0]  # "layers.3"
+    name = prefix + "." + "+".join(op.inputs[1].rsplit(".", 2)[1] for op in ops)  # "layers.3.wq+wk+wv"
+    rows = [op.attrs["rows"] for op in ops]
+    g.w = {**g.w, name + ".q": np.concatenate([g.w[op.inputs[1]] for op in ops]),
+           name + ".scale": np.concatenate([g.w[op.inputs[2]] for op in ops])}
+    fused = OpRecord("linear_q8", (ops[0].inputs[0], name + ".q", name + ".scale"), (name + ".y",),
+                     {**ops[0].attrs, "rows": sum(rows)})
+    y = lin(g, fused, x)
+    outs = [g.new(op.outputs[0], [1, _DYN, r]) for op, r in zip(ops, rows)]
+    g.m.op("SPLIT_V", [y, g.m.const(rows), g.m.const(2)], outs, "SplitVOptions", NumSplits=len(ops))
+    for op, out in zip(ops, outs):
+        g.values[op.outputs[0]] = out
+
+
+def _add_ops(g: _Graph, ops: Sequence[OpRecord]) -> None:
+    for run in _same_input_runs(ops):
+        op = run[0]
         if op.kind == "attention":
             _attention(g, op)
             continue
         x = g.values[op.inputs[0]]
         shape = g.m.tensors[x]["shape"]
+        if op.kind == "linear_q8":
+            _linear_fused(g, run, x)
+            continue
         if op.kind == "embed_q8":
             y = _embed(g, op, x)
         elif op.kind == "rmsnorm":
             y = _rmsnorm(g, op, x, shape)
-        elif op.kind == "linear_q8":
-            y = lin(g, op, x)
         elif op.kind == "add":
             y = g.binary("ADD", x, g.values[op.inputs[1]], op.outputs[0], shape)
         elif op.kind == "swiglu":
