@@ -297,3 +297,20 @@ def test_bench_measures_the_tflite_backend(tiny_gguf, tmp_path, monkeypatch):
     assert all(r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0 for r in report["results"])
     (converted,) = (tmp_path / "cache" / "packages" / "converted").iterdir()  # converted once, with .tflite graphs
     assert has_tflite_graphs(converted)
+
+
+def test_a_layer_file_from_another_export_is_refused(tiny_pkg, tmp_path):
+    import shutil
+
+    from edge_sdk.backends.tflite_export import FlatModel
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(tiny_pkg.path, copy)
+    m = FlatModel("layers_0_1")  # a graph with the wrong interface: x -> x_out only
+    x, y = m.tensor("x", [1, -1, 64], "float32"), m.tensor("x_out", [1, -1, 64], "float32")
+    m.op("ADD", [x, x], [y], "AddOptions")
+    m.inputs, m.outputs = [x], [y]
+    (copy / "graphs" / "layers_0_1.tflite").write_bytes(m.serialize())
+    with pytest.raises(BackendError, match="layers_0_1.tflite: its inputs/outputs \\(x -> x_out\\) are not those this "
+                                           "edge_sdk writes; convert the model again"):
+        TfliteBackend(load_package(copy, verify=False), ctx=8)

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import BackendError, ContextOverflowError, PackageError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
-from .tflite_export import graph_file_name
+from .tflite_export import graph_file_name, graph_io
 
 WINDOW_STEP = 64  # past positions an interpreter sees grow in steps of this many
 PREFILL_CHUNK = 32  # tokens per prompt call of a layer range
@@ -152,6 +152,10 @@ class TfliteBackend:
             interp = self._new_interpreter(g)
             index = {d["name"]: d["index"] for d in interp.get_input_details()}
             outputs = [d["name"] for d in interp.get_output_details()]
+            want_in, want_out = graph_io(self.specs[g], self.config)
+            if list(index) != [name for name, _, _ in want_in] or outputs != want_out:
+                raise BackendError(f"{self.files[g]}: its inputs/outputs ({', '.join(index)} -> {', '.join(outputs)}) "
+                                   f"are not those this edge_sdk writes; convert the model again")
             index.update({d["name"]: d["index"] for d in interp.get_output_details()})
             r = _Runner(interp, T, index, outputs=outputs)
             self._runners[(g, T)] = r
