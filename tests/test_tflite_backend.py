@@ -75,14 +75,18 @@ def test_xnnpack_stays_within_its_tolerance(tiny_pkg):
     be.close()
 
 
-def test_windows_grow_in_steps_and_interpreters_keep_their_shapes(tiny_pkg):
+def test_windows_grow_in_steps_and_interpreters_resize_only_when_needed(tiny_pkg, monkeypatch):
     be = TfliteBackend(tiny_pkg, ctx=20, threads=1, prefill_chunk=4, window_step=8)
     assert [be._window_for(p) for p in (0, 1, 8, 9, 16, 17, 19)] == [8, 8, 8, 16, 16, 20, 20]
+    sizes: list[tuple[int, int, int]] = []
+    resize = be._map_window
+    monkeypatch.setattr(be, "_map_window", lambda g, r, T, w: (sizes.append((g, T, w)), resize(g, r, T, w)))
     be.forward(np.arange(6) + 10, 0)  # two chunks of 4, the second padded
     be.forward(np.array([3]), 6)
-    be.forward(np.array([4]), 9)
-    assert sorted((g, T, r.window) for (g, T), r in be._runners.items()) == [
-        (1, 1, 16), (1, 4, 8), (2, 1, 16), (2, 4, 8)]  # decode runners moved to the 16-position window at pos 9
+    be.forward(np.array([4]), 7)
+    be.forward(np.array([5]), 8)
+    be.forward(np.array([6]), 9)
+    assert sizes == [(1, 4, 8), (2, 4, 8), (1, 1, 8), (2, 1, 8), (1, 1, 16), (2, 1, 16)]
     be.close()
 
 
