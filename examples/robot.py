@@ -214,6 +214,7 @@ class ActionDecoder:
                 break
             common += 1
         common = min(common, len(ids) - 1)
+        self.cached = ids[:common]  # stays true if the forward pass below is interrupted
         logits = self.model.backend.forward(np.asarray(ids[common:], dtype=np.int64), common, last_only=True)
         self.cached = list(ids)
         return logits[-1]
@@ -239,8 +240,9 @@ class ActionDecoder:
                 return text, "end"
             piece = self.pieces[best]
             text += piece[1:] if text == "" and self.model.tokenizer.strips_leading_space and piece.startswith(" ") else piece
+            self.cached = self.cached[:pos]
             logits = self.model.backend.forward(np.asarray([best], dtype=np.int64), pos, last_only=True)[-1]
-            self.cached = self.cached[:pos] + [best]
+            self.cached.append(best)
             pos += 1
         return text, "length"
 
@@ -455,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             actuator.act(STOP, "interrupted")
             log.info("interrupted; stopped")
             return 0
+        except OSError as e:  # serial.SerialException included: the line went away
+            log.error("the command line failed: %s", e)
+            return 1
         log.info("%d commands handled", n)
         return 0
     finally:

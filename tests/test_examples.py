@@ -41,6 +41,14 @@ def load_example(name: str):
     return mod
 
 
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def robot():
     return load_example("robot")
@@ -328,3 +336,34 @@ def test_kiosk_rejects_bad_options(tiny_gguf):
     assert r.stderr.decode() == "kiosk: --max-tokens 128 leaves no room for a question in the 128-token context\n"
     r = run_example("kiosk", ["-m", tiny_gguf, "--max-rss-mb", "0"], b"")
     assert r.returncode == 2 and "--max-rss-mb must be > 0" in r.stderr.decode()
+
+
+# ------------------------------------------------------------------ the soak benchmark (tools/bench_soak.py)
+
+
+def test_soak_slope_is_least_squares():
+    soak = load_tool("bench_soak")
+    S = soak.Sample
+    assert soak.slope_per_1000([S(0, 0.0, 100, 0), S(1000, 1.0, 300, 0)]) == pytest.approx(200.0, abs=1e-9)
+    # y = 1000 + 2x plus noise mirrored about the middle sample: the fit recovers 2 bytes per generation
+    xs = range(0, 500, 100)
+    samples = [S(x, 0.0, 1000 + 2 * x + d, 0) for x, d in zip(xs, (5, -5, 0, -5, 5))]
+    assert soak.slope_per_1000(samples) == pytest.approx(2000.0, abs=1e-6)
+    # noise (5, -5, 0, 5, -5): sum(dx * d) / sum(dx^2) = -1000 / 100000 bytes per generation
+    samples = [S(x, 0.0, 1000 + 2 * x + d, 0) for x, d in zip(xs, (5, -5, 0, 5, -5))]
+    assert soak.slope_per_1000(samples) == pytest.approx(1990.0, abs=1e-6)
+    assert soak.slope_per_1000([S(0, 0.0, 5, 0)]) == 0.0
+
+
+def test_soak_short_run_on_tiny_model(tiny_gguf, tmp_path):
+    out = tmp_path / "soak.csv"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_soak.py"), "-m", tiny_gguf, "--backend", "numpy",
+                        "--iterations", "20", "--every", "5", "--warmup", "2", "--max-tokens", "4", "--csv", str(out)],
+                       capture_output=True, timeout=RUN_TIMEOUT_S, cwd=ROOT)
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().splitlines()
+    assert lines[1] == "kinds: abandon 2, cancel 2, chat 4, generate 10, timeout 2"
+    assert re.fullmatch(r"RSS start [\d.]+ MiB, end [\d.]+ MiB \([+-]\d+ KiB\), max [\d.]+ MiB", lines[3])
+    rows = out.read_text().splitlines()
+    assert rows[0] == "iteration,elapsed_s,rss_bytes,generated_tokens"
+    assert [int(row.split(",")[0]) for row in rows[1:]] == [0, 5, 10, 15, 20]
