@@ -8,6 +8,13 @@ range: GroupQueryAttention writes the new positions in place, so a decode
 step costs the same whatever `ctx` is (beyond attention over the filled
 positions). RoPE tables (`rope.py`) are inputs bound once.
 
+Memory (SmolLM2-135M, 144 MiB of int8 weights, ctx 2048, measured): the
+process holds 52 MiB after imports, 103 MiB with the package open (the
+tokenizer; weights.bin is only mapped), 264 MiB with the sessions built
+(ONNX Runtime's packed copy of the weights: its kernels need their own layout)
+and 277 MiB after 96 tokens; the peak while building is 380 MiB (318 MiB with
+5 layers per graph), from the folded int8 -> uint8 temporaries.
+
 Execution providers are a preference list (the caller's, else the board's
 `onnxruntime_providers`) with CPU as the fallback; providers missing from
 this ONNX Runtime build are reported in a warning, not an error.
@@ -35,8 +42,6 @@ from ..rope import rope_table
 
 CPU = "CPUExecutionProvider"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
-
-
 MIN_ORT = (1, 22)  # first release with MatMulNBits' 8-bit CPU kernels (x86; ARM64 from 1.23)
 
 
@@ -102,7 +107,7 @@ def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
     `np.zeros` may take memory the heap already holds and clear it (glibc serves
     calloc from the heap once its mmap threshold has grown, as it does after the
     sessions' large temporaries), which makes the whole K/V cache resident at load:
-    +86 MiB at ctx 2048 for SmolLM2-135M.
+    90 MiB at ctx 2048 for SmolLM2-135M.
     """
     count = int(np.prod(shape))
     if not hasattr(mmap, "MAP_PRIVATE"):  # not a POSIX system
