@@ -154,3 +154,25 @@ def test_cache_pages_become_resident_only_when_written():
     cache[0, :, :1024] = 1.0  # 3 x 256 KiB written
     grown = rss_anon_bytes() - before
     assert 768 * 1024 <= grown < 5 * 2**20
+
+
+def test_alternative_linear_formulations(tiny_pkg, tmp_path):
+    """"blocks" writes our per-block quantization in plain ONNX ops (same integer block sums); "dynamic" uses one
+    asymmetric uint8 scale per tensor, which is not our arithmetic."""
+    import shutil
+
+    import onnx
+
+    from edge_sdk.backends.onnx_export import export_graph
+    from edge_sdk.graphs import specs_from_manifest
+
+    diffs = {}
+    for linear in ("blocks", "dynamic"):
+        d = tmp_path / linear
+        shutil.copytree(tiny_pkg.path, d)
+        pkg = load_package(d, verify=False)
+        for spec in specs_from_manifest(pkg.graphs):
+            onnx.save_model(export_graph(spec, pkg.config, pkg.quant, linear=linear), str(d / spec.file))
+        diffs[linear], _ = run_both(pkg, OnnxBackend(pkg, ctx=16, threads=1))
+    assert diffs["blocks"] <= TOL_TINY_LOGITS
+    assert 1e-3 < diffs["dynamic"] < 2.0  # measured 0.069 (blocks: 4.8e-7)
