@@ -1,8 +1,21 @@
 /*
- * A fork-join thread pool created once per es_ctx. es_pool_run(fn) runs
- * fn(arg, ith, n) on all n threads (the caller is ith 0) and returns when all
- * are done. Workers spin briefly waiting for the next job, then sleep on a
- * condition variable; nothing is allocated per job.
+ * A fork-join thread pool created once per es_ctx. es_pool_run(fn) calls
+ * fn(arg, ith, n) once for every task index ith in [0, n) and returns when
+ * all n calls are done; n is the pool size. Which thread runs which index is
+ * not fixed: the caller and the workers claim indices from a shared counter,
+ * so a worker that is asleep or descheduled (a busy machine, more threads
+ * than cores) does not hold up the call; the caller runs what nobody took.
+ * Each index runs on exactly one thread, so per-index scratch stays private.
+ *
+ * Waiting (workers for the next call, the caller for the last task) spins for
+ * at most spin_ns nanoseconds, then blocks on a condition variable, so idle
+ * or oversubscribed threads give their CPU away. Nothing is allocated per call.
+ *
+ *   es_pool *p;
+ *   if (es_pool_create(4, ES_POOL_SPIN_NS_DEFAULT, &p) == ES_OK) {
+ *       es_pool_run(p, task, &job);     // task(&job, ith, 4) for ith = 0..3
+ *       es_pool_destroy(p);
+ *   }
  */
 #ifndef ES_POOL_H
 #define ES_POOL_H
@@ -12,9 +25,25 @@
 typedef void (*es_task_fn)(void *arg, int32_t ith, int32_t nth);
 typedef struct es_pool es_pool;
 
-int es_pool_create(int32_t n_threads, es_pool **out); /* es_status */
+/*
+ * Default spin before blocking: longer than the serial gap between two
+ * parallel steps of a decode (norms, RoPE: a few microseconds on a Pi 4), so
+ * workers stay awake through a token, far shorter than a scheduler tick.
+ */
+enum { ES_POOL_SPIN_NS_DEFAULT = 50000, ES_POOL_SPIN_NS_MAX = 100000000 };
+
+/*
+ * n_threads in [1, 256] counts the caller; spin_ns in [0, ES_POOL_SPIN_NS_MAX].
+ * With more threads than the process may use CPUs the spin is dropped (a
+ * spinning thread would only keep a thread with work off a core).
+ */
+int es_pool_create(int32_t n_threads, int64_t spin_ns, es_pool **out); /* es_status */
 void es_pool_destroy(es_pool *p);
 void es_pool_run(es_pool *p, es_task_fn fn, void *arg);
 int32_t es_pool_size(const es_pool *p);
+int64_t es_pool_spin_ns(const es_pool *p); /* the spin in effect */
+
+/* How many CPUs this process may run on (its affinity mask), at least 1. */
+int32_t es_pool_cpus_available(void);
 
 #endif /* ES_POOL_H */
