@@ -248,3 +248,20 @@ def test_grouped_weight_scales_cost_one_eighth_more():
     # Embedding: 28,311,552 + 49152*18*4 = 31,850,496.  Head norm 2,304.
     p = plan_device(SMOLLM2, QuantConfig(group_size=32), load_board("raspberry-pi-4b-1gb"), ctx=512)
     assert p.breakdown["weights"] == 31_850_496 + 30 * 3_985_920 + 2_304 == 151_430_400
+
+
+def test_bench_tool_replaces_the_bandwidth_it_measured():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "bench_plan.py"
+    spec = importlib.util.spec_from_file_location("tool_bench_plan", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    board = load_board("generic-x86_64")
+    faster = tool.with_bandwidth(board, 2, 2 * board.bandwidth_gbps(2))
+    assert faster.bandwidth_gbps(2) == pytest.approx(2 * board.bandwidth_gbps(2), abs=0.01)
+    assert faster.bandwidth_gbps(1) == board.bandwidth_gbps(1)
+    slow = plan_device(SMOLLM2, Q, board, ctx=512, threads=2)
+    fast = plan_device(SMOLLM2, Q, faster, ctx=512, threads=2)
+    assert fast.decode_tok_s_est == pytest.approx(2 * slow.decode_tok_s_est, rel=1e-3)
