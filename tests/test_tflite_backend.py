@@ -318,3 +318,9 @@ def test_a_layer_file_from_another_export_is_refused(tiny_pkg, tmp_path):
     with pytest.raises(BackendError, match="layers_0_1.tflite: its inputs/outputs \\(x -> x_out\\) are not those this "
                                            "edge_sdk writes; convert the model again"):
         TfliteBackend(load_package(copy, verify=False), ctx=8)
+
+
+def test_missing_schema_packages_are_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "flatbuffers", None)
+    with pytest.raises(BackendError, match=r"needs the tflite and flatbuffers packages: pip install 'edge-sdk\[tflite\]'"):
+        FlatModel("t").serialize()

@@ -70,11 +70,10 @@ import importlib
 import os
 from typing import Any, Mapping, Sequence
 
-import flatbuffers
 import numpy as np
 
 from ..config import ModelConfig, QuantConfig
-from ..errors import UnsupportedModelError
+from ..errors import BackendError, UnsupportedModelError
 from ..graphs.spec import GraphSpec, OpRecord
 
 LINEAR_KINDS = ("blocks", "rows", "groups")
@@ -84,9 +83,15 @@ _TYPES = {"float32": 0, "int32": 2, "bool": 6, "int64": 4, "int8": 9}  # tflite.
 _DYN = -1  # a dynamic dim in shape signatures
 
 
+NEEDS = "writing .tflite graphs needs the tflite and flatbuffers packages: pip install 'edge-sdk[tflite]'"
+
+
 def _mod(name: str) -> Any:
     # `tflite/__init__.py` re-exports classes under the module names; import the modules themselves
-    return importlib.import_module(f"tflite.{name}")
+    try:
+        return importlib.import_module(f"tflite.{name}")
+    except ImportError as e:
+        raise BackendError(f"{NEEDS} ({e})") from e
 
 
 def graph_file_name(spec: GraphSpec) -> str:
@@ -140,6 +145,10 @@ class FlatModel:
 
     # -- serialization ------------------------------------------------------------------------------
     def serialize(self, description: str = "") -> bytes:
+        try:
+            import flatbuffers
+        except ImportError as e:
+            raise BackendError(f"{NEEDS} ({e})") from e
         size = sum(len(b) + 16 for b in self.buffers) + 64 * len(self.tensors) + (1 << 16)
         b = flatbuffers.Builder(size)
         buffers = [self._buffer(b, data) for data in self.buffers]
@@ -181,7 +190,7 @@ class FlatModel:
         return bytes(b.Output())
 
     @staticmethod
-    def _buffer(b: flatbuffers.Builder, data: bytes) -> int:
+    def _buffer(b: Any, data: bytes) -> int:
         bm = _mod("Buffer")
         vec = None
         if data:
@@ -195,7 +204,7 @@ class FlatModel:
         return bm.BufferEnd(b)
 
     @staticmethod
-    def _tensor(b: flatbuffers.Builder, t: dict[str, Any]) -> int:
+    def _tensor(b: Any, t: dict[str, Any]) -> int:
         tm = _mod("Tensor")
         name = b.CreateString(t["name"])
         quant = None
@@ -224,7 +233,7 @@ class FlatModel:
         return tm.TensorEnd(b)
 
     @staticmethod
-    def _operator(b: flatbuffers.Builder, idx: int, inputs: list[int], outputs: list[int], options: str,
+    def _operator(b: Any, idx: int, inputs: list[int], outputs: list[int], options: str,
                   fields: dict[str, Any]) -> int:
         om = _mod("Operator")
         opts = None
@@ -248,14 +257,14 @@ class FlatModel:
         return om.OperatorEnd(b)
 
 
-def _vector(b: flatbuffers.Builder, start: Any, offsets: Sequence[int]) -> int:
+def _vector(b: Any, start: Any, offsets: Sequence[int]) -> int:
     start(b, len(offsets))
     for off in reversed(offsets):
         b.PrependUOffsetTRelative(off)
     return b.EndVector()
 
 
-def _int_vector(b: flatbuffers.Builder, start: Any, values: Sequence[int]) -> int:
+def _int_vector(b: Any, start: Any, values: Sequence[int]) -> int:
     start(b, len(values))
     for v in reversed(values):
         b.PrependInt32(v)
