@@ -367,3 +367,28 @@ def test_soak_short_run_on_tiny_model(tiny_gguf, tmp_path):
     rows = out.read_text().splitlines()
     assert rows[0] == "iteration,elapsed_s,rss_bytes,generated_tokens"
     assert [int(row.split(",")[0]) for row in rows[1:]] == [0, 5, 10, 15, 20]
+
+
+# ------------------------------------------------------------------ the robot on the real model
+
+REAL_CMDS = ["there is an obstacle ahead, the goal is to the left", "the goal is slightly to the right",
+             "the path ahead is blocked by a box"]
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["chat", "constrained"])
+def test_robot_real_model_actions(real_gguf_path, mode):
+    from edge_sdk.backends import native_ffi
+
+    ok, why = native_ffi.available()
+    if not ok:
+        pytest.skip(f"the native core is needed for a real-model run in reasonable time: {why}")
+    extra = ["--constrained"] if mode == "constrained" else []
+    stdin = "".join(c + "\n" for c in REAL_CMDS).encode()
+    # per-row weight scales (--group-size 0): the numbers below are pinned for that quantization
+    r = run_example("robot", ["--stdin", "-m", real_gguf_path, "--backend", "native", "--group-size", "0",
+                              "--seconds", "120", *extra], stdin)
+    assert r.returncode == 0, r.stderr.decode()
+    # greedy, with the worked examples in the prompt: well-formed actions (the model likes 100)
+    assert r.stdout.decode() == robot_stdout(REAL_CMDS, ["LEFT 100", "RIGHT 100", "LEFT 100"])
