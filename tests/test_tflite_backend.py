@@ -245,7 +245,7 @@ def test_export_refuses_unknown_linear(tiny_pkg):
 
 # ---- the real model ---------------------------------------------------------------------------------
 
-TOL_REAL_LOGITS = 2.5  # max |logits - reference| along 33 greedy steps of SmolLM2-135M; measured 1.46 (XNNPACK)
+TOL_REAL_LOGITS = 2.5  # max |logits - reference| along 33 greedy steps of SmolLM2-135M; measured 1.70 (XNNPACK)
 REAL_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
                "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
 
