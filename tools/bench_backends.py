@@ -23,22 +23,28 @@ import time
 import numpy as np
 
 
-def ctx_sweep(package: str, ctxs: list[int], threads: int, start: int = 64, steps: int = 32) -> dict[int, float]:
-    """Median ONNX decode step (ms) at positions start..start+steps-1 for each context length."""
+def ctx_sweep(package: str, ctxs: list[int], threads: int, start: int = 64, steps: int = 32,
+              rounds: int = 5) -> dict[int, float]:
+    """Median ONNX decode step (ms) at positions start..start+steps-1 for each context length.
+
+    The backends run in turns, round after round, so that a busy machine slows them alike.
+    """
     from edge_sdk.backends.onnx_backend import OnnxBackend
 
-    out = {}
-    for ctx in ctxs:
-        be = OnnxBackend(package, ctx=ctx, threads=threads)
+    backends = {ctx: OnnxBackend(package, ctx=ctx, threads=threads) for ctx in ctxs}
+    times: dict[int, list[float]] = {ctx: [] for ctx in ctxs}
+    for be in backends.values():
         be.forward(np.arange(100, 100 + start), 0, last_only=True)
-        times = []
-        for i in range(steps):
-            t = time.perf_counter()
-            be.forward(np.array([7]), start + i, last_only=True)
-            times.append(time.perf_counter() - t)
-        out[ctx] = statistics.median(times) * 1e3
+    per_round = max(steps // rounds, 1)
+    for r in range(rounds):
+        for ctx, be in backends.items():
+            for i in range(per_round):
+                t = time.perf_counter()
+                be.forward(np.array([7]), start + r * per_round + i, last_only=True)
+                times[ctx].append(time.perf_counter() - t)
+    for be in backends.values():
         be.close()
-    return out
+    return {ctx: statistics.median(t) * 1e3 for ctx, t in times.items()}
 
 
 def main() -> int:
