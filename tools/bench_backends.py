@@ -81,7 +81,7 @@ def main() -> int:
     if a.ctx_sweep:
         package = str(prepare_package(a.model, models.describe(a.model)))
         sweep = ctx_sweep(package, [int(c) for c in a.ctx_sweep.split(",")], threads=1)
-        print("\nONNX decode step at positions 64..95 (1 thread): " +
+        print("\nONNX decode step at positions 64..95 (1 thread, backends in turns): " +
               ", ".join(f"ctx {c}: {ms:.2f} ms" for c, ms in sweep.items()))
         reports.append({"ctx_sweep_ms": sweep})
     if a.json:
