@@ -12,8 +12,9 @@ a fixed set::
 
 The robot never acts on garbage. The reply is short (``--max-tokens``, cut at
 the first newline, ``--seconds`` per command) and `parse_action` accepts it
-only when it *starts* with an action; anything else, a timeout or an error
-becomes ``STOP`` with the reason printed next to it. With ``--constrained``
+only when it *starts* with an action; anything else, a timeout, a reply cut
+by the token limit right after its action, or an error becomes ``STOP`` with
+the reason printed next to it. With ``--constrained``
 the model cannot even produce garbage: `ActionDecoder` lets it pick only
 tokens that keep the reply a prefix of a valid action.
 
@@ -109,6 +110,21 @@ def parse_action(reply: str) -> tuple[Action | None, str]:
     if not 1 <= arg <= MAX_ARG:
         return None, f"argument {arg} of {word} is outside 1..{MAX_ARG}"
     return Action(word, arg), ""
+
+
+def cut_at_action(reply: str) -> bool:
+    """Whether the reply's action runs to its very end, so more text could have changed it.
+
+    A reply stopped by the token limit right after ``FORWARD 2`` may have been
+    going to say ``FORWARD 25``, and ``BACK`` may have been ``BACKWARD``:
+    one more character would change what `parse_action` reads.
+
+    Example::
+
+        cut_at_action("LEFT 9")             # True
+        cut_at_action("LEFT 90 because")    # False
+    """
+    return parse_action(reply + "X")[0] != parse_action(reply)[0]
 
 
 def is_action_prefix(text: str) -> bool:
@@ -251,6 +267,8 @@ class ActionDecoder:
         reply, why = self.decode(prompt, timeout)
         if why == "timeout":
             return STOP, reply, f"no complete action within {timeout:g} s"
+        if why == "length":
+            return STOP, reply, f"the reply {reply!r} did not end within {self.max_tokens} tokens"
         action, reason = parse_action(reply)
         return (action, reply, "") if action is not None else (STOP, reply, reason)
 
@@ -269,8 +287,11 @@ def chat_decide(model: Any, command: str, max_tokens: int, timeout: float | None
         # (Action('LEFT', 90), 'LEFT 90', '')
     """
     reply = model.chat(build_messages(command), max_tokens=max_tokens, temperature=0.0, stop=["\n"], timeout=timeout)
-    if model.last_stats.get("stop_reason") == "timeout":
+    why = model.last_stats.get("stop_reason")
+    if why == "timeout":
         return STOP, reply, f"the reply timed out after {timeout:g} s ({reply!r} so far)"
+    if why == "length" and cut_at_action(reply):
+        return STOP, reply, f"the reply {reply!r} was cut by the {max_tokens}-token limit right after the action"
     action, reason = parse_action(reply)
     return (action, reply, "") if action is not None else (STOP, reply, reason)
 

@@ -115,6 +115,47 @@ def test_parse_action_rejects(robot, reply, reason):
     assert robot.parse_action(reply) == (None, reason)
 
 
+@pytest.mark.parametrize("reply,cut", [("LEFT 9", True), ("BACK", True), ("FORWARD", True), ("LEFT 90 because", False),
+                                       ("LEFT.", False), ("STOP\n", False), ("no action", False)])
+def test_cut_at_action(robot, reply, cut):
+    assert robot.cut_at_action(reply) is cut
+
+
+class ScriptedModel:
+    """Answers every chat with a fixed reply and stop reason."""
+
+    def __init__(self, reply: str, stop_reason: str) -> None:
+        self.reply, self.last_stats, self.calls = reply, {}, []
+        self.stop_reason = stop_reason
+
+    def chat(self, messages, **sampling):
+        self.calls.append((messages, sampling))
+        self.last_stats = {"stop_reason": self.stop_reason}
+        return self.reply
+
+
+CHAT_DECIDE_TABLE = [
+    ("LEFT 90", "eos", "LEFT 90", ""),
+    ("LEFT 90", "stop", "LEFT 90", ""),
+    ("LEFT 90 because the", "length", "LEFT 90", ""),
+    ("FORWARD 2", "length", "STOP", "the reply 'FORWARD 2' was cut by the 8-token limit right after the action"),
+    ("BACK", "length", "STOP", "the reply 'BACK' was cut by the 8-token limit right after the action"),
+    ("FORW", "timeout", "STOP", "the reply timed out after 2.5 s ('FORW' so far)"),
+    ("I think", "eos", "STOP", "no valid action in the reply 'I think'"),
+]
+
+
+@pytest.mark.parametrize("reply,stop_reason,action,note", CHAT_DECIDE_TABLE)
+def test_chat_decide(robot, reply, stop_reason, action, note):
+    model = ScriptedModel(reply, stop_reason)
+    got = robot.chat_decide(model, "the goal is to the left", max_tokens=8, timeout=2.5)
+    assert (str(got[0]), got[1], got[2]) == (action, reply, note)
+    (messages, sampling), = model.calls
+    assert sampling == {"max_tokens": 8, "temperature": 0.0, "stop": ["\n"], "timeout": 2.5}
+    assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+    assert messages[-1]["content"] == "the goal is to the left"
+
+
 def test_action_prefix_grammar(robot):
     prefixes = ["", "F", "FORW", "FORWARD", "FORWARD ", "FORWARD 2", "FORWARD 20", "FORWARD 999", "S", "STOP 1"]
     not_prefixes = ["f", " F", "FORWARDS", "FORWARD  ", "FORWARD 0", "FORWARD 1000", "FORWARD 20 ", "X", "LEFT-"]
