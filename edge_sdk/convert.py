@@ -31,7 +31,6 @@ from typing import Any
 from .config import QuantConfig
 from .errors import PackageError, UnsupportedModelError
 from .graphs.build import build_graphs
-from .graphs.layout import weight_table
 from .graphs.spec import GraphSpec
 from .graphs.split import SplitPolicy
 from .importers import import_model
