@@ -53,12 +53,13 @@ def _check_table(out: str, specs: list[GraphSpec]) -> None:
 
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
             policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None,
-            tflite_graphs: bool = False) -> dict[str, Any]:
+            tflite_graphs: bool = False, tflite_linear: str = "blocks") -> dict[str, Any]:
     """Write the package for `model` to `out`; returns timings and sizes.
 
     `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).
     `tflite_graphs`: also write `graphs/*.tflite` for the tflite backend (each
-    holds a copy of its weights: the package grows by about `weights_bytes`).
+    holds a copy of its weights: the package grows by about `weights_bytes`);
+    `tflite_linear` picks their int8 product (`backends/tflite_export.py`).
     """
     from .backends.onnx_export import check_exportable, write_onnx_graphs
 
@@ -92,7 +93,7 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
             from .package import flatten_weights
 
             t = time.perf_counter()
-            files += list(write_tflite_graphs(d, specs, cfg, qcfg, flatten_weights(qweights)).values())
+            files += list(write_tflite_graphs(d, specs, cfg, qcfg, flatten_weights(qweights), tflite_linear).values())
             timings["tflite_s"] = time.perf_counter() - t
         return files
 
