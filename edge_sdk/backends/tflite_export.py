@@ -29,7 +29,9 @@ the package uses:
   weights are re-quantized per row at export, and the runtime quantizes each
   token's whole row with one scale: one outlier channel sets the activation
   scale for the row (0.36 off `int8_linear` on a 64x96 test matrix with an
-  outlier, where "blocks" is exact).
+  outlier, where "blocks" is exact). On SmolLM2-135M its greedy tokens leave
+  the reference's at the 24th token of the chat prompt of the tests; a
+  decode step takes 12.6 ms of CPU against 31 ms with "blocks".
 - "groups": one hybrid per-channel `FULLY_CONNECTED` per activation block
   (`SPLIT` + FCs + `ADD_N`): the "blocks" arithmetic, one op per block.
 
