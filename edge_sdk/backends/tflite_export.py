@@ -105,7 +105,16 @@ def graph_file_name(spec: GraphSpec) -> str:
 
 
 class FlatModel:
-    """Tensors, constant buffers and operators of one subgraph; `serialize()` gives the .tflite bytes."""
+    """Tensors, constant buffers and operators of one subgraph; `serialize()` gives the .tflite bytes.
+
+    Example::
+
+        m = FlatModel("double")
+        x, y = m.tensor("x", [1, -1], "float32"), m.tensor("y", [1, -1], "float32")
+        m.op("ADD", [x, x], [y], "AddOptions")
+        m.inputs, m.outputs = [x], [y]
+        open("double.tflite", "wb").write(m.serialize())
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -285,7 +294,7 @@ class _Graph:
         self.spec, self.cfg, self.linear = spec, cfg, linear
         self.w: Mapping[str, np.ndarray] = tensors  # fused products add their stacked weights to a copy
         self.values: dict[str, int] = {}
-        self.shared: dict[str, int] = {}  # values computed once per graph (mask, RoPE tables, slice sizes)
+        self.shared: dict[str, int] = {}  # values computed once per graph (RoPE tables per head, attention scale)
 
     def new(self, name: str, shape: Sequence[int], dtype: str = "float32") -> int:
         return self.m.tensor(name, shape, dtype)
