@@ -189,7 +189,7 @@ def test_linear_formulations_against_int8_linear(tiny_pkg, linear, delegate, tol
     assert diff <= tol
 
 
-def test_flat_model_rejects_nothing_silently():
+def test_flat_model_unique_names_shared_constants_and_a_runnable_graph():
     m = FlatModel("t")
     a = m.tensor("a", [2], "float32")
     b = m.tensor("a", [2], "float32")
