@@ -99,10 +99,12 @@ def test_profiles_hold_expected_numbers():
 
 def test_bandwidth_by_threads_lookup():
     x86 = load_board("generic-x86_64")
-    table = dict(x86.mem_bandwidth_by_threads_gbps)
-    assert x86.bandwidth_gbps(1) == table[1]
-    assert x86.bandwidth_gbps(2) == table[2]
-    assert x86.bandwidth_gbps(8) == table[max(table)]
+    assert dict(x86.mem_bandwidth_by_threads_gbps) == {1: 12.0}
+    assert x86.bandwidth_gbps(1) == x86.bandwidth_gbps(2) == 12.0  # no two-thread measurement: the 1-thread one
+    d = resolve_board_dict("generic-x86_64")
+    d["mem_bandwidth_by_threads_gbps"] = {"1": 10.0, "4": 30.0}
+    b = boards.board_from_dict(d)
+    assert (b.bandwidth_gbps(1), b.bandwidth_gbps(3), b.bandwidth_gbps(4), b.bandwidth_gbps(16)) == (10.0, 10.0, 30.0, 30.0)
     pi4 = load_board("raspberry-pi-4b-1gb")
     assert pi4.bandwidth_gbps(1) == pi4.bandwidth_gbps(4) == 4.23
 
