@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Any, Iterator, Sequence
 
-from .chat_template import DEFAULT_CHATML_TEMPLATE, render_chat
+from .chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from .config import ModelConfig, QuantConfig
 from .errors import BackendError, BusyError, EdgeSDKError
 from .generate import Generator
@@ -50,6 +50,7 @@ class Model:
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._closed = False
+        self._template: ChatTemplate | None = None
         self.last_stats: dict[str, Any] = {}
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -110,11 +111,13 @@ class Model:
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The model's chat template applied to `messages`."""
-        template = self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE
-        bos = self.tokenizer.id_to_token(self.tokenizer.bos_id) if self.tokenizer.bos_id is not None else ""
-        eos_id = self.tokenizer.eos_id
-        eos = self.tokenizer.id_to_token(eos_id) if eos_id is not None else ""
-        return render_chat(template, messages, add_generation_prompt=add_generation_prompt, bos_token=bos or "", eos_token=eos or "")
+        if self._template is None:  # compiled once per model
+            self._template = ChatTemplate(self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE)
+        tok = self.tokenizer
+        bos = tok.id_to_token(tok.bos_id) if tok.bos_id is not None else ""
+        eos = tok.id_to_token(tok.eos_id) if tok.eos_id is not None else ""
+        return self._template.render(messages, add_generation_prompt=add_generation_prompt, bos_token=bos or "",
+                                     eos_token=eos or "")
 
     def chat_stream(self, messages: list[dict[str, str]], *, cancel: threading.Event | None = None,
                     timeout: float | None = None, **sampling: Any) -> Iterator[str]:

@@ -150,3 +150,17 @@ def test_generator_rejects_bad_ids(model):
 def test_hf_dir_and_gguf_generate_the_same(tiny_gguf, tiny_hf_dir):
     with edge_sdk.load(tiny_hf_dir, backend="numpy") as a, edge_sdk.load(tiny_gguf, backend="numpy") as b:
         assert a.generate("The cat", max_tokens=10) == b.generate("The cat", max_tokens=10)
+
+
+def test_native_backend_matches_numpy_on_a_long_prompt(tiny_gguf):
+    """A prompt longer than the native core's 64-token chunk runs in chunks and gives the reference's tokens."""
+    from edge_sdk.backends import native_ffi
+
+    ok, why = native_ffi.available()
+    if not ok:
+        pytest.skip(f"native core unavailable: {why}")
+    msgs = [{"role": "user", "content": "hi"}]  # 78 prompt tokens with the default system prompt
+    with edge_sdk.load(tiny_gguf, backend="native", ctx=128, threads=1) as nat, \
+            edge_sdk.load(tiny_gguf, backend="numpy", ctx=128) as ref:
+        assert nat.chat(msgs, max_tokens=8) == ref.chat(msgs, max_tokens=8)
+        assert nat.last_stats["prompt_tokens"] == 78 and nat.last_stats["generated_tokens"] == 8

@@ -497,7 +497,8 @@ class NativeCore:
         if ids.size == 0:
             raise BackendError("ids is empty")
         keep: list[np.ndarray] = []
-        s = self._qmat(table, "embedding table", keep, act_block=0, product=False)
+        # the lookup reads no activations; pass the core's act_block so grouped tables validate as in es_run_model
+        s = self._qmat(table, "embedding table", keep, product=False)
         if s.cols != self.cfg.dim:
             raise BackendError(f"embedding table has {s.cols} columns, the model dim is {self.cfg.dim}")
         out = np.empty((ids.size, s.cols), dtype=np.float32)
