@@ -213,7 +213,7 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
 
             threads = load_board(board).big_cluster.count
         return TfliteBackend(package, ctx, threads=threads, kv_dtype=kv_dtype)
-    raise BackendError(f"backend {name!r} is not available in this build; available: numpy, float")
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,

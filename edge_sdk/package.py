@@ -6,7 +6,7 @@ Layout::
                       tokenizer fields, graph list, tensor table, sha256 of every file
     weights.bin       int8 weights and float32 scales/norms, each tensor 64-byte aligned
     tokenizer.json    the tokenizer (Hugging Face `tokenizers` format)
-    graphs/*.onnx     one ONNX file per graph (when exported)
+    graph_*.onnx      one ONNX file per graph; their initializers are external data in weights.bin
 
 Tensors are memory-mapped from `weights.bin`: loading copies nothing into the
 Python heap, and resident memory grows only with the pages a backend touches.

@@ -14,7 +14,9 @@ def cmd(a: argparse.Namespace) -> int:
 
     d = describe(a.model)
     cfg, q = d["config"], d["quant"]
-    out = {k: v for k, v in d.items() if k not in ("config", "quant")}
+    out = {k: v for k, v in d.items() if k not in ("config", "quant", "graphs")}
+    if d.get("graphs"):
+        out["graphs"] = [g["name"] for g in d["graphs"]]
     out["config"] = cfg.to_dict()
     out["quant"] = q.to_dict()
     out["parameters"] = cfg.n_params()
@@ -30,9 +32,11 @@ def cmd(a: argparse.Namespace) -> int:
           f"RMS eps {cfg.rms_eps:g}, {'tied' if cfg.tied_embeddings else 'separate'} output head")
     print(f"  int8 ({'per row' if q.group_size == 0 else f'groups of {q.group_size}'}): "
           f"{out['int8_weight_bytes'] / 2**20:.1f} MiB of weights, {out['int8_bytes_read_per_token'] / 2**20:.1f} MiB read per token")
-    for key in ("tensor_types", "tokenizer_model", "tokenizer_pre", "graphs"):
+    for key in ("tensor_types", "tokenizer_model", "tokenizer_pre"):
         if key in d:
             print(f"  {key}: {d[key]}")
+    if d.get("graphs"):
+        print(f"  graphs: {', '.join(g['name'] for g in d['graphs'])}")
     return 0
 
 
