@@ -234,12 +234,12 @@ def _consistency_errors(d: Mapping[str, Any]) -> list[str]:
         errors.append("isa.neon: every aarch64 core has NEON (Advanced SIMD)")
     if (isa["dotprod"] or isa["i8mm"]) and not isa["neon"]:
         errors.append("isa: dotprod/i8mm need neon")
-    wheel_of = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert"}
+    wheel_of = {"onnx": "onnxruntime", "tflite": "ai_edge_litert"}  # backend -> the wheel its runtime needs
     for backend, wheel in wheel_of.items():
         if backend in d["backends"] and d["wheels"][wheel]["source"] == "none":
             errors.append(f"backends: {backend} is listed but wheels.{wheel}.source is 'none'")
-    if "onnxruntime" in d["backends"] and not d["onnxruntime_providers"]:
-        errors.append("onnxruntime_providers: empty although onnxruntime is a backend")
+    if "onnx" in d["backends"] and not d["onnxruntime_providers"]:
+        errors.append("onnxruntime_providers: empty although onnx is a backend")
     if len(set(d["backends"])) != len(d["backends"]):
         errors.append("backends: listed twice")
     for key in d.get("mem_bandwidth_by_threads_gbps", {}):
@@ -348,7 +348,7 @@ def load_board(board_id: str) -> BoardProfile:
 
     Example::
 
-        load_board("jetson-nano-4gb").backends   # ('native', 'litert')
+        load_board("jetson-nano-4gb").backends   # ('native', 'tflite')
     """
     d = resolve_board_dict(board_id)
     validate_board_dict(d)

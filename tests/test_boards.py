@@ -163,9 +163,9 @@ def test_schema_violation_names_the_field(tmp_path, monkeypatch):
 
 def test_cross_field_rules():
     d = resolve_board_dict("raspberry-pi-zero-2w")
-    d["backends"] = ["native", "onnxruntime"]
+    d["backends"] = ["native", "onnx"]
     d["onnxruntime_providers"] = ["CPUExecutionProvider"]
-    with pytest.raises(BoardError, match=r"backends: onnxruntime is listed but wheels.onnxruntime.source is 'none'"):
+    with pytest.raises(BoardError, match=r"backends: onnx is listed but wheels.onnxruntime.source is 'none'"):
         validate_board_dict(d)
     d = resolve_board_dict("raspberry-pi-3b-plus")
     d["sdk_budget_bytes"] = d["ram_bytes"] + 1

@@ -156,21 +156,21 @@ def test_decode_and_prefill_estimates_by_hand():
 def test_threads_and_backend_come_from_board_fields():
     opi = plan_device(SMOLLM2, Q, load_board("orange-pi-5"), ctx=1024)
     assert opi.threads == 4  # the Cortex-A76 cluster, not all 8 cores
-    assert plan_device(SMOLLM2, Q, load_board("jetson-nano-4gb"), ctx=1024, backend="litert").backend == "litert"
-    with pytest.raises(PlanError, match=r"backend 'onnxruntime' does not run on jetson-nano-4gb; it supports native, litert"):
-        plan_device(SMOLLM2, Q, load_board("jetson-nano-4gb"), ctx=1024, backend="onnxruntime")
+    assert plan_device(SMOLLM2, Q, load_board("jetson-nano-4gb"), ctx=1024, backend="tflite").backend == "tflite"
+    with pytest.raises(PlanError, match=r"backend 'onnx' does not run on jetson-nano-4gb; it supports native, tflite"):
+        plan_device(SMOLLM2, Q, load_board("jetson-nano-4gb"), ctx=1024, backend="onnx")
     with pytest.raises(PlanError, match=r"threads must be between 1 and the board's 4 cores, got 9"):
         plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, threads=9)
-    ort = plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, backend="onnxruntime")
-    assert ort.breakdown["runtime"] == RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES["onnxruntime"]
+    ort = plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, backend="onnx")
+    assert ort.breakdown["runtime"] == RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES["onnx"]
 
 
 def test_non_streaming_backend_says_so_when_over_budget():
     d = resolve_board_dict("raspberry-pi-3b-plus")
     d["sdk_budget_bytes"] = 150 * MiB
-    p = plan_device(SMOLLM2, Q, board_from_dict(d), ctx=2048, backend="onnxruntime")
+    p = plan_device(SMOLLM2, Q, board_from_dict(d), ctx=2048, backend="onnx")
     assert not p.fits and p.weights_mode == "resident"
-    assert p.reasons[0] == "backend onnxruntime loads every weight at once; native can stream them from storage"
+    assert p.reasons[0] == "backend onnx loads every weight at once; native can stream them from storage"
 
 
 def test_bad_requests():
@@ -183,7 +183,7 @@ def test_bad_requests():
         plan_device(SMOLLM2, Q, board, ctx=512, prefill_chunk=0)
     with pytest.raises(PlanError, match=r"the native backend keeps the KV cache in f32 or f16, not int8"):
         plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8")
-    assert plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8", backend="onnxruntime").breakdown["kv_cache"] == (
+    assert plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8", backend="onnx").breakdown["kv_cache"] == (
         2 * 30 * 3 * 512 * 64 + 2 * 30 * 3 * 512 * 4)  # int8 values + one f32 scale per (layer, head, position)
 
 

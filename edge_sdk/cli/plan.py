@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--board", metavar="ID", help="board profile id (see `edge-sdk boards`); default: detect")
     p.add_argument("--ctx", type=int, help="context length to plan for (default: the largest that fits)")
     p.add_argument("--kv", choices=["f32", "f16", "int8"], default="f16", help="KV cache dtype (default f16)")
-    p.add_argument("--backend", choices=["native", "onnxruntime", "litert"], help="default: the board's first")
+    p.add_argument("--backend", choices=["native", "onnx", "tflite"], help="default: the board's first")
     p.add_argument("--threads", type=int, help="default: the cores of the board's fastest cluster")
     p.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="prompt tokens per prefill call")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")

@@ -51,8 +51,8 @@ loop) adds on top: 36.0 MiB peak RSS over three runs, 8.3-8.5 MiB more than the 
 
 BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
     "native": 200 * 1024,  # cffi import and the core's shared library: +0.2 MiB measured
-    "onnxruntime": 20_700 * 1024,  # `import onnxruntime` on top of numpy: +20.2-20.8 MiB measured
-    "litert": 10_200 * 1024,  # `from ai_edge_litert import interpreter`: +10.1-10.3 MiB measured
+    "onnx": 20_700 * 1024,  # `import onnxruntime` on top of numpy: +20.2-20.8 MiB measured
+    "tflite": 10_200 * 1024,  # `from ai_edge_litert import interpreter`: +10.1-10.3 MiB measured
 }
 """Import cost of each backend's runtime (RSS over Python + numpy), measured on x86-64.
 Sessions and interpreters allocate more once a model is loaded; that is not included."""
