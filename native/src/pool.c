@@ -21,6 +21,7 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -164,8 +165,9 @@ int es_pool_create(int32_t n_threads, int64_t spin_ns, es_pool **out) {
     *out = NULL;
     if (n_threads < 1 || n_threads > 256) return ES_ERR_THREADS;
     if (spin_ns < 0 || spin_ns > ES_POOL_SPIN_NS_MAX) return ES_ERR_ARG;
-    es_pool *p = calloc(1, sizeof *p);
+    es_pool *p = aligned_alloc(alignof(es_pool), sizeof *p); /* sizeof is a multiple of the 64-byte alignment */
     if (!p) return ES_ERR_NOMEM;
+    memset(p, 0, sizeof *p);
     p->n = n_threads;
     p->spin_ns = n_threads > es_pool_cpus_available() ? 0 : spin_ns;
     pthread_mutex_init(&p->mu, NULL);
