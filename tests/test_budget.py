@@ -161,14 +161,17 @@ def test_threads_and_backend_come_from_board_fields():
         plan_device(SMOLLM2, Q, load_board("jetson-nano-4gb"), ctx=1024, backend="onnx")
     with pytest.raises(PlanError, match=r"threads must be between 1 and the board's 4 cores, got 9"):
         plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, threads=9)
-    ort = plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, backend="onnx")
+    ort = plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, backend="onnx", kv_dtype="f32")
+    assert ort.fits
     assert ort.breakdown["runtime"] == RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES["onnx"]
+    assert ort.breakdown["weight_copies"] == int(ALL_WEIGHTS * 0.9)  # ONNX Runtime's packed copy
+    assert "weight_copies" not in plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024).breakdown
 
 
 def test_non_streaming_backend_says_so_when_over_budget():
     d = resolve_board_dict("raspberry-pi-3b-plus")
     d["sdk_budget_bytes"] = 150 * MiB
-    p = plan_device(SMOLLM2, Q, board_from_dict(d), ctx=2048, backend="onnx")
+    p = plan_device(SMOLLM2, Q, board_from_dict(d), ctx=2048, backend="onnx", kv_dtype="f32")
     assert not p.fits and p.weights_mode == "resident"
     assert p.reasons[0] == "backend onnx loads every weight at once; native can stream them from storage"
 
@@ -181,10 +184,12 @@ def test_bad_requests():
         plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="bf16")
     with pytest.raises(PlanError, match=r"prefill_chunk must be positive"):
         plan_device(SMOLLM2, Q, board, ctx=512, prefill_chunk=0)
-    with pytest.raises(PlanError, match=r"the native backend keeps the KV cache in f32 or f16, not int8"):
-        plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8")
-    assert plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8", backend="onnx").breakdown["kv_cache"] == (
-        2 * 30 * 3 * 512 * 64 + 2 * 30 * 3 * 512 * 4)  # int8 values + one f32 scale per (layer, head, position)
+    int8 = plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8")
+    assert not int8.fits
+    assert int8.reasons == ("the native backend keeps the KV cache in f32 or f16, not int8; "
+                            "the numbers are for int8 values",)
+    # int8 values + one f32 scale per (layer, head, position)
+    assert int8.breakdown["kv_cache"] == 2 * 30 * 3 * 512 * 64 + 2 * 30 * 3 * 512 * 4
 
 
 def test_default_ctx_is_max_ctx_and_json_has_the_fields():
