@@ -8,6 +8,7 @@ backend and `edge_sdk.backends.native_ffi.available()` says why.
 from __future__ import annotations
 
 import shutil
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +21,11 @@ ROOT = Path(__file__).resolve().parent
 class BuildPyWithNative(build_py):
     def run(self) -> None:
         super().run()
+        # Board profiles are data at the top of the source tree; installed, they live in the package.
+        boards = Path(self.build_lib) / "edge_sdk" / "_boards"
+        boards.mkdir(parents=True, exist_ok=True)
+        for f in (ROOT / "boards").glob("*.json"):
+            shutil.copyfile(f, boards / f.name)
         # edge_sdk and its build module import nothing beyond the standard library.
         sys.path.insert(0, str(ROOT))
         try:

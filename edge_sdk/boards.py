@@ -36,7 +36,10 @@ def boards_dir() -> Path:
     env = os.environ.get(BOARDS_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "boards"
+    installed = Path(__file__).resolve().parent / "_boards"  # copied there by setup.py when installed
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "boards"  # the source tree
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,10 @@ planner can overlap buffers whose lifetimes do not meet. The residual stream
     op 13  down          hq, hs       -> d
     op 14  ffn_residual  x += d
 
+Ops 0-1, 7-9 and 11-12 run fused, one token at a time, so the inputs of a
+fused group stay live until the group's last op (a planner must not put a
+later token's input under an earlier token's output).
+
 The head graph reuses the first three buffers (xn, xq, xs) of the same plan.
 Activation scales (xs, as, fxs, hs) hold one float per `act_block` values of
 each token (`QuantConfig.act_block`; 0 means one scale per token).
@@ -102,12 +106,12 @@ def layer_buffers(
         ("attn_out", t * qd * f32, 4, 5),
         ("aq", t * qd, 5, 6),
         ("as", t * scales(qd) * f32, 5, 6),
-        ("o", t * d * f32, 6, 7),
+        ("o", t * d * f32, 6, 9),  # ops 7-9 run fused per token: o stays live through op 9
         ("fxn", t * d * f32, 8, 9),
         ("fxq", t * d, 9, 10),
         ("fxs", t * scales(d) * f32, 9, 10),
-        ("gate", t * f * f32, 10, 11),
-        ("up", t * f * f32, 10, 11),
+        ("gate", t * f * f32, 10, 12),  # ops 11-12 run fused per token
+        ("up", t * f * f32, 10, 12),
         ("h", t * f * f32, 11, 12),
         ("hq", t * f, 12, 13),
         ("hs", t * scales(f) * f32, 12, 13),

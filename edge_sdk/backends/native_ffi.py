@@ -32,6 +32,8 @@ from ..config import ModelConfig
 from ..errors import BackendError, NativeError, UnsupportedModelError
 from ..plan.records import Buffer
 from . import _native_build
+from ..plan.arena import plan as plan_arena
+from ..plan.verify import verify as verify_arena
 from .native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers, sequential_offsets
 
 ISA_NAMES = ("generic", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "neon32")
@@ -353,7 +355,11 @@ class NativeCore:
             "sin": ffi.cast("const float *", self._sin.ctypes.data), "n_pos": self.ctx, "half_dim": half,
         })
         self.buffers = layer_buffers(cfg, self.max_tokens, self.ctx, self.n_threads, self.act_block)
-        self.set_plan(sequential_offsets(self.buffers))
+        # the scratch arena is laid out by the memory planner and checked by its verifier
+        arena = plan_arena(self.buffers, ALIGN, "greedy_by_size")
+        verify_arena(self.buffers, arena, ALIGN)
+        self.arena_plan = arena
+        self.set_plan(arena.offsets_for(self.buffers), arena.arena_bytes)
         self._model: dict[str, Any] | None = None
 
     # ---- lifetime ----

@@ -35,7 +35,7 @@ class SplitPolicy:
 
     def describe(self) -> str:
         if self.layers_per_graph:
-            return f"{self.layers_per_graph} layers per graph"
+            return f"{self.layers_per_graph} layer{'s' if self.layers_per_graph > 1 else ''} per graph"
         if self.max_graph_bytes:
             return f"at most {self.max_graph_bytes} weight bytes per graph"
         return "all layers in one graph"

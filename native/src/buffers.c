@@ -30,12 +30,15 @@ int es_layer_buffers(const es_dims *dims, int32_t n_tokens, int32_t ctx_len,
         [ES_BUF_ATTN_OUT] = {t * qd * 4, ES_OP_ATTENTION, ES_OP_OUT_QUANT},
         [ES_BUF_AQ] = {t * qd, ES_OP_OUT_QUANT, ES_OP_WO},
         [ES_BUF_AS] = {t * NSC(qd) * 4, ES_OP_OUT_QUANT, ES_OP_WO},
-        [ES_BUF_O] = {t * d * 4, ES_OP_WO, ES_OP_ATTN_RESIDUAL},
+        /* ops 7-9 and ops 11-12 run fused, one token at a time: the fused group's inputs stay
+           live to the group's last op, or a planner could place a later token's input under an
+           earlier token's output */
+        [ES_BUF_O] = {t * d * 4, ES_OP_WO, ES_OP_FFN_QUANT},
         [ES_BUF_FXN] = {t * d * 4, ES_OP_FFN_NORM, ES_OP_FFN_QUANT},
         [ES_BUF_FXQ] = {t * d, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
         [ES_BUF_FXS] = {t * NSC(dims->dim) * 4, ES_OP_FFN_QUANT, ES_OP_GATE_UP},
-        [ES_BUF_GATE] = {t * f * 4, ES_OP_GATE_UP, ES_OP_SWIGLU},
-        [ES_BUF_UP] = {t * f * 4, ES_OP_GATE_UP, ES_OP_SWIGLU},
+        [ES_BUF_GATE] = {t * f * 4, ES_OP_GATE_UP, ES_OP_H_QUANT},
+        [ES_BUF_UP] = {t * f * 4, ES_OP_GATE_UP, ES_OP_H_QUANT},
         [ES_BUF_H] = {t * f * 4, ES_OP_SWIGLU, ES_OP_H_QUANT},
         [ES_BUF_HQ] = {t * f, ES_OP_H_QUANT, ES_OP_DOWN},
         [ES_BUF_HS] = {t * NSC(dims->ffn_dim) * 4, ES_OP_H_QUANT, ES_OP_DOWN},
