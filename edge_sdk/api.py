@@ -216,6 +216,38 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def check_board_plan(path: Any, board: str, backend: str, threads: int | None, ctx: int | None, kv_dtype: str,
+                     group_size: int) -> tuple[int, int]:
+    """Plan the model for `board` from metadata alone; refuse before loading anything if it does not fit.
+
+    Returns the thread count and context to use (the caller's, else the plan's choice).
+    """
+    from .boards import load_board
+    from .errors import PlanError
+    from .models import model_config
+    from .plan.budget import plan_device
+
+    cfg, qcfg = model_config(path)
+    if not is_package_path(path):
+        qcfg = QuantConfig(group_size=group_size)
+    profile = load_board(board)
+    plan_backend = backend if backend in ("native", "onnx", "tflite") else None
+    want_ctx = ctx or min(cfg.max_ctx, 2048)
+    dp = plan_device(cfg, qcfg, profile, ctx=want_ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
+    if not dp.fits and ctx is None and dp.max_ctx > 0:
+        want_ctx = min(want_ctx, dp.max_ctx)  # no context asked for: take the largest that fits
+        dp = plan_device(cfg, qcfg, profile, ctx=want_ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
+    if not dp.fits:
+        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {want_ctx}: " + "; ".join(dp.reasons))
+    return threads or dp.threads, want_ctx
+
+
+def is_package_path(path: Any) -> bool:
+    from .package import is_package
+
+    return is_package(path)
+
+
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
          threads: int | None = None, ctx: int | None = None, kv_dtype: str = "f32", group_size: int = 32,
          busy_timeout: float | None = None, quiet: bool = True) -> Model:
@@ -225,7 +257,10 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     directory or a converted package. `backend`: "auto" (the native core when built,
     else numpy), "native", "numpy" (int8 reference), "float", "onnx", "tflite".
     `ctx`: context length (default min(model's, 2048)). `group_size`: 0 for per-row
-    int8 scales, or the group size for per-group scales.
+    int8 scales, or the group size for per-group scales. `board`: a board profile id
+    (`edge-sdk boards`): the memory plan for it is made from the model's metadata
+    before any weight is loaded, and a model that does not fit raises `PlanError`;
+    threads and, when `ctx` is not given, the context come from the plan.
     """
     from . import models
     from .convert import cached_package
@@ -237,6 +272,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     path = models.resolve(model, quiet=quiet)
     if name in models.REGISTRY and backend != "float":
         path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet, tflite=backend == "tflite")
+    if board is not None:
+        threads, ctx = check_board_plan(path, board, backend, threads, ctx, kv_dtype, group_size)
     fweights = pkg = None
     if backend in ("onnx", "tflite") and not is_package(path):
         from .convert import package_for
