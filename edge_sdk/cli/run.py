@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 
+from ..bench import peak_rss_bytes
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def print_stats(stats: dict) -> None:
