@@ -45,12 +45,20 @@ PY = "python3.11"
 # cpu -> kernel set the native core must select there
 CPUS = {"cortex-a72": "neon", "neoverse-n1": "dotprod"}
 
+# What depends on the architecture: the native core (kernels, buffers, thread
+# pool), the numpy int8 reference, aarch64 wheels of numpy/gguf/tokenizers
+# (dequantization, token ids), seeded sampling and generation end to end.
 TESTS = (
     "tests/test_emulated_arm.py",
     "tests/test_native_kernels.py",
     "tests/test_native_buffers.py",
+    "tests/test_native_pool.py",
     "tests/test_reference.py",
+    "tests/test_import.py",
+    "tests/test_tokenizer.py",
+    "tests/test_sampling.py",
     "tests/test_generate.py",
+    "tests/test_streaming.py",
 )
 # the real model takes minutes per test under emulation; the x86 run covers it
 PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-m", "not real_model")
