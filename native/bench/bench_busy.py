@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LINE = re.compile(r"threads (\d+) isa \S+: prefill pp64\s+([\d.]+) tok/s.*decode tg64\s+([\d.]+) tok/s")
+LINE = re.compile(r"threads (\d+) isa \S+(?: spin \d+ us)?: prefill pp64\s+([\d.]+) tok/s.*decode tg64\s+([\d.]+) tok/s")
 
 
 def run_model(gguf: str, lib: Path, threads: list[int], reps: int) -> dict[int, tuple[float, float]]:

@@ -46,7 +46,17 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-enum { POLLS_PER_CLOCK = 32 }; /* cpu_relax rounds between two clock reads */
+enum { POLLS_PER_CLOCK = 32 }; /* cpu_relax rounds between two clock reads (~1-5 us) */
+
+/*
+ * A gap this long between two clock reads of a spin means the spinner was
+ * descheduled: another runnable thread wanted its core. Spinning then only
+ * trades our CPU share for preemptions in the middle of tasks, so every
+ * waiter of the pool blocks at once for the next BACKOFF_NS, then tries
+ * spinning again.
+ */
+#define PREEMPTED_NS INT64_C(200000)
+#define BACKOFF_NS INT64_C(50000000)
 
 typedef int (*es_ready_fn)(const struct es_pool *p, uint32_t key);
 
@@ -65,6 +75,7 @@ struct es_pool {
     es_task_fn fn;
     void *arg;
     es_worker *workers;      /* (n - 1) */
+    _Atomic int64_t no_spin_until; /* now_ns() before which waiters block at once */
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* workers sleep here for the next call */
     pthread_cond_t done_cv;  /* the caller sleeps here for the last task */
@@ -116,16 +127,24 @@ static int all_done(const es_pool *p, uint32_t unused) {
 }
 
 /* Poll ready(p, key) for up to spin_ns: 1 if it became true, else 0. */
-static int spin(const es_pool *p, es_ready_fn ready, uint32_t key) {
+static int spin(es_pool *p, es_ready_fn ready, uint32_t key) {
     if (ready(p, key)) return 1;
     if (p->spin_ns <= 0) return 0;
-    const int64_t until = now_ns() + p->spin_ns;
+    int64_t t = now_ns();
+    if (t < atomic_load_explicit(&p->no_spin_until, memory_order_relaxed)) return 0;
+    const int64_t until = t + p->spin_ns;
     for (;;) {
         for (int i = 0; i < POLLS_PER_CLOCK; i++) {
             cpu_relax();
             if (ready(p, key)) return 1;
         }
-        if (now_ns() >= until) return 0;
+        const int64_t t2 = now_ns();
+        if (t2 - t > PREEMPTED_NS) {
+            atomic_store_explicit(&p->no_spin_until, t2 + BACKOFF_NS, memory_order_relaxed);
+            return 0;
+        }
+        if (t2 >= until) return 0;
+        t = t2;
     }
 }
 
@@ -178,6 +197,7 @@ int es_pool_create(int32_t n_threads, int64_t spin_ns, es_pool **out) {
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->caller_waiting, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->no_spin_until, 0);
     if (n_threads > 1) {
         p->workers = calloc((size_t)n_threads - 1, sizeof *p->workers);
         if (!p->workers) {
@@ -240,4 +260,6 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *arg) {
 
 int32_t es_pool_size(const es_pool *p) { return p->n; }
 
-int64_t es_pool_spin_ns(const es_pool *p) { return p->spin_ns; }
+int64_t es_pool_spin_ns(const es_pool *p) {
+    return now_ns() < atomic_load_explicit(&p->no_spin_until, memory_order_relaxed) ? 0 : p->spin_ns;
+}

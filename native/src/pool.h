@@ -9,7 +9,9 @@
  *
  * Waiting (workers for the next call, the caller for the last task) spins for
  * at most spin_ns nanoseconds, then blocks on a condition variable, so idle
- * or oversubscribed threads give their CPU away. Nothing is allocated per call.
+ * or oversubscribed threads give their CPU away; when a spinning thread finds
+ * it was descheduled, the whole pool blocks without spinning for a while.
+ * Nothing is allocated per call.
  *
  *   es_pool *p;
  *   if (es_pool_create(4, ES_POOL_SPIN_NS_DEFAULT, &p) == ES_OK) {
@@ -29,9 +31,10 @@ typedef struct es_pool es_pool;
  * Default spin before blocking: about the longest serial gap between two
  * parallel steps of a decode (SwiGLU's 1536 exps, ~30k cycles: some 20 us on
  * a 1.5 GHz Cortex-A72 by estimate), so workers stay awake through a token
- * and sleep between tokens; far shorter than a scheduler tick, so a core
- * another process wants is handed over quickly. On a loaded 2-core x86 host,
- * 0, 5 and 50 us decoded alike and 200 us lost a third of 2-thread decode.
+ * and sleep between tokens; far shorter than a scheduler tick. On a 2-core
+ * x86 host, 2-thread decode of SmolLM2-135M ran ~125 tok/s with 20 us and
+ * ~100 with 0 us when nothing else ran, but 0 us was best next to a busy
+ * process (spinners get preempted mid-task): hence the back-off in pool.c.
  */
 enum { ES_POOL_SPIN_NS_DEFAULT = 20000, ES_POOL_SPIN_NS_MAX = 100000000 };
 
@@ -44,7 +47,9 @@ int es_pool_create(int32_t n_threads, int64_t spin_ns, es_pool **out); /* es_sta
 void es_pool_destroy(es_pool *p);
 void es_pool_run(es_pool *p, es_task_fn fn, void *arg);
 int32_t es_pool_size(const es_pool *p);
-int64_t es_pool_spin_ns(const es_pool *p); /* the spin in effect */
+/* The spin in effect now: 0 when oversubscribed, or for a while after a
+ * spinning thread was descheduled (another process wanted the core). */
+int64_t es_pool_spin_ns(const es_pool *p);
 
 /* How many CPUs this process may run on (its affinity mask), at least 1. */
 int32_t es_pool_cpus_available(void);

@@ -3,10 +3,14 @@
  * pool's own nth, for pools smaller and larger than the machine, with and
  * without spinning; tasks' writes are visible to the caller on return;
  * creation checks its arguments; pools can be destroyed with workers
- * spinning, asleep, or never used; EDGE_SDK_POOL_SPIN_US sets the spin.
+ * spinning, asleep, or never used; EDGE_SDK_POOL_SPIN_US sets the spin; a
+ * spinning worker that loses its CPU turns spinning off for a while.
  */
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ctx.h"
@@ -147,11 +151,69 @@ static void test_spin_from_environment(void) {
     unsetenv("EDGE_SDK_POOL_SPIN_US");
 }
 
+/* ---- a descheduled spinner: a signal handler that sleeps 2 ms stands in for
+ * the scheduler giving the worker's core to another process */
+
+static atomic_int g_handled;
+
+static void sleepy_handler(int sig) {
+    (void)sig;
+    const struct timespec ms2 = {0, 2000000};
+    nanosleep(&ms2, NULL);
+    atomic_fetch_add(&g_handled, 1);
+}
+
+static void sleep_ms(long ms) {
+    const struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static void test_preempted_spinner_turns_spinning_off(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = sleepy_handler;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    const int64_t spin = ES_POOL_SPIN_NS_MAX; /* 100 ms: the worker is surely still spinning */
+    es_pool *p;
+    CHECK_EQ_INT(es_pool_create(2, spin, &p), ES_OK);
+    static count_job j;
+    memset(&j, 0, sizeof j);
+    j.n = 2;
+    /* only the worker may take SIGUSR1: the caller blocks it after creating the pool */
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, &old);
+    int seen_off = 0, tries = 0;
+    const int cpus = es_pool_cpus_available();
+    for (; tries < 20 && !seen_off && cpus >= 2; tries++) {
+        j.call = tries + 1;
+        es_pool_run(p, count_task, &j); /* the worker now spins for the next call */
+        const int before = atomic_load(&g_handled);
+        kill(getpid(), SIGUSR1);
+        for (int w = 0; w < 50 && !seen_off; w++) {
+            sleep_ms(1);
+            seen_off = atomic_load(&g_handled) > before && es_pool_spin_ns(p) == 0;
+        }
+        if (!seen_off) sleep_ms(120); /* the worker had gone to sleep: start over */
+    }
+    if (cpus >= 2) {
+        CHECK(seen_off, "spinning stayed on after %d descheduled spins", tries);
+        sleep_ms(80); /* past the back-off; nobody spins meanwhile (the worker blocked) */
+        CHECK_EQ_INT(es_pool_spin_ns(p), spin);
+    }
+    es_pool_destroy(p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    signal(SIGUSR1, SIG_DFL);
+}
+
 int main(void) {
     test_create_arguments();
     test_spin_dropped_when_oversubscribed();
     test_spin_from_environment();
     test_destroy_in_any_state();
+    test_preempted_spinner_turns_spinning_off();
     test_every_index_once();
     return check_report("test_pool");
 }
