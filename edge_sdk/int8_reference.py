@@ -4,9 +4,9 @@ Activations are quantized per token, with one symmetric scale per block of
 `act_block` values (`amax / 127`, round half to even). A product accumulates
 int8 x int8 in int32 over each block, then sums the blocks in float32 in
 order: `sumf += (float(acc_b) * xscale[t, b]) * wscale[r, g(b)]`, where g(b)
-is the weight group holding block b (always 0 for per-row scales). Everything
-between the products (norms, RoPE, attention, SwiGLU) is the float
-reference's code.
+is the weight group holding block b (always 0 for per-row scales). Between the products
+(norms, RoPE, attention, SwiGLU) it runs the float reference's layer code with
+the native core's float operations (`canonical.py`), so the two are bit-exact.
 
 numpy has no fast int8 matrix product, so the block sums are computed with
 float32 BLAS: |sum| <= act_block * 127 * 127 < 2**24 for blocks of up to 1040
@@ -23,9 +23,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import canonical
 from .config import ModelConfig
 from .quantize import QMAX, QMat, QWeights
-from .reference import FloatForward, rmsnorm
+from .reference import FloatForward
+
+
+class CoreOps:
+    """The native core's float operations (fixed reduction order, its exp): see canonical.py."""
+
+    rmsnorm = staticmethod(canonical.rmsnorm)
+    attention = staticmethod(canonical.attention)
+    silu = staticmethod(canonical.silu)
 
 
 def quantize_activations(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +86,13 @@ def dequantize_rows(m: QMat, rows: np.ndarray) -> np.ndarray:
 
 
 class Int8Forward(FloatForward):
-    """The int8 model with its KV cache; same interface as FloatForward."""
+    """The int8 model with its KV cache; same interface as FloatForward.
+
+    Between the products it uses the native core's float arithmetic (CoreOps), so
+    the two agree bit for bit.
+    """
+
+    ops = CoreOps
 
     def __init__(self, cfg: ModelConfig, weights: QWeights, ctx: int | None = None, kv_dtype: str = "f32") -> None:
         super().__init__(cfg, weights, ctx, kv_dtype)  # type: ignore[arg-type]
@@ -86,7 +101,7 @@ class Int8Forward(FloatForward):
         return dequantize_rows(self.w.tok_embd, tokens)
 
     def head(self, x: np.ndarray) -> np.ndarray:
-        return int8_linear(rmsnorm(x, self.w.out_norm, self.cfg.rms_eps), self.w.head)
+        return int8_linear(self.ops.rmsnorm(x, self.w.out_norm, self.cfg.rms_eps), self.w.head)
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         return self._forward(tokens, pos, last_only, int8_linear)

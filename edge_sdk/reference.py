@@ -68,13 +68,21 @@ def attention(cfg: ModelConfig, q: np.ndarray, cache: KVCache, layer: int, pos: 
     return out.transpose(2, 0, 1, 3).reshape(T, cfg.q_dim).astype(np.float32)
 
 
+class FloatOps:
+    """The float operations between the products; the int8 reference swaps in the core's (canonical.py)."""
+
+    rmsnorm = staticmethod(rmsnorm)
+    attention = staticmethod(attention)
+    silu = staticmethod(silu)
+
+
 def layer_forward(
     cfg: ModelConfig, lw: Any, x: np.ndarray, cache: KVCache, layer: int, pos: int,
-    cos: np.ndarray, sin: np.ndarray, linear: Linear,
+    cos: np.ndarray, sin: np.ndarray, linear: Linear, ops: type = FloatOps,
 ) -> np.ndarray:
     """One decoder layer on x (T, dim); writes K/V for positions pos.. into the cache."""
     T = x.shape[0]
-    xn = rmsnorm(x, lw.attn_norm, cfg.rms_eps)
+    xn = ops.rmsnorm(x, lw.attn_norm, cfg.rms_eps)
     q = linear(xn, lw.wq).reshape(T, cfg.n_heads, cfg.head_dim)
     k = linear(xn, lw.wk).reshape(T, cfg.n_kv_heads, cfg.head_dim)
     v = linear(xn, lw.wv).reshape(T, cfg.n_kv_heads, cfg.head_dim)
@@ -82,9 +90,9 @@ def layer_forward(
     q, k = apply_rope(q, c, s), apply_rope(k, c, s)
     cache.k[layer, :, pos : pos + T] = k.transpose(1, 0, 2)
     cache.v[layer, :, pos : pos + T] = v.transpose(1, 0, 2)
-    x = x + linear(attention(cfg, q, cache, layer, pos), lw.wo)
-    xn = rmsnorm(x, lw.ffn_norm, cfg.rms_eps)
-    h = silu(linear(xn, lw.w_gate)) * linear(xn, lw.w_up)
+    x = x + linear(ops.attention(cfg, q, cache, layer, pos), lw.wo)
+    xn = ops.rmsnorm(x, lw.ffn_norm, cfg.rms_eps)
+    h = ops.silu(linear(xn, lw.w_gate)) * linear(xn, lw.w_up)
     return x + linear(h, lw.w_down)
 
 
@@ -94,6 +102,8 @@ def float_linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 class FloatForward:
     """The float32 model with its own KV cache. Not thread-safe; one sequence at a time."""
+
+    ops: type = FloatOps
 
     def __init__(self, cfg: ModelConfig, weights: FloatWeights, ctx: int | None = None, kv_dtype: str = "f32") -> None:
         self.cfg = cfg
@@ -125,7 +135,7 @@ class FloatForward:
             raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size})")
         x = self.embed(tokens).astype(np.float32)
         for i, lw in enumerate(self.w.layers):
-            x = layer_forward(self.cfg, lw, x, self.cache, i, pos, self.cos, self.sin, linear)
+            x = layer_forward(self.cfg, lw, x, self.cache, i, pos, self.cos, self.sin, linear, self.ops)
         if last_only:
             x = x[-1:]
         return self.head(x)

@@ -17,8 +17,9 @@ from edge_sdk.config import QuantConfig
 pytestmark = pytest.mark.real_model
 
 GPL3 = "/usr/share/common-licenses/GPL-3"
-# greedy continuation of "The capital of France is" with the default int8 weights (groups of 32)
-FRANCE_IDS = [7042, 30, 198, 198, 504, 2988, 314, 42]  # " Paris.\n\nThe answer is:"
+# greedy continuation of "The capital of France is" with the default int8 weights (groups of 32); the float
+# model (and llama.cpp Q8_0) continue " Paris.\n\nThe answer is:", int8 parts from it at a near tie
+FRANCE_IDS = [7042, 30, 198, 198, 504, 1797, 1918, 553]  # " Paris.\n\nThe United States has"
 PPL_MAX_INCREASE = 0.02  # int8 perplexity at most 2% above float
 TOP1_MIN = 0.95  # int8 picks the float model's most likely next token at least 95% of the time
 
@@ -36,6 +37,23 @@ def test_capital_of_france(smollm):
     got = list(smollm._gen.stream_tokens(ids, SamplingParams(max_tokens=8)))
     assert got == FRANCE_IDS
     assert "Paris" in smollm.generate("The capital of France is", max_tokens=8)
+
+
+@pytest.mark.slow
+def test_native_core_equals_the_reference_for_64_tokens(real_gguf_path, smollm):
+    """The C core computes the numpy int8 reference's arithmetic bit for bit, so greedy runs never part."""
+    from edge_sdk.backends import native_ffi
+    from edge_sdk.sampling import SamplingParams
+
+    ok, why = native_ffi.available()
+    if not ok:
+        pytest.skip(f"native core unavailable: {why}")
+    with edge_sdk.load(real_gguf_path, backend="native", ctx=512, threads=2) as nat:
+        for prompt in ("The capital of France is", "Once upon a time"):
+            ids = nat.tokenize(prompt)
+            got = list(nat._gen.stream_tokens(ids, SamplingParams(max_tokens=64)))
+            ref = list(smollm._gen.stream_tokens(ids, SamplingParams(max_tokens=64)))
+            assert len(got) == 64 and got == ref, prompt
 
 
 def test_chat_two_plus_two(smollm):
