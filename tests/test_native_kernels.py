@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 
+from edge_sdk import canonical
+
 from edge_sdk.config import ModelConfig
 from edge_sdk.errors import BackendError, NativeError
 
@@ -34,35 +36,9 @@ F = np.float32
 # ---- numpy twins of the C arithmetic -----------------------------------------
 
 
-def canonical_sum(a: np.ndarray) -> np.ndarray:
-    """Sum over the last axis like the C kernels: lane i % 16 in index order, then fold 8, 4, 2, 1."""
-    a = np.asarray(a, dtype=F)
-    n = a.shape[-1]
-    pad = (-n) % 16
-    a = np.concatenate([a, np.zeros(a.shape[:-1] + (pad,), F)], axis=-1).reshape(a.shape[:-1] + (-1, 16))
-    lanes = np.zeros(a.shape[:-2] + (16,), F)
-    for j in range(a.shape[-2]):
-        lanes = lanes + a[..., j, :]
-    for w in (8, 4, 2, 1):
-        lanes = lanes[..., :w] + lanes[..., w : 2 * w]
-    return lanes[..., 0]
-
-
-def es_expf(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=F)
-    under = x < F(-87.33654)
-    x = np.maximum(np.minimum(x, F(88.0)), F(-87.33654))
-    n = np.rint(x * F(1.44269504088896341))
-    r = x - n * F(0.693359375)
-    r = r - n * F(-2.12194440e-4)
-    z = r * r
-    y = np.full_like(x, F(1.9875691500e-4))
-    for p in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-        y = y * r + F(p)
-    y = y * z + r
-    y = y + F(1.0)
-    p2 = ((n.astype(np.int32) + 127) << 23).view(F)
-    return np.where(under, F(0.0), y * p2)
+# the core's reduction order and exp, as the int8 reference uses them
+canonical_sum = canonical.canonical_sum
+es_expf = canonical.es_expf
 
 
 def quantize(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
