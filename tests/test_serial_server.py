@@ -258,8 +258,11 @@ def test_cancel_stops_within_one_token(serve) -> None:
         # The server is inside the model's next token; let the CANCEL reach its queue first.
         wait_for(lambda: srv.stats["frames_in"] == 2)
         model.gate.release(1)
-        assert list(it) == [" fox"]
-        assert client.last_stats == {"prompt_tokens": 2, "generated_tokens": 4, **STATS, "stop_reason": "cancelled"}
+        # "within one token": the token the model was producing when CANCEL arrived may still be sent
+        rest = list(it)
+        assert rest in ([], [" fox"])
+        assert client.last_stats == {"prompt_tokens": 2, "generated_tokens": 3 + len(rest), **STATS,
+                                     "stop_reason": "cancelled"}
         assert model.closed_early == 1 and srv.stats["cancelled"] == 1
         assert client.cancel() is False
         # The model is usable afterwards.
