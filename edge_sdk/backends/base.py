@@ -26,3 +26,18 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def check_forward_tokens(tokens: np.ndarray, pos: int, ctx: int, vocab_size: int) -> np.ndarray:
+    """Validate a forward call's input, the same way for every backend; returns the ids as (1, T) int64."""
+    from ..errors import ContextOverflowError
+
+    tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+    n = tokens.shape[1]
+    if n < 1:
+        raise ValueError("forward needs at least one token")
+    if pos < 0 or pos + n > ctx:
+        raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {ctx} tokens")
+    if tokens.min() < 0 or tokens.max() >= vocab_size:
+        raise ValueError(f"token ids must be in [0, {vocab_size})")
+    return tokens

@@ -45,9 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ContextOverflowError, PackageError
+from ..errors import BackendError, PackageError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
+from .base import check_forward_tokens
 from .tflite_export import graph_file_name, graph_io
 
 WINDOW_STEP = 64  # past positions an interpreter sees grow in steps of this many
@@ -228,14 +229,8 @@ class TfliteBackend:
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        tokens = check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size)
         n = tokens.shape[1]
-        if n < 1:
-            raise ValueError("forward needs at least one token")
-        if pos < 0 or pos + n > self.ctx:
-            raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {self.ctx} tokens")
-        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
         if not self.files:
             raise BackendError("the tflite backend is closed")
         x: np.ndarray = tokens.astype(np.int32)
