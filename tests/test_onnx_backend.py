@@ -53,10 +53,29 @@ def test_logits_match_the_int8_reference(tmp_path, tiny_cfg, tiny_vocab, group_s
     gguf = write_gguf(str(tmp_path / "m.gguf"), cfg, tiny_weights(cfg, seed=3), tiny_vocab)
     convert(gguf, tmp_path / "p", QuantConfig(group_size=group_size), SplitPolicy(layers_per_graph=layers_per_graph))
     pkg = load_package(tmp_path / "p")
-    be = OnnxBackend(pkg, ctx=32, threads=1)
-    assert len(be.sessions) == 3 + (layers_per_graph == 1)
-    diff, _ = run_both(pkg, be)
+    merged = OnnxBackend(pkg, ctx=32, threads=1)
+    assert len(merged.sessions) == 1
+    diff, _ = run_both(pkg, merged)
     assert diff <= TOL_TINY_LOGITS
+    per_graph = OnnxBackend(pkg, ctx=32, threads=1, merged=False)
+    assert len(per_graph.sessions) == 3 + (layers_per_graph == 1)
+    diff, _ = run_both(pkg, per_graph)
+    assert diff <= TOL_TINY_LOGITS
+
+
+def test_merged_model_equals_the_graphs_run_one_by_one(tiny_pkg):
+    """One session over the merged graphs gives the bits of the graphs' own sessions, all positions or the last."""
+    merged = OnnxBackend(tiny_pkg, ctx=16, threads=1)
+    per_graph = OnnxBackend(tiny_pkg, ctx=16, threads=1, merged=False)
+    names = [i.name for i in merged.sessions[0].get_inputs()]
+    assert names[:2] == ["tokens", "pos"] and names[-1] == "head_from" and "x" not in names
+    assert [o.name for o in merged.sessions[0].get_outputs()][-1] == "logits"
+    prompt = np.array([5, 9, 2, 7])
+    a, b = merged.forward(prompt, 0), per_graph.forward(prompt, 0)
+    assert a.shape == (4, tiny_pkg.config.vocab_size) and np.array_equal(a, b)
+    a, b = merged.forward(np.array([3, 4]), 4, last_only=True), per_graph.forward(np.array([3, 4]), 4, last_only=True)
+    assert a.shape == (1, tiny_pkg.config.vocab_size) and np.array_equal(a, b)
+    assert np.array_equal(merged.kv_cache(1)[0][:, :, :6], per_graph.kv_cache(1)[0][:, :, :6])
 
 
 def test_cache_is_updated_in_place(tiny_pkg):

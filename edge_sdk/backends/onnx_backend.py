@@ -1,19 +1,26 @@
 """The ONNX Runtime backend: runs a package's ONNX graphs (embed, layer ranges, head).
 
-Each graph of the package (`graphs/spec.py`, exported by `onnx_export.py`)
-gets one `InferenceSession`. The K/V cache is one pair of preallocated
+The package's graphs (`graphs/spec.py`, exported by `onnx_export.py`) are
+merged at load into one ONNX model (`onnx_export.merge_graphs`: embed, layer
+ranges and head back to back) run by one `InferenceSession`, so one intra-op
+thread pool serves the whole model and its threads may spin between ops.
+Separate sessions per graph (`merged=False`) each own a pool; pools that
+spin then take the cores from each other, so those run with spinning off.
+Measured on SmolLM2-135M, 2 threads on 2 cores, decode tok/s: one merged
+session 72-81, three sessions without spinning 50-63, three sessions with
+spinning 33-37. The K/V cache is one pair of preallocated
 buffers per layer, (1, n_kv_heads, ctx, head_dim) float32, bound with I/O
 binding as both the `past_*` input and the `present_*` output of its layer
 range: GroupQueryAttention writes the new positions in place, so a decode
 step costs the same whatever `ctx` is (beyond attention over the filled
 positions). RoPE tables (`rope.py`) are inputs bound once.
 
-Memory (SmolLM2-135M, 144 MiB of int8 weights, ctx 2048, measured): the
-process holds 52 MiB after imports, 103 MiB with the package open (the
-tokenizer; weights.bin is only mapped), 264 MiB with the sessions built
-(ONNX Runtime's packed copy of the weights: its kernels need their own layout)
-and 277 MiB after 96 tokens; the peak while building is 380 MiB (318 MiB with
-5 layers per graph), from the folded int8 -> uint8 temporaries.
+Memory (SmolLM2-135M, 144 MiB of int8 weights, ctx 512, measured): the
+process holds 92 MiB with the package open (the tokenizer; weights.bin is
+only mapped) and 274 MiB with the session built (ONNX Runtime's packed copy of
+the weights: its kernels need their own layout). The peak while building is
+451 MiB, from the folded int8 -> uint8 temporaries; per-graph sessions
+(`merged=False`) build one graph at a time and peak at 388 MiB.
 
 Execution providers are a preference list (the caller's, else the board's
 `onnxruntime_providers`) with CPU as the fallback; providers missing from
@@ -40,6 +47,7 @@ from ..errors import BackendError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
 from .base import check_forward_tokens
+from .onnx_export import HEAD_FROM, merge_graphs
 
 CPU = "CPUExecutionProvider"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -67,8 +75,13 @@ def resolve_providers(preferred: Sequence[str] | None) -> tuple[list[str], list[
     return used, missing
 
 
-def session_options(threads: int | None, optimization: str = "all", config: Mapping[str, str] | None = None) -> Any:
-    """SessionOptions: intra-op threads (None: ONNX Runtime's default), optimization level by name, config entries."""
+def session_options(threads: int | None, optimization: str = "all", config: Mapping[str, str] | None = None,
+                    spinning: bool = False) -> Any:
+    """SessionOptions: intra-op threads (None: ONNX Runtime's default), optimization level by name, config entries.
+
+    `spinning`: whether the intra-op pool's threads spin while waiting for work (fast when one session has the
+    cores to itself; costly when several sessions run back to back, see the module notes).
+    """
     ort = _ort()
     if optimization not in OPT_LEVELS:
         raise ValueError(f"graph optimization must be one of {', '.join(OPT_LEVELS)}, got {optimization!r}")
@@ -83,10 +96,7 @@ def session_options(threads: int | None, optimization: str = "all", config: Mapp
     so.inter_op_num_threads = 1
     if threads is not None:
         so.intra_op_num_threads = threads
-    # The graphs of a package run one after another, each in its own session with its own intra-op pool:
-    # pool threads that spin after their session's run take the cores from the next session's threads.
-    # Measured on SmolLM2-135M, 2 threads on 2 cores: 32 tok/s decode with spinning, 68 without.
-    entries = {"session.intra_op.allow_spinning": "0", **{k: str(v) for k, v in (config or {}).items()}}
+    entries = {"session.intra_op.allow_spinning": "1" if spinning else "0", **{k: str(v) for k, v in (config or {}).items()}}
     for key, value in entries.items():
         so.add_session_config_entry(key, value)
     return so
@@ -133,7 +143,8 @@ class OnnxBackend:
 
     def __init__(self, package: Any, ctx: int, threads: int | None = None, providers: Sequence[str] | None = None,
                  optimization: str = "all", session_config: Mapping[str, str] | None = None,
-                 kv_dtype: str = "f32") -> None:
+                 kv_dtype: str = "f32", merged: bool = True) -> None:
+        """`merged`: one session for the whole model (default), else one session per graph of the package."""
         from ..package import Package, load_package
 
         pkg = package if isinstance(package, Package) else load_package(package)
@@ -151,16 +162,38 @@ class OnnxBackend:
         if missing:
             warnings.warn(f"ONNX Runtime providers not available in this build: {', '.join(missing)}; "
                           f"using {', '.join(self.providers)}", RuntimeWarning, stacklevel=2)
-        so = session_options(threads, optimization, session_config)
+        self.merged = merged
+        so = session_options(threads, optimization, session_config, spinning=merged)
         self.sessions = []
-        for spec in self.specs:
-            path = os.path.join(pkg.path, spec.file)
-            try:
-                self.sessions.append(ort.InferenceSession(path, so, providers=self.providers))
-            except Exception as e:  # onnxruntime raises its own exception types
-                raise BackendError(f"{path}: ONNX Runtime {ort.__version__} cannot load this graph ({e})") from e
-            release_freed_heap()
+        if merged:
+            # the merged model is built in memory; its external data (weights.bin) is found in the package folder
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(pkg.path))
+            models = [self._read(pkg.path, spec) for spec in self.specs]
+            what = f"{pkg.path}: merged graphs {' + '.join(s.file for s in self.specs)}"
+            self.sessions.append(self._session(ort, merge_graphs(models, self.specs).SerializeToString(), so, what))
+        else:
+            for spec in self.specs:
+                path = os.path.join(pkg.path, spec.file)
+                self.sessions.append(self._session(ort, path, so, path))
         self._bind_caches(ort)
+
+    @staticmethod
+    def _read(folder: str, spec: GraphSpec) -> Any:
+        import onnx
+
+        path = os.path.join(folder, spec.file)
+        try:
+            return onnx.load(path, load_external_data=False)
+        except Exception as e:  # onnx raises DecodeError and others for a damaged file
+            raise BackendError(f"{path}: not a readable ONNX model ({e})") from e
+
+    def _session(self, ort: Any, model: str | bytes, so: Any, what: str) -> Any:
+        try:
+            session = ort.InferenceSession(model, so, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BackendError(f"{what}: ONNX Runtime {ort.__version__} cannot load this graph ({e})") from e
+        release_freed_heap()
+        return session
 
     # ---- cache and static inputs -----------------------------------------------------------------
     def _bind_caches(self, ort: Any) -> None:
@@ -173,20 +206,21 @@ class OnnxBackend:
         self._values: dict[str, Any] = {}  # OrtValues of the caches and RoPE tables
         for name, arr in (("cos", cos), ("sin", sin)):  # (ctx, head_dim/2) float32
             self._values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
-        self._io: dict[int, Any] = {}
-        for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
-            if spec.kind != "layers":
+        for i in range(cfg.n_layers):
+            for kind in ("key", "value"):
+                self._arrays[f"{kind}.{i}"] = arr = lazy_zeros(shape)
+                self._values[f"{kind}.{i}"] = ort.OrtValue.ortvalue_from_numpy(arr)
+        self._io: dict[int, Any] = {}  # session index -> its I/O binding (sessions that run layers)
+        for g, sess in enumerate(self.sessions):
+            layers = [s for s in (self.specs if self.merged else [self.specs[g]]) if s.kind == "layers"]
+            if not layers:
                 continue
             io = sess.io_binding()
             io.bind_ortvalue_input("cos", self._values["cos"])
             io.bind_ortvalue_input("sin", self._values["sin"])
-            for i in range(spec.first_layer, spec.end_layer):
-                for kind in ("key", "value"):
-                    arr = lazy_zeros(shape)
-                    self._arrays[f"{kind}.{i}"] = arr
-                    val = ort.OrtValue.ortvalue_from_numpy(arr)
-                    self._values[f"{kind}.{i}"] = val
-                    io.bind_ortvalue_input(f"past_{kind}.{i}", val)
+            for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
+                io.bind_ortvalue_input(f"past_key.{i}", self._values[f"key.{i}"])
+                io.bind_ortvalue_input(f"past_value.{i}", self._values[f"value.{i}"])
             self._io[g] = io
 
     def kv_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,13 +230,14 @@ class OnnxBackend:
         return self._arrays[f"key.{layer}"], self._arrays[f"value.{layer}"]
 
     # ---- running ---------------------------------------------------------------------------------
-    def _run_layers(self, g: int, x: np.ndarray, pos: int) -> np.ndarray:
-        spec, io = self.specs[g], self._io[g]
-        io.bind_cpu_input("x", x)
-        io.bind_cpu_input("pos", np.array([pos], dtype=np.int32))
+    def _run_layers(self, g: int, inputs: Mapping[str, np.ndarray], output: str, layers: Sequence[GraphSpec]) -> np.ndarray:
+        """Run session g with its caches bound in place; returns `output`."""
+        io = self._io[g]
+        for name, value in inputs.items():
+            io.bind_cpu_input(name, value)
         io.clear_binding_outputs()
-        io.bind_output("x_out")
-        for i in range(spec.first_layer, spec.end_layer):
+        io.bind_output(output)
+        for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
             io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])
             io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])
         self.sessions[g].run_with_iobinding(io)
@@ -211,15 +246,19 @@ class OnnxBackend:
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
         tokens = check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size)
-        n = tokens.shape[1]
         if not self.sessions:
             raise BackendError("the ONNX backend is closed")
+        pos_in = np.array([pos], dtype=np.int32)
+        if self.merged:
+            head_from = np.array([tokens.shape[1] - 1 if last_only else 0], dtype=np.int64)
+            inputs = {"tokens": tokens, "pos": pos_in, HEAD_FROM: head_from}
+            return self._run_layers(0, inputs, "logits", [s for s in self.specs if s.kind == "layers"])[0]
         x: np.ndarray = tokens
         for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
             if spec.kind == "embed":
                 x = sess.run(None, {"tokens": x})[0]
             elif spec.kind == "layers":
-                x = self._run_layers(g, x, pos)
+                x = self._run_layers(g, {"x": x, "pos": pos_in}, "x_out", [spec])
             else:
                 if last_only:
                     x = np.ascontiguousarray(x[:, -1:])
