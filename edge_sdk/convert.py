@@ -53,7 +53,7 @@ def _check_table(out: str, specs: list[GraphSpec]) -> None:
 
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
             policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None,
-            tflite_graphs: bool = False, tflite_linear: str = "blocks") -> dict[str, Any]:
+            tflite_graphs: bool = False, tflite_linear: str = "segments") -> dict[str, Any]:
     """Write the package for `model` to `out`; returns timings and sizes.
 
     `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX files")
     p.add_argument("--backend", action="append", choices=("onnx", "tflite"), default=None,
                    help="graph files to write besides ONNX: tflite adds graphs/*.tflite (about the weights' size again)")
-    p.add_argument("--tflite-linear", choices=("blocks", "rows", "groups"), default="blocks",
-                   help="int8 products of the .tflite graphs: blocks (the int8 reference's per-block activation "
-                        "scales, default) or rows (one activation scale per token: ~2.5x faster decode, less exact)")
+    p.add_argument("--tflite-linear", choices=("segments", "blocks", "rows", "groups"), default="segments",
+                   help="int8 products of the .tflite graphs: segments (default: per-segment activation scales over "
+                        "192 values, weights re-quantized per segment), blocks (the int8 reference's per-block "
+                        "scales: ~1.5x slower decode) or rows (one activation scale per token: least exact)")
     p.set_defaults(func=cmd)
