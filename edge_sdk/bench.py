@@ -1,12 +1,21 @@
 """Benchmarks: prefill and decode speed, peak memory, memory bandwidth, and llama.cpp as a peer.
 
 The model is converted to a package first (once, cached), then each backend
-is measured in a fresh Python process (`python -m edge_sdk.bench --child
-...`) that loads the package, so its peak resident size is its own. There the
-model is loaded, warmed up with one prefill and a few decode steps, then
-`repeats` times: a prefill of `prompt_tokens` tokens (in chunks of 128, like
-the generator) and `gen_tokens` greedy decode steps; the figures are the
-medians. The machine's read bandwidth comes from a STREAM-like read
+runs in a fresh Python process (`python -m edge_sdk.bench --worker ...`)
+that loads the package, so its peak resident size is its own. There the
+model is loaded and warmed up with one prefill and a few decode steps; a
+round is a prefill of `prompt_tokens` tokens (in chunks of 128, like the
+generator) and `gen_tokens` greedy decode steps; the figures are the medians
+of `repeats` rounds.
+
+Rounds are interleaved: every backend (and the llama.cpp peer) stays loaded
+in its worker, and round r runs each of them once, in an order rotated by r,
+so all share the same minutes of the machine. Each backend's ratio to the
+first backend (`vs_first`) and to the peer (`vs_peer`) is the median of the
+per-round ratios. On a shared or thermally throttled machine speeds drift by
+10-30% over minutes; measured one after the other, two backends' ratio
+drifts as much. `interleave=False` (`--sequential`) loads one backend at a
+time instead, for boards without the memory for all of them. The machine's read bandwidth comes from a STREAM-like read
 (`max` over 256 MiB int64 arrays, one slice per thread, median of 5); the
 decode roofline is that bandwidth divided by the weight bytes one token reads
 (`sizes.decode_bytes_per_token`).
@@ -73,38 +82,123 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class _Session:
+    """One backend loaded and warmed up in this process; `round()` times one prefill and one decode run."""
+
+    def __init__(self, model: str | None, backend: str, threads: int | None, prompt_tokens: int,
+                 gen_tokens: int) -> None:
+        from .api import load
+
+        t0 = time.perf_counter()
+        self.model = load(model, backend=backend, threads=threads, ctx=prompt_tokens + gen_tokens, quiet=True)
+        self.load_s = time.perf_counter() - t0
+        self.threads, self.prompt_tokens, self.gen_tokens = threads, prompt_tokens, gen_tokens
+        self.ids = _prompt_ids(self.model.config.vocab_size, prompt_tokens)
+        self.round(warm_up=True)
+
+    def round(self, warm_up: bool = False) -> dict[str, float]:
+        be, n = self.model.backend, self.prompt_tokens
+        t = time.perf_counter()
+        logits = _prefill(be, self.ids)
+        t_prefill = time.perf_counter() - t
+        steps = min(self.gen_tokens, 4) if warm_up else self.gen_tokens
+        t = time.perf_counter()
+        for i in range(steps):
+            logits = be.forward(np.array([int(logits[-1].argmax())]), n + i, last_only=True)
+        t_decode = time.perf_counter() - t
+        return {"prefill_tok_s": n / t_prefill, "decode_tok_s": steps / t_decode}
+
+    def summary(self) -> dict[str, Any]:
+        m = self.model
+        return {"backend": m.backend.name, "threads": self.threads, "load_s": self.load_s,
+                "quant": m.quant.to_dict() if m.quant else None}
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def _medians(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
+    prefill, decode = [r["prefill_tok_s"] for r in runs], [r["decode_tok_s"] for r in runs]
+    return {"prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode),
+            "prefill_runs": prefill, "decode_runs": decode}
+
+
 def measure_backend(model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
                     repeats: int) -> dict[str, Any]:
-    """Prefill and decode tokens/s (medians) of one backend, measured in this process."""
-    from .api import load
-
-    t0 = time.perf_counter()
-    m = load(model, backend=backend, threads=threads, ctx=prompt_tokens + gen_tokens, quiet=True)
-    load_s = time.perf_counter() - t0
-    be = m.backend
-    ids = _prompt_ids(m.config.vocab_size, prompt_tokens)
-    prefill, decode = [], []
+    """Prefill and decode tokens/s (medians of `repeats` rounds) of one backend, measured in this process."""
+    session = _Session(model, backend, threads, prompt_tokens, gen_tokens)
     try:
-        for r in range(repeats + 1):  # run 0 is the warm-up
-            t = time.perf_counter()
-            logits = _prefill(be, ids)
-            t_prefill = time.perf_counter() - t
-            steps = gen_tokens if r else min(gen_tokens, 4)
-            t = time.perf_counter()
-            for i in range(steps):
-                logits = be.forward(np.array([int(logits[-1].argmax())]), prompt_tokens + i, last_only=True)
-            t_decode = time.perf_counter() - t
-            if r:
-                prefill.append(prompt_tokens / t_prefill)
-                decode.append(gen_tokens / t_decode)
-        return {
-            "backend": be.name, "threads": threads, "prefill_tok_s": statistics.median(prefill),
-            "decode_tok_s": statistics.median(decode), "prefill_runs": prefill, "decode_runs": decode,
-            "load_s": load_s, "peak_rss_bytes": peak_rss_bytes(),
-            "quant": m.quant.to_dict() if m.quant else None,
-        }
+        runs = [session.round() for _ in range(repeats)]
+        return {**session.summary(), **_medians(runs), "peak_rss_bytes": peak_rss_bytes()}
     finally:
-        m.close()
+        session.close()
+
+
+PROTOCOL = "@edge_sdk.bench "  # prefix of the worker's reply lines (anything else a library prints is skipped)
+
+
+class _Worker:
+    """A backend loaded in its own process (`--worker`), running one timed round per request."""
+
+    def __init__(self, model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
+                 timeout_s: float) -> None:
+        import tempfile
+
+        args = {"model": model, "backend": backend, "threads": threads, "prompt_tokens": prompt_tokens,
+                "gen_tokens": gen_tokens}
+        self.name, self.timeout_s = backend, timeout_s
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and stall the worker
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_sdk.bench", "--worker", json.dumps(args)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     env=_thread_env(threads))
+        self.info = self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        import select
+
+        deadline = time.monotonic() + self.timeout_s
+        assert self.proc.stdout is not None
+        while True:
+            left = deadline - time.monotonic()
+            ready = select.select([self.proc.stdout], [], [], max(left, 0))[0] if left > 0 else []
+            if not ready:
+                self.kill()
+                raise BackendError(f"benchmark of backend {self.name!r} gave no answer within {self.timeout_s:.0f} s")
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                self.stderr.seek(0)
+                raise BackendError(f"benchmark of backend {self.name!r} failed: {self.stderr.read().strip()[-1500:]}")
+            if line.startswith(PROTOCOL):
+                return json.loads(line[len(PROTOCOL):])
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def round(self) -> dict[str, float]:
+        return self._ask("round")
+
+    def finish(self) -> dict[str, Any]:
+        out = self._ask("end")
+        self.proc.wait(timeout=self.timeout_s)
+        self.stderr.close()
+        return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _thread_env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    return env
 
 
 def measure_in_subprocess(model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
@@ -112,12 +206,8 @@ def measure_in_subprocess(model: str | None, backend: str, threads: int | None, 
     """`measure_backend` in a fresh interpreter (so peak RSS is the backend's own); BLAS limited to `threads`."""
     args = {"model": model, "backend": backend, "threads": threads, "prompt_tokens": prompt_tokens,
             "gen_tokens": gen_tokens, "repeats": repeats}
-    env = dict(os.environ)
-    if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(threads)
     proc = subprocess.run([sys.executable, "-m", "edge_sdk.bench", "--child", json.dumps(args)], capture_output=True,
-                          text=True, env=env, timeout=timeout_s)
+                          text=True, env=_thread_env(threads), timeout=timeout_s)
     if proc.returncode != 0:
         raise BackendError(f"benchmark of backend {backend!r} failed: {proc.stderr.strip()[-1500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -230,10 +320,11 @@ def prepare_package(model: str | None, info: dict[str, Any], tflite: bool = Fals
 
 def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), threads: int | None = None,
               prompt_tokens: int = 64, gen_tokens: int = 32, repeats: int = 3, peer: str | None = None,
-              peer_quantize: str | None = None) -> dict[str, Any]:
+              peer_quantize: str | None = None, interleave: bool = True, timeout_s: float = 1800) -> dict[str, Any]:
     """Measure each backend in its own process, the bandwidth, the roofline and (with `peer`) llama.cpp.
 
-    The first backend's figures are repeated at the top level of the report.
+    `interleave`: all backends loaded at once and their rounds interleaved (see the module notes); else one
+    backend after the other. The first backend's figures are repeated at the top level of the report.
     """
     from . import models
     from .config import QuantConfig
@@ -243,6 +334,13 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
         raise ValueError("prompt_tokens, gen_tokens and repeats must be >= 1")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    from .api import BACKENDS
+
+    if not backends:
+        raise ValueError("no backend to measure")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend {unknown[0]!r}; choose among {', '.join(BACKENDS)}")
     info = models.describe(model)
     cfg = info["config"]
     if peer:  # check before measuring anything
@@ -254,30 +352,102 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
     package = str(prepare_package(model, info, tflite="tflite" in backends))
     n_threads = threads or os.cpu_count() or 1
     bandwidth = read_bandwidth_gbps(n_threads)
-    results = []
-    for name in backends:
-        source = str(info["path"]) if name == "float" else package
-        r = measure_in_subprocess(source, name, threads, prompt_tokens, gen_tokens, repeats)
+    q8 = q8_0_copy(info["path"], quantize) if peer else None
+    sources = [str(info["path"]) if name == "float" else package for name in backends]
+    if interleave:
+        results, peer_runs = _interleaved(sources, backends, threads, prompt_tokens, gen_tokens, repeats,
+                                          (peer, q8, n_threads) if peer else None, timeout_s)
+    else:
+        results = [measure_in_subprocess(src, name, threads, prompt_tokens, gen_tokens, repeats, timeout_s)
+                   for src, name in zip(sources, backends)]
+        peer_runs = [run_llama_bench(peer, q8, n_threads, prompt_tokens, gen_tokens, repeats)] if peer else []
+    for r in results:
         q = QuantConfig.from_dict(r["quant"]) if r.get("quant") else None
         per_token = decode_bytes_per_token(cfg, q) if q else None
         r["decode_bytes_per_token"] = per_token
         r["roofline_decode_tok_s"] = bandwidth * 1e9 / per_token if per_token else None
         r["roofline_fraction"] = r["decode_tok_s"] / r["roofline_decode_tok_s"] if per_token else None
-        results.append(r)
+        r["vs_first"] = _ratios(r, results[0], paired=interleave)
     report: dict[str, Any] = {
         "model": str(info["path"]), "threads": n_threads, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
-        "repeats": repeats, "bandwidth_gbps": bandwidth,
+        "repeats": repeats, "schedule": "interleaved" if interleave else "sequential", "bandwidth_gbps": bandwidth,
     }
     if peer:
-        q8 = q8_0_copy(info["path"], quantize)
-        report["peer"] = {"name": "llama.cpp Q8_0", "model": str(q8),
-                          **run_llama_bench(peer, q8, n_threads, prompt_tokens, gen_tokens, repeats)}
+        report["peer"] = {"name": "llama.cpp Q8_0", "model": str(q8), "command": peer_runs[0]["command"]}
+        if interleave:
+            report["peer"].update(_medians(peer_runs))
+        else:
+            report["peer"].update({k: peer_runs[0][k] for k in ("prefill_tok_s", "decode_tok_s")})
         for r in results:
-            r["vs_peer"] = {"prefill": r["prefill_tok_s"] / report["peer"]["prefill_tok_s"],
-                            "decode": r["decode_tok_s"] / report["peer"]["decode_tok_s"]}
+            r["vs_peer"] = _ratios(r, report["peer"], paired=interleave)
     report.update({k: v for k, v in results[0].items() if k not in ("threads",)})
     report["results"] = results
     return report
+
+
+def _ratios(r: dict[str, Any], base: dict[str, Any], paired: bool) -> dict[str, float]:
+    """r / base for prefill and decode: with `paired` rounds (run side by side), the median of the per-round
+    ratios; else the ratio of the medians."""
+    out = {}
+    for key in ("prefill", "decode"):
+        if paired:
+            out[key] = statistics.median(a / b for a, b in zip(r[f"{key}_runs"], base[f"{key}_runs"], strict=True))
+        else:
+            out[key] = r[f"{key}_tok_s"] / base[f"{key}_tok_s"]
+    return out
+
+
+def _interleaved(sources: Sequence[str], backends: Sequence[str], threads: int | None, prompt_tokens: int,
+                 gen_tokens: int, repeats: int, peer: tuple[str, Path, int] | None,
+                 timeout_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every backend loaded in its worker; round r runs each backend (and the peer) once, in an order rotated by r."""
+    workers: list[_Worker] = []
+    try:
+        for src, name in zip(sources, backends):  # loaded one after the other: each load's peak is its own
+            workers.append(_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s))
+        runs: list[list[dict[str, float]]] = [[] for _ in workers]
+        peer_runs: list[dict[str, Any]] = []
+        players = list(range(len(workers))) + ([-1] if peer else [])
+        for r in range(repeats):
+            for p in players[r % len(players):] + players[: r % len(players)]:
+                if p < 0:
+                    assert peer is not None
+                    peer_runs.append(run_llama_bench(peer[0], peer[1], peer[2], prompt_tokens, gen_tokens, 1))
+                else:
+                    runs[p].append(workers[p].round())
+        results = []
+        for w, rounds in zip(workers, runs):
+            results.append({**w.info, **_medians(rounds), **w.finish()})
+        return results, peer_runs
+    finally:
+        for w in workers:
+            w.kill()
+
+
+def _worker(arg: str) -> int:
+    """The worker's side of `_Worker`: load, reply, then answer "round" and "end" lines on stdin."""
+    def reply(obj: dict[str, Any]) -> None:
+        print(PROTOCOL + json.dumps(obj), flush=True)
+
+    try:
+        session = _Session(**json.loads(arg))
+    except (EdgeSDKError, ValueError) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    reply(session.summary())
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "round":
+            reply(session.round())
+        elif command == "end":
+            session.close()
+            reply({"peak_rss_bytes": peak_rss_bytes()})
+            return 0
+        else:
+            print(f"unknown command {command!r}", file=sys.stderr)
+            return 2
+    session.close()
+    return 0
 
 
 def _child(arg: str) -> int:
@@ -293,5 +463,7 @@ def _child(arg: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         sys.exit(_child(sys.argv[2]))
-    print("usage: python -m edge_sdk.bench --child JSON (use `edge-sdk bench`)", file=sys.stderr)
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sys.exit(_worker(sys.argv[2]))
+    print("usage: python -m edge_sdk.bench --child|--worker JSON (use `edge-sdk bench`)", file=sys.stderr)
     sys.exit(2)

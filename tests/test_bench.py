@@ -27,7 +27,7 @@ FAKE_BENCH = """#!{python}
 import json, sys
 a = sys.argv[1:]
 arg = lambda k: a[a.index(k) + 1]
-open(arg("-m") + ".args", "w").write(" ".join(a))
+open(arg("-m") + ".args", "a").write(" ".join(a) + "\\n")
 print(json.dumps([
     {{"n_prompt": int(arg("-p")), "n_gen": 0, "n_threads": int(arg("-t")), "avg_ts": 1.0, "samples_ts": [400.0, 500.0, 600.0]}},
     {{"n_prompt": 0, "n_gen": int(arg("-n")), "n_threads": int(arg("-t")), "avg_ts": 1.0, "samples_ts": [80.0]}},
@@ -69,19 +69,52 @@ def test_bench_report_with_peer(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
     peer = script(bin_dir / "llama-bench", FAKE_BENCH)
     script(bin_dir / "llama-quantize", FAKE_QUANTIZE)
     r = run_bench(tiny_gguf, ["onnx", "numpy"], threads=1, prompt_tokens=8, gen_tokens=4, repeats=2, peer=peer)
-    assert [x["backend"] for x in r["results"]] == ["onnx", "numpy"]
+    assert [x["backend"] for x in r["results"]] == ["onnx", "numpy"] and r["schedule"] == "interleaved"
     per_token = decode_bytes_per_token(tiny_cfg, QuantConfig())
+    first = r["results"][0]
     for x in r["results"]:
         assert len(x["prefill_runs"]) == 2 and len(x["decode_runs"]) == 2
         assert x["decode_bytes_per_token"] == per_token
         assert x["roofline_fraction"] == pytest.approx(x["decode_tok_s"] * per_token / (r["bandwidth_gbps"] * 1e9))
+        # side by side: the median of the per-round ratios (the fake peer: 500 and 80 tok/s every round)
         assert x["vs_peer"]["prefill"] == pytest.approx(x["prefill_tok_s"] / 500.0)
         assert x["vs_peer"]["decode"] == pytest.approx(x["decode_tok_s"] / 80.0)
+        assert x["vs_first"]["decode"] == pytest.approx(
+            sum(a / b for a, b in zip(x["decode_runs"], first["decode_runs"])) / 2)
         assert x["peak_rss_bytes"] > 20 * 2**20
-    assert r["backend"] == "onnx" and r["decode_tok_s"] == r["results"][0]["decode_tok_s"]  # first backend on top
+    assert first["vs_first"] == {"prefill": 1.0, "decode": 1.0}
+    assert r["backend"] == "onnx" and r["decode_tok_s"] == first["decode_tok_s"]  # first backend on top
     q8 = r["peer"]["model"]
     assert q8.startswith(str(tmp_path / "cache" / "peer")) and q8.endswith(".Q8_0.gguf")
-    assert open(q8 + ".args").read() == f"-m {q8} -t 1 -p 8 -n 4 -r 2 -o json"
+    assert r["peer"]["decode_runs"] == [80.0, 80.0]
+    # one llama-bench run per round, between our backends' rounds
+    assert open(q8 + ".args").read() == f"-m {q8} -t 1 -p 8 -n 4 -r 1 -o json\n" * 2
+
+
+def test_bench_one_backend_after_the_other(tmp_path, tiny_gguf, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    peer = script(bin_dir / "llama-bench", FAKE_BENCH)
+    script(bin_dir / "llama-quantize", FAKE_QUANTIZE)
+    r = run_bench(tiny_gguf, ["numpy", "onnx"], threads=1, prompt_tokens=8, gen_tokens=4, repeats=2, peer=peer,
+                  interleave=False)
+    assert r["schedule"] == "sequential" and [x["backend"] for x in r["results"]] == ["numpy", "onnx"]
+    onnx = r["results"][1]
+    assert onnx["vs_first"]["decode"] == pytest.approx(onnx["decode_tok_s"] / r["results"][0]["decode_tok_s"])
+    assert onnx["vs_peer"]["decode"] == pytest.approx(onnx["decode_tok_s"] / 80.0)
+    assert open(r["peer"]["model"] + ".args").read() == f"-m {r['peer']['model']} -t 1 -p 8 -n 4 -r 2 -o json\n"
+
+
+def test_a_failing_worker_is_reported(tmp_path, tiny_gguf, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="unknown backend 'nosuch'; choose among auto, native"):
+        run_bench(tiny_gguf, ["numpy", "nosuch"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1)
+    # a worker that cannot load its model: its error reaches the caller
+    with pytest.raises(BackendError, match="benchmark of backend 'numpy' failed: ModelFileError: .*missing.gguf"):
+        from edge_sdk.bench import _Worker
+
+        _Worker(str(tmp_path / "missing.gguf"), "numpy", 1, 2, 1, timeout_s=120)
 
 
 def test_bench_cli_json(tmp_path, tiny_gguf, monkeypatch, capsys):

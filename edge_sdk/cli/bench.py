@@ -19,15 +19,20 @@ def cmd(a: argparse.Namespace) -> int:
     from ..bench import run_bench
 
     backends = [b for item in (a.backend or ["auto"]) for b in item.split(",") if b]
-    report = run_bench(a.model, backends, a.threads, a.prompt_tokens, a.gen_tokens, a.repeats, a.peer, a.peer_quantize)
+    report = run_bench(a.model, backends, a.threads, a.prompt_tokens, a.gen_tokens, a.repeats, a.peer, a.peer_quantize,
+                       interleave=not a.sequential)
     if a.json:
         print(json.dumps(report, indent=1))
     out = sys.stderr if a.json else sys.stdout
     print(f"{report['model']}: {report['threads']} threads, prompt {report['prompt_tokens']}, "
-          f"generate {report['gen_tokens']}, median of {report['repeats']}; "
+          f"generate {report['gen_tokens']}, median of {report['repeats']} {report['schedule']} rounds; "
           f"read bandwidth {report['bandwidth_gbps']:.1f} GB/s", file=out)
     for r in report["results"]:
         print(_fmt(r), file=out)
+    first = report["results"][0]["backend"]
+    for r in report["results"][1:]:
+        print(f"{r['backend']:>7} / {first}: prefill {r['vs_first']['prefill']:.2f}x, decode {r['vs_first']['decode']:.2f}x",
+              file=out)
     if "peer" in report:
         p = report["peer"]
         print(f"  llama.cpp Q8_0: prefill {p['prefill_tok_s']:8.1f} tok/s, decode {p['decode_tok_s']:7.1f} tok/s", file=out)
@@ -45,5 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; medians are reported")
     p.add_argument("--peer", default=None, help="llama.cpp's llama-bench binary: measure the same model as Q8_0 alongside")
     p.add_argument("--peer-quantize", default=None, help="llama-quantize binary (default: next to llama-bench)")
+    p.add_argument("--sequential", action="store_true",
+                   help="load and measure one backend at a time (less memory; by default all are loaded and their "
+                        "rounds interleaved, so that ratios see the same machine)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=cmd)
