@@ -221,6 +221,9 @@ class OnnxBackend:
             for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
                 io.bind_ortvalue_input(f"past_key.{i}", self._values[f"key.{i}"])
                 io.bind_ortvalue_input(f"past_value.{i}", self._values[f"value.{i}"])
+                if self.merged:  # bound once; a call then rebinds only its logits buffer
+                    io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])
+                    io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])
             self._io[g] = io
 
     def kv_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +246,18 @@ class OnnxBackend:
         self.sessions[g].run_with_iobinding(io)
         return io.get_outputs()[0].numpy()
 
+    def _run_merged(self, tokens: np.ndarray, pos: np.ndarray, last_only: bool) -> np.ndarray:
+        """The merged model: caches bound once, logits written into a buffer of ours (no output to fetch)."""
+        io, n = self._io[0], tokens.shape[1]
+        rows = 1 if last_only else n
+        logits = np.empty((1, rows, self.config.vocab_size), dtype=np.float32)
+        io.bind_cpu_input("tokens", tokens)
+        io.bind_cpu_input("pos", pos)
+        io.bind_cpu_input(HEAD_FROM, np.array([n - rows], dtype=np.int64))
+        io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        self.sessions[0].run_with_iobinding(io)
+        return logits[0]
+
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
         tokens = check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size)
@@ -250,9 +265,7 @@ class OnnxBackend:
             raise BackendError("the ONNX backend is closed")
         pos_in = np.array([pos], dtype=np.int32)
         if self.merged:
-            head_from = np.array([tokens.shape[1] - 1 if last_only else 0], dtype=np.int64)
-            inputs = {"tokens": tokens, "pos": pos_in, HEAD_FROM: head_from}
-            return self._run_layers(0, inputs, "logits", [s for s in self.specs if s.kind == "layers"])[0]
+            return self._run_merged(tokens, pos_in, last_only)
         x: np.ndarray = tokens
         for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
             if spec.kind == "embed":

@@ -87,6 +87,7 @@ class _Runner:
 
     interp: Any
     index: dict[str, int]  # input/output name -> tensor index
+    layers: tuple[tuple[int, int, int, int, int], ...] = ()  # (layer, key out, value out, past key, past value)
     T: int = 0
     window: int = 0
 
@@ -133,7 +134,7 @@ class TfliteBackend:
         cos, sin = rope_table(cfg, ctx + prefill_chunk)  # padded rows of a last chunk may pass ctx
         self._cos = np.concatenate([cos, cos], axis=1)  # (ctx + chunk, head_dim)
         self._sin = np.concatenate([-sin, sin], axis=1)  # first half negated: x * cos + concat(x2, x1) * sin
-        self._stateless: dict[int, tuple[Any, int]] = {}  # graph -> (interpreter, its T) for embed and head
+        self._stateless: dict[int, tuple[Any, int, int, int]] = {}  # embed, head: (interpreter, T, input, output)
         self._runners: dict[int, _Runner] = {}  # graph -> its interpreter, for layer ranges
         for g, spec in enumerate(self.specs):
             if spec.kind == "layers":
@@ -144,16 +145,17 @@ class TfliteBackend:
         return self._Interpreter(model_path=self.files[g], **self._kwargs)  # memory-mapped by LiteRT
 
     def _stateless_run(self, g: int, name: str, value: np.ndarray) -> np.ndarray:
-        interp, T = self._stateless.get(g, (None, -1))
+        interp, T, i_in, i_out = self._stateless.get(g, (None, -1, 0, 0))
         if interp is None:
             interp = self._new_interpreter(g)
+            i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
         if T != value.shape[1]:
-            interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(value.shape))
+            interp.resize_tensor_input(i_in, list(value.shape))
             interp.allocate_tensors()
-            self._stateless[g] = (interp, value.shape[1])
-        interp.set_tensor(interp.get_input_details()[0]["index"], value)
+            self._stateless[g] = (interp, value.shape[1], i_in, i_out)
+        interp.set_tensor(i_in, value)
         interp.invoke()
-        return interp.get_tensor(interp.get_output_details()[0]["index"])
+        return interp.get_tensor(i_out)
 
     def _runner(self, g: int) -> _Runner:
         r = self._runners.get(g)
@@ -166,7 +168,10 @@ class TfliteBackend:
                 raise BackendError(f"{self.files[g]}: its inputs/outputs ({', '.join(index)} -> {', '.join(outputs)}) "
                                    f"are not those this edge_sdk writes; convert the model again")
             index.update({d["name"]: d["index"] for d in interp.get_output_details()})
-            r = _Runner(interp, index)
+            spec = self.specs[g]
+            layers = tuple((i, index[f"key.{i}"], index[f"value.{i}"], index[f"past_key.{i}"], index[f"past_value.{i}"])
+                           for i in range(spec.first_layer, spec.end_layer))
+            r = _Runner(interp, index, layers)
             self._runners[g] = r
         return r
 
@@ -211,21 +216,16 @@ class TfliteBackend:
         interp.set_tensor(idx["sin"], self._sin[pos : pos + T])
         interp.invoke()
         out = interp.get_tensor(idx["x_out"])[:, :n]
-        for i in range(spec.first_layer, spec.end_layer):
-            k = interp.get_tensor(idx[f"key.{i}"])[:, :, :n]  # (1, kvh, n, hd)
-            v = interp.get_tensor(idx[f"value.{i}"])[..., :n]  # (1, kvh, hd, n)
+        end = min(r.window, pos + n)  # new rows that fall in this runner's window go into its past inputs too
+        for i, k_out, v_out, k_past, v_past in r.layers:
+            k = interp.get_tensor(k_out)[:, :, :n]  # (1, kvh, n, hd)
+            v = interp.get_tensor(v_out)[..., :n]  # (1, kvh, hd, n)
             self.keys[i][:, :, pos : pos + n] = k
             self.values[i][..., pos : pos + n] = v
-            self._write_rows(g, i, k, v, pos)
+            if end > pos:  # views of the interpreter's buffers: no full copy
+                interp.tensor(k_past)()[:, :, pos:end] = k[:, :, : end - pos]
+                interp.tensor(v_past)()[..., pos:end] = v[..., : end - pos]
         return out
-
-    def _write_rows(self, g: int, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
-        """Copy new rows into graph g's past inputs where its window holds them (views, no full copy)."""
-        r = self._runners[g]
-        end = min(r.window, pos + k.shape[2])
-        if end > pos:
-            r.interp.tensor(r.index[f"past_key.{layer}"])()[:, :, pos:end] = k[:, :, : end - pos]
-            r.interp.tensor(r.index[f"past_value.{layer}"])()[..., pos:end] = v[..., : end - pos]
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
