@@ -102,8 +102,9 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
 
         specs = [dataclasses.replace(s, file=graph_file_name(s)) for s in specs]
     out = os.fspath(out)
+    runtimes = {"tflite": {"linear": tflite_linear}} if tflite_graphs else None
     write_package(out, cfg, qcfg, qweights, imported.tokenizer, graphs=[s.to_dict() for s in specs],
-                  extra_files=extra_files, source=os.path.basename(os.fspath(model)))
+                  extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes)
     _check_table(out, specs)
     total = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
@@ -135,8 +136,20 @@ def has_tflite_graphs(path: str | os.PathLike) -> bool:
     return bool(specs) and all(graph_file_name(s) in manifest.get("files", {}) for s in specs)
 
 
+def tflite_linear_of(path: str | os.PathLike) -> str | None:
+    """The int8 product the package's .tflite graphs use (None: no record, packages converted before it was kept)."""
+    try:
+        return read_manifest(os.fspath(path)).get("runtimes", {}).get("tflite", {}).get("linear")
+    except (PackageError, AttributeError):
+        return None
+
+
 def _ready(dest: Path, tflite: bool) -> bool:
-    return is_package(dest) and has_onnx_graphs(dest) and (not tflite or has_tflite_graphs(dest))
+    """A cached package holds what is asked (.tflite graphs in the current default formulation when `tflite`)."""
+    from .backends.tflite_export import DEFAULT_LINEAR
+
+    return is_package(dest) and has_onnx_graphs(dest) and (
+        not tflite or (has_tflite_graphs(dest) and tflite_linear_of(dest) == DEFAULT_LINEAR))
 
 
 def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: bool, what: str,

@@ -121,8 +121,12 @@ def write_package(
     graphs: list[dict[str, Any]] | None = None,
     extra_files: Callable[[str], list[str]] | None = None,
     source: str = "",
+    runtimes: dict[str, Any] | None = None,
 ) -> str:
-    """Write the package directory; `extra_files(dir)` may add files (ONNX graphs) and returns their relative paths."""
+    """Write the package directory; `extra_files(dir)` may add files (ONNX graphs) and returns their relative paths.
+
+    `runtimes`: how runtime-specific files were written (e.g. {"tflite": {"linear": "segments"}}).
+    """
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     table = write_weights_bin(os.path.join(out, WEIGHTS), flatten_weights(weights))
@@ -137,6 +141,7 @@ def write_package(
         "quant": qcfg.to_dict(),
         "tokenizer": tokenizer.meta(),
         "graphs": graphs or [],
+        **({"runtimes": runtimes} if runtimes else {}),
         "tensors": {name: {**entry, "file": WEIGHTS} for name, entry in table.items()},
         "files": {rel: sha256_of(os.path.join(out, rel)) for rel in rels},
     }

@@ -239,6 +239,17 @@ def test_segments_stay_within_their_tolerance(tiny_pkg, delegate):
     be.close()
 
 
+def test_the_manifest_records_the_products_and_stale_caches_are_converted_again(tiny_pkg, blocks_pkg):
+    from pathlib import Path
+
+    from edge_sdk.convert import _ready, tflite_linear_of
+
+    assert tiny_pkg.manifest["runtimes"] == {"tflite": {"linear": "segments"}}
+    assert tflite_linear_of(blocks_pkg.path) == "blocks"
+    assert _ready(Path(tiny_pkg.path), tflite=True) and _ready(Path(blocks_pkg.path), tflite=False)
+    assert not _ready(Path(blocks_pkg.path), tflite=True)  # a cached package from another formulation
+
+
 def test_flat_model_unique_names_shared_constants_and_a_runnable_graph():
     m = FlatModel("t")
     a = m.tensor("a", [2], "float32")

@@ -98,6 +98,7 @@ from ..errors import BackendError, UnsupportedModelError
 from ..graphs.spec import GraphSpec, OpRecord
 
 LINEAR_KINDS = ("segments", "blocks", "rows", "groups")
+DEFAULT_LINEAR = "segments"
 SCHEMA_VERSION = 3
 DIR = "graphs"
 _TYPES = {"float32": 0, "int32": 2, "bool": 6, "int64": 4, "int8": 9}  # tflite.TensorType
