@@ -18,11 +18,13 @@ one the package uses:
   weight scale per output channel, so per-group scales inside a segment
   cannot be kept; K = 32 products are what makes "blocks" slow (below).
   Measured on SmolLM2-135M (XNNPACK): decode 1.4x "blocks" (0.69x the
-  native core at one thread, 0.58x at two, against 0.50x and 0.44x), and
-  over the first 1024 tokens of the GPL-3 text perplexity 19.07 against the
-  int8 reference's 19.14 (-0.4%; "blocks" +0.4%, "rows" +2.9%), top-1
-  agreement with the reference 91.3% ("blocks" 95.4%, "rows" 89.2%), and the
-  chat prompt of the tests keeps the reference's greedy tokens for 34 steps.
+  native core at one thread, 0.58x at two, against 0.50x and 0.44x). Over
+  the first 1024 tokens of the GPL-3 text (float perplexity 19.28, the int8
+  reference 19.14 with 95.1% top-1 agreement with float): "segments" 19.07
+  and 92.5% agreement with float (91.3% with the reference), "blocks" 19.22
+  and 96.2% (95.4%), "rows" 19.69 and 90.2% (89.2%). So "segments" trades
+  about 3 points of top-1 agreement for the speed; the chat prompt of the
+  tests keeps the reference's greedy tokens for 34 steps.
 - "blocks": one dynamic-range (hybrid) `BATCH_MATMUL` over activation
   blocks. x (T, K) is seen as (K/act_block, T, act_block); the int8 weights
   as (K/act_block, rows, act_block) with a unit scale. The runtime quantizes
