@@ -17,18 +17,19 @@ cache. Only when `pos` crosses into the next window is an interpreter's
 `past_*` input resized and refilled from the backend's arrays, once per
 `window_step` tokens.
 
-Measured on SmolLM2-135M (x86, one thread, XNNPACK): a decode step takes
-31 ms of CPU at position 70 whether ctx is 256 or 2048, and 39 ms at
-position 1000 (attention over the longer window).
+Measured on SmolLM2-135M (x86, one thread, XNNPACK, "segments" products): a
+decode step takes 21-22 ms of CPU at position 70 whether ctx is 256 or 2048,
+and 31 ms at position 1000 (attention over the longer window).
 
 Token counts. A layer-range interpreter runs T = 1 tokens (decode) or
 T = `prefill_chunk` (prompts, in chunks, the last one padded). Switching
 between the two resizes it like a window change (15-55 ms for SmolLM2-135M
 here, XNNPACK re-planning, weights not repacked). One interpreter per graph
 rather than one per T: XNNPACK packs its own copy of the weights for each
-interpreter (SmolLM2-135M's peak RSS in `edge-sdk bench`: 762 MiB with two
-interpreters per range, 496 MiB with one). Embed and head
-interpreters are resized when T changes (they have no state).
+interpreter (SmolLM2-135M's peak RSS in `edge-sdk bench`, "blocks" products:
+762 MiB with two interpreters per range, 496 MiB with one; 396 MiB with
+"segments"). Embed and head interpreters are resized when T changes (they
+have no state); the embed interpreter runs on one thread.
 
 Example::
 
