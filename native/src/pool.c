@@ -108,22 +108,36 @@ static void run_tasks(es_pool *p, uint32_t call) {
     int32_t ith;
     while (claim(p, call, &ith)) {
         p->fn(p->arg, ith, p->n);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_waiting)) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->mu);
+        if (atomic_fetch_sub(&p->pending, 1) == 1) {
+            atomic_thread_fence(memory_order_seq_cst); /* pending's store, then caller_waiting's load */
+            if (atomic_load(&p->caller_waiting)) {
+                pthread_mutex_lock(&p->mu);
+                pthread_cond_signal(&p->done_cv);
+                pthread_mutex_unlock(&p->mu);
+            }
         }
     }
 }
 
+/*
+ * Blocking without lost wake-ups is a store-then-load handshake on each side:
+ * a waiter stores its flag (sleepers, caller_waiting) and then loads the
+ * other side's word (work, pending); the other side stores that word and then
+ * loads the flag. One of the two must see the other's store, so each side has
+ * a seq_cst fence between its store and its load. seq_cst accesses alone do
+ * not always give that in practice: qemu-user runs an aarch64 STLR followed by
+ * LDAR as a plain store and load on an x86 host, which the host may reorder,
+ * and test_pool then hung on a lost wake-up in about half of its runs; with
+ * the fences (DMB ISH, an mfence on the host) it does not. The fences sit on
+ * the paths that block or wake, once per call or task, never in a spin loop.
+ */
 static int new_call_or_stop(const es_pool *p, uint32_t seen) {
-    return call_of(atomic_load_explicit(&p->work, memory_order_acquire)) != seen ||
-           atomic_load_explicit(&p->stop, memory_order_relaxed);
+    return call_of(atomic_load(&p->work)) != seen || atomic_load(&p->stop);
 }
 
 static int all_done(const es_pool *p, uint32_t unused) {
     (void)unused;
-    return atomic_load_explicit(&p->pending, memory_order_acquire) == 0;
+    return atomic_load(&p->pending) == 0;
 }
 
 /* Poll ready(p, key) for up to spin_ns: 1 if it became true, else 0. */
@@ -155,6 +169,7 @@ static void *worker_main(void *a) {
         if (!spin(p, new_call_or_stop, seen)) {
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
+            atomic_thread_fence(memory_order_seq_cst); /* sleepers' store, then work's load */
             while (!new_call_or_stop(p, seen)) pthread_cond_wait(&p->work_cv, &p->mu);
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
@@ -244,6 +259,7 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *arg) {
     atomic_store_explicit(&p->pending, p->n, memory_order_relaxed);
     const uint32_t call = ++p->call;
     atomic_store(&p->work, (uint64_t)call << 32); /* seq_cst: publishes fn, arg, pending */
+    atomic_thread_fence(memory_order_seq_cst);    /* work's store, then sleepers' load */
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->work_cv);
@@ -253,6 +269,7 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *arg) {
     if (spin(p, all_done, 0)) return;
     pthread_mutex_lock(&p->mu);
     atomic_store(&p->caller_waiting, 1);
+    atomic_thread_fence(memory_order_seq_cst); /* caller_waiting's store, then pending's load */
     while (!all_done(p, 0)) pthread_cond_wait(&p->done_cv, &p->mu);
     atomic_store(&p->caller_waiting, 0);
     pthread_mutex_unlock(&p->mu);
