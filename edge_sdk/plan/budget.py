@@ -67,13 +67,17 @@ path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
 runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
 (`Tokenizer.from_gguf`) costs about half as much (25.0 MB)."""
 
-WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5}
+WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.0}
 """Extra resident weight bytes, as a fraction of the int8 weights, that a backend's
-runtime holds at its peak. ONNX Runtime folds the int8 -> uint8 weight conversion
-and packs its own copy of every weight while it builds its session (one session for
-the whole model): for SmolLM2-135M the process peaked 359 MiB above the opened
-package for 144 MiB of weights, i.e. 2.48x the weights, then settled at 1.26x
-(see `edge_sdk/backends/onnx_backend.py`)."""
+runtime holds at its peak. Measured on SmolLM2-135M (144 MiB of int8 weights), above
+the opened package:
+- onnx: ONNX Runtime folds the int8 -> uint8 weight conversion and packs its own copy
+  of every weight while it builds its session (one session for the whole model): the
+  process peaked 359 MiB above, i.e. 2.48x the weights, then settled at 1.26x
+  (see `edge_sdk/backends/onnx_backend.py`).
+- tflite: the .tflite files' own copy of the weights (memory-mapped, read while
+  XNNPACK packs them) plus XNNPACK's packed copy: 281 MiB above after 96 tokens,
+  1.94x the weights."""
 
 STREAMING_BACKENDS = ("native",)
 """Backends that can page weights in one graph at a time; the others load the whole model."""
