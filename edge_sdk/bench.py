@@ -318,13 +318,50 @@ def prepare_package(model: str | None, info: dict[str, Any], tflite: bool = Fals
     return package_for(info["path"], QuantConfig(), tflite=tflite)
 
 
+# Resident bytes of a loaded backend per byte of int8 weights, beyond its runtime and tokenizer: the weights
+# themselves plus the runtime's copies (`plan.budget.WEIGHT_COPY_FACTOR`); "numpy" keeps a float32 copy of every
+# int8 matrix for speed and "float" holds the float32 model (SmolLM2-135M: about 1 GB and 0.6 GB).
+_RESIDENT_PER_WEIGHT_BYTE = {"numpy": 5.0, "float": 4.0}
+
+
+def side_by_side_bytes(cfg: Any, backends: Sequence[str]) -> int:
+    """Estimated resident bytes of all `backends` loaded at once, from the planner's figures."""
+    from .config import QuantConfig
+    from .plan.budget import BACKEND_RUNTIME_BYTES, WEIGHT_COPY_FACTOR, runtime_bytes, tokenizer_bytes
+    from .sizes import model_weight_bytes
+
+    weights = model_weight_bytes(cfg, QuantConfig())
+    total = 0
+    for b in backends:
+        name = "native" if b == "auto" else b
+        per_byte = _RESIDENT_PER_WEIGHT_BYTE.get(name, 1.0 + WEIGHT_COPY_FACTOR.get(name, 0.0))
+        total += int(weights * per_byte) + tokenizer_bytes(cfg) + runtime_bytes(
+            name if name in BACKEND_RUNTIME_BYTES else "native")
+    return total
+
+
+def mem_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), threads: int | None = None,
               prompt_tokens: int = 64, gen_tokens: int = 32, repeats: int = 3, peer: str | None = None,
-              peer_quantize: str | None = None, interleave: bool = True, timeout_s: float = 1800) -> dict[str, Any]:
+              peer_quantize: str | None = None, interleave: bool | None = None,
+              timeout_s: float = 1800) -> dict[str, Any]:
     """Measure each backend in its own process, the bandwidth, the roofline and (with `peer`) llama.cpp.
 
-    `interleave`: all backends loaded at once and their rounds interleaved (see the module notes); else one
-    backend after the other. The first backend's figures are repeated at the top level of the report.
+    `interleave`: True loads all backends at once and interleaves their rounds (see the module notes), False
+    measures one backend after the other, None (default) interleaves when the estimated memory of all the
+    backends together (`side_by_side_bytes`) fits in 80% of MemAvailable. The first backend's figures are
+    repeated at the top level of the report.
     """
     from . import models
     from .config import QuantConfig
@@ -354,6 +391,13 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
     bandwidth = read_bandwidth_gbps(n_threads)
     q8 = q8_0_copy(info["path"], quantize) if peer else None
     sources = [str(info["path"]) if name == "float" else package for name in backends]
+    schedule_note = ""
+    if interleave is None:
+        need, avail = side_by_side_bytes(cfg, backends), mem_available_bytes()
+        interleave = avail is None or need <= 0.8 * avail
+        if not interleave:
+            schedule_note = (f"sequential: the backends together need about {need / 2**20:.0f} MiB, more than 80% of "
+                             f"the {avail / 2**20:.0f} MiB available")
     if interleave:
         results, peer_runs = _interleaved(sources, backends, threads, prompt_tokens, gen_tokens, repeats,
                                           (peer, q8, n_threads) if peer else None, timeout_s)
@@ -372,6 +416,8 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
         "model": str(info["path"]), "threads": n_threads, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
         "repeats": repeats, "schedule": "interleaved" if interleave else "sequential", "bandwidth_gbps": bandwidth,
     }
+    if schedule_note:
+        report["schedule_note"] = schedule_note
     if peer:
         report["peer"] = {"name": "llama.cpp Q8_0", "model": str(q8), "command": peer_runs[0]["command"]}
         if interleave:

@@ -106,6 +106,20 @@ def test_bench_one_backend_after_the_other(tmp_path, tiny_gguf, monkeypatch):
     assert open(r["peer"]["model"] + ".args").read() == f"-m {r['peer']['model']} -t 1 -p 8 -n 4 -r 2 -o json\n"
 
 
+def test_backends_that_do_not_fit_together_run_one_after_the_other(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
+    import edge_sdk.bench as bench
+
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    need = bench.side_by_side_bytes(tiny_cfg, ["numpy", "onnx"])
+    assert need > bench.side_by_side_bytes(tiny_cfg, ["onnx"]) > bench.side_by_side_bytes(tiny_cfg, ["native"])
+    monkeypatch.setattr(bench, "mem_available_bytes", lambda: int(need / 0.8) - 1)
+    r = run_bench(tiny_gguf, ["numpy", "onnx"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1)
+    assert r["schedule"] == "sequential" and r["schedule_note"].startswith("sequential: the backends together need")
+    monkeypatch.setattr(bench, "mem_available_bytes", lambda: int(need / 0.8) + 1)
+    r = run_bench(tiny_gguf, ["numpy", "onnx"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1)
+    assert r["schedule"] == "interleaved" and "schedule_note" not in r
+
+
 def test_a_failing_worker_is_reported(tmp_path, tiny_gguf, monkeypatch):
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="unknown backend 'nosuch'; choose among auto, native"):

@@ -20,13 +20,15 @@ def cmd(a: argparse.Namespace) -> int:
 
     backends = [b for item in (a.backend or ["auto"]) for b in item.split(",") if b]
     report = run_bench(a.model, backends, a.threads, a.prompt_tokens, a.gen_tokens, a.repeats, a.peer, a.peer_quantize,
-                       interleave=not a.sequential)
+                       interleave=False if a.sequential else None)
     if a.json:
         print(json.dumps(report, indent=1))
     out = sys.stderr if a.json else sys.stdout
     print(f"{report['model']}: {report['threads']} threads, prompt {report['prompt_tokens']}, "
           f"generate {report['gen_tokens']}, median of {report['repeats']} {report['schedule']} rounds; "
           f"read bandwidth {report['bandwidth_gbps']:.1f} GB/s", file=out)
+    if report.get("schedule_note"):
+        print(report["schedule_note"], file=out)
     for r in report["results"]:
         print(_fmt(r), file=out)
     first = report["results"][0]["backend"]
@@ -52,6 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-quantize", default=None, help="llama-quantize binary (default: next to llama-bench)")
     p.add_argument("--sequential", action="store_true",
                    help="load and measure one backend at a time (less memory; by default all are loaded and their "
-                        "rounds interleaved, so that ratios see the same machine)")
+                        "rounds interleaved, so that ratios see the same machine, when their memory fits)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=cmd)
