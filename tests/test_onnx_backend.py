@@ -63,6 +63,20 @@ def test_logits_match_the_int8_reference(tmp_path, tiny_cfg, tiny_vocab, group_s
     assert diff <= TOL_TINY_LOGITS
 
 
+def test_merging_needs_the_graphs_in_order(tiny_pkg):
+    import onnx
+
+    from edge_sdk.backends.onnx_export import merge_graphs
+    from edge_sdk.graphs import specs_from_manifest
+
+    specs = specs_from_manifest(tiny_pkg.graphs)
+    models = [onnx.load(tiny_pkg.file(s.file), load_external_data=False) for s in specs]
+    with pytest.raises(ValueError, match="graphs in order: embed, layer ranges, head"):
+        merge_graphs(models[::-1], specs[::-1])
+    with pytest.raises(ValueError, match="graphs in order"):
+        merge_graphs(models[:-1], specs)
+
+
 def test_merged_model_equals_the_graphs_run_one_by_one(tiny_pkg):
     """One session over the merged graphs gives the bits of the graphs' own sessions, all positions or the last."""
     merged = OnnxBackend(tiny_pkg, ctx=16, threads=1)

@@ -170,7 +170,11 @@ class OnnxBackend:
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(pkg.path))
             models = [self._read(pkg.path, spec) for spec in self.specs]
             what = f"{pkg.path}: merged graphs {' + '.join(s.file for s in self.specs)}"
-            self.sessions.append(self._session(ort, merge_graphs(models, self.specs).SerializeToString(), so, what))
+            try:
+                merged_model = merge_graphs(models, self.specs)
+            except ValueError as e:
+                raise BackendError(f"{what}: {e}") from e
+            self.sessions.append(self._session(ort, merged_model.SerializeToString(), so, what))
         else:
             for spec in self.specs:
                 path = os.path.join(pkg.path, spec.file)
