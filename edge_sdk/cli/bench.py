@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads for the backends and llama.cpp (default: all cores)")
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--gen-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; medians are reported")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up; medians are reported")
     p.add_argument("--peer", default=None, help="llama.cpp's llama-bench binary: measure the same model as Q8_0 alongside")
     p.add_argument("--peer-quantize", default=None, help="llama-quantize binary (default: next to llama-bench)")
     p.add_argument("--sequential", action="store_true",

@@ -44,5 +44,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tflite-linear", choices=("segments", "blocks", "rows", "groups"), default="segments",
                    help="int8 products of the .tflite graphs: segments (default: per-segment activation scales over "
                         "192 values, weights re-quantized per segment), blocks (the int8 reference's per-block "
-                        "scales: ~1.5x slower decode) or rows (one activation scale per token: least exact)")
+                        "scales: ~1.4x slower decode) or rows (one activation scale per token: least exact)")
     p.set_defaults(func=cmd)
