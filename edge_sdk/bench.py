@@ -15,7 +15,10 @@ first backend (`vs_first`) and to the peer (`vs_peer`) is the median of the
 per-round ratios. On a shared or thermally throttled machine speeds drift by
 10-30% over minutes; measured one after the other, two backends' ratio
 drifts as much. `interleave=False` (`--sequential`) loads one backend at a
-time instead, for boards without the memory for all of them. The machine's read bandwidth comes from a STREAM-like read
+time instead, for boards without the memory for all of them; it is chosen
+when the backends' estimated memory does not fit (`side_by_side_bytes`).
+
+The machine's read bandwidth comes from a STREAM-like read
 (`max` over 256 MiB int64 arrays, one slice per thread, median of 5); the
 decode roofline is that bandwidth divided by the weight bytes one token reads
 (`sizes.decode_bytes_per_token`).
@@ -123,17 +126,6 @@ def _medians(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
             "prefill_runs": prefill, "decode_runs": decode}
 
 
-def measure_backend(model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
-                    repeats: int) -> dict[str, Any]:
-    """Prefill and decode tokens/s (medians of `repeats` rounds) of one backend, measured in this process."""
-    session = _Session(model, backend, threads, prompt_tokens, gen_tokens)
-    try:
-        runs = [session.round() for _ in range(repeats)]
-        return {**session.summary(), **_medians(runs), "peak_rss_bytes": peak_rss_bytes()}
-    finally:
-        session.close()
-
-
 PROTOCOL = "@edge_sdk.bench "  # prefix of the worker's reply lines (anything else a library prints is skipped)
 
 
@@ -199,18 +191,6 @@ def _thread_env(threads: int | None) -> dict[str, str]:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
     return env
-
-
-def measure_in_subprocess(model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
-                          repeats: int, timeout_s: float = 1800) -> dict[str, Any]:
-    """`measure_backend` in a fresh interpreter (so peak RSS is the backend's own); BLAS limited to `threads`."""
-    args = {"model": model, "backend": backend, "threads": threads, "prompt_tokens": prompt_tokens,
-            "gen_tokens": gen_tokens, "repeats": repeats}
-    proc = subprocess.run([sys.executable, "-m", "edge_sdk.bench", "--child", json.dumps(args)], capture_output=True,
-                          text=True, env=_thread_env(threads), timeout=timeout_s)
-    if proc.returncode != 0:
-        raise BackendError(f"benchmark of backend {backend!r} failed: {proc.stderr.strip()[-1500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---- the machine ---------------------------------------------------------------------------------
@@ -398,13 +378,8 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
         if not interleave:
             schedule_note = (f"sequential: the backends together need about {need / 2**20:.0f} MiB, more than 80% of "
                              f"the {avail / 2**20:.0f} MiB available")
-    if interleave:
-        results, peer_runs = _interleaved(sources, backends, threads, prompt_tokens, gen_tokens, repeats,
-                                          (peer, q8, n_threads) if peer else None, timeout_s)
-    else:
-        results = [measure_in_subprocess(src, name, threads, prompt_tokens, gen_tokens, repeats, timeout_s)
-                   for src, name in zip(sources, backends)]
-        peer_runs = [run_llama_bench(peer, q8, n_threads, prompt_tokens, gen_tokens, repeats)] if peer else []
+    results, peer_runs = _measure(sources, backends, threads, prompt_tokens, gen_tokens, repeats,
+                                  (peer, q8, n_threads) if peer else None, timeout_s, interleave)
     for r in results:
         q = QuantConfig.from_dict(r["quant"]) if r.get("quant") else None
         per_token = decode_bytes_per_token(cfg, q) if q else None
@@ -443,27 +418,39 @@ def _ratios(r: dict[str, Any], base: dict[str, Any], paired: bool) -> dict[str, 
     return out
 
 
-def _interleaved(sources: Sequence[str], backends: Sequence[str], threads: int | None, prompt_tokens: int,
-                 gen_tokens: int, repeats: int, peer: tuple[str, Path, int] | None,
-                 timeout_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every backend loaded in its worker; round r runs each backend (and the peer) once, in an order rotated by r."""
+def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | None, prompt_tokens: int,
+             gen_tokens: int, repeats: int, peer: tuple[str, Path, int] | None, timeout_s: float,
+             interleave: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each backend in its worker; `repeats` rounds each, and the peer's runs.
+
+    Interleaved: all workers loaded (one after the other, so each load's peak is its own), then round r runs
+    each backend and the peer once, in an order rotated by r. Sequential: one worker at a time runs all its
+    rounds and ends before the next loads; then llama-bench runs its `repeats` in one call.
+    """
+    results: list[dict[str, Any]] = []
+    peer_runs: list[dict[str, Any]] = []
     workers: list[_Worker] = []
     try:
-        for src, name in zip(sources, backends):  # loaded one after the other: each load's peak is its own
-            workers.append(_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s))
+        if not interleave:
+            for src, name in zip(sources, backends):
+                workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s)]
+                rounds = [workers[0].round() for _ in range(repeats)]
+                results.append({**workers[0].info, **_medians(rounds), **workers[0].finish()})
+            if peer:
+                peer_runs.append(run_llama_bench(*peer, prompt_tokens, gen_tokens, repeats))
+            return results, peer_runs
+        workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s)
+                   for src, name in zip(sources, backends)]
         runs: list[list[dict[str, float]]] = [[] for _ in workers]
-        peer_runs: list[dict[str, Any]] = []
         players = list(range(len(workers))) + ([-1] if peer else [])
         for r in range(repeats):
             for p in players[r % len(players):] + players[: r % len(players)]:
                 if p < 0:
                     assert peer is not None
-                    peer_runs.append(run_llama_bench(peer[0], peer[1], peer[2], prompt_tokens, gen_tokens, 1))
+                    peer_runs.append(run_llama_bench(*peer, prompt_tokens, gen_tokens, 1))
                 else:
                     runs[p].append(workers[p].round())
-        results = []
-        for w, rounds in zip(workers, runs):
-            results.append({**w.info, **_medians(rounds), **w.finish()})
+        results = [{**w.info, **_medians(rounds), **w.finish()} for w, rounds in zip(workers, runs)]
         return results, peer_runs
     finally:
         for w in workers:
@@ -496,20 +483,8 @@ def _worker(arg: str) -> int:
     return 0
 
 
-def _child(arg: str) -> int:
-    args = json.loads(arg)
-    try:
-        print(json.dumps(measure_backend(**args)))
-    except EdgeSDKError as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        sys.exit(_child(sys.argv[2]))
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         sys.exit(_worker(sys.argv[2]))
-    print("usage: python -m edge_sdk.bench --child|--worker JSON (use `edge-sdk bench`)", file=sys.stderr)
+    print("usage: python -m edge_sdk.bench --worker JSON (use `edge-sdk bench`)", file=sys.stderr)
     sys.exit(2)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .backends.tflite_export import DEFAULT_LINEAR
 from .config import QuantConfig
 from .errors import PackageError, UnsupportedModelError
 from .graphs.build import build_graphs
@@ -53,7 +54,7 @@ def _check_table(out: str, specs: list[GraphSpec]) -> None:
 
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
             policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None,
-            tflite_graphs: bool = False, tflite_linear: str = "segments") -> dict[str, Any]:
+            tflite_graphs: bool = False, tflite_linear: str = DEFAULT_LINEAR) -> dict[str, Any]:
     """Write the package for `model` to `out`; returns timings and sizes.
 
     `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).
@@ -114,42 +115,59 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
             "onnx_files": [s.file for s in specs if s.file]}
 
 
-def has_onnx_graphs(path: str | os.PathLike) -> bool:
-    """Whether a package lists an ONNX file for every graph (packages from older conversions do not)."""
+def _manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     try:
-        graphs = read_manifest(os.fspath(path)).get("graphs", [])
+        return read_manifest(os.fspath(path))
     except PackageError:
-        return False
+        return None
+
+
+def _lists_onnx(manifest: dict[str, Any]) -> bool:
+    graphs = manifest.get("graphs", [])
     return bool(graphs) and all(isinstance(g, dict) and g.get("file") for g in graphs)
 
 
-def has_tflite_graphs(path: str | os.PathLike) -> bool:
-    """Whether a package lists a .tflite file for every graph (written by `convert(..., tflite_graphs=True)`)."""
+def _lists_tflite(manifest: dict[str, Any]) -> bool:
     from .backends.tflite_export import graph_file_name
     from .graphs.spec import specs_from_manifest
 
     try:
-        manifest = read_manifest(os.fspath(path))
         specs = specs_from_manifest(manifest.get("graphs", []))
     except PackageError:
         return False
     return bool(specs) and all(graph_file_name(s) in manifest.get("files", {}) for s in specs)
 
 
+def _tflite_linear(manifest: dict[str, Any]) -> str | None:
+    runtimes = manifest.get("runtimes")
+    tflite = runtimes.get("tflite") if isinstance(runtimes, dict) else None
+    return tflite.get("linear") if isinstance(tflite, dict) else None
+
+
+def has_onnx_graphs(path: str | os.PathLike) -> bool:
+    """Whether a package lists an ONNX file for every graph (packages from older conversions do not)."""
+    manifest = _manifest(path)
+    return manifest is not None and _lists_onnx(manifest)
+
+
+def has_tflite_graphs(path: str | os.PathLike) -> bool:
+    """Whether a package lists a .tflite file for every graph (written by `convert(..., tflite_graphs=True)`)."""
+    manifest = _manifest(path)
+    return manifest is not None and _lists_tflite(manifest)
+
+
 def tflite_linear_of(path: str | os.PathLike) -> str | None:
     """The int8 product the package's .tflite graphs use (None: no record, packages converted before it was kept)."""
-    try:
-        return read_manifest(os.fspath(path)).get("runtimes", {}).get("tflite", {}).get("linear")
-    except (PackageError, AttributeError):
-        return None
+    manifest = _manifest(path)
+    return None if manifest is None else _tflite_linear(manifest)
 
 
 def _ready(dest: Path, tflite: bool) -> bool:
-    """A cached package holds what is asked (.tflite graphs in the current default formulation when `tflite`)."""
-    from .backends.tflite_export import DEFAULT_LINEAR
-
-    return is_package(dest) and has_onnx_graphs(dest) and (
-        not tflite or (has_tflite_graphs(dest) and tflite_linear_of(dest) == DEFAULT_LINEAR))
+    """A cached package holds what is asked (.tflite graphs in the current default formulation when `tflite`).
+    The manifest is read once."""
+    manifest = _manifest(dest) if is_package(dest) else None
+    return manifest is not None and _lists_onnx(manifest) and (
+        not tflite or (_lists_tflite(manifest) and _tflite_linear(manifest) == DEFAULT_LINEAR))
 
 
 def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: bool, what: str,

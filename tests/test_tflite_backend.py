@@ -19,11 +19,13 @@ from edge_sdk.backends.tflite_export import FlatModel, export_graph  # noqa: E40
 from edge_sdk.cli import main  # noqa: E402
 from edge_sdk.config import QuantConfig  # noqa: E402
 from edge_sdk.convert import convert, has_tflite_graphs  # noqa: E402
-from edge_sdk.errors import BackendError, ContextOverflowError  # noqa: E402
+from edge_sdk.errors import BackendError  # noqa: E402
 from edge_sdk.graphs import SplitPolicy, specs_from_manifest  # noqa: E402
 from edge_sdk.int8_reference import Int8Forward, int8_linear  # noqa: E402
 from edge_sdk.package import flatten_weights, load_package  # noqa: E402
 from edge_sdk.quantize import QMat  # noqa: E402
+
+from backend_checks import check_forward_refuses_bad_calls  # noqa: E402
 
 # max |tflite - numpy int8| on tiny-model logits (|logits| ~ 4) with the "blocks" products and LiteRT's builtin
 # kernels: the hybrid BATCH_MATMUL quantizes each activation block symmetrically, as int8_reference does.
@@ -270,15 +272,7 @@ def test_flat_model_unique_names_shared_constants_and_a_runnable_graph():
 
 def test_bad_calls_raise_clear_errors(tiny_pkg, tmp_path, tiny_gguf):
     be = TfliteBackend(tiny_pkg, ctx=8, threads=1)
-    with pytest.raises(ContextOverflowError, match="positions 6..9 do not fit in the context of 8"):
-        be.forward(np.array([1, 2, 3, 4]), 6)
-    with pytest.raises(ValueError, match=r"token ids must be in \[0, 306\)"):
-        be.forward(np.array([306]), 0)
-    with pytest.raises(ValueError, match="at least one token"):
-        be.forward(np.array([], dtype=np.int64), 0)
-    be.close()
-    with pytest.raises(BackendError, match="closed"):
-        be.forward(np.array([1]), 0)
+    check_forward_refuses_bad_calls(be)
     with pytest.raises(ValueError, match=r"ctx must be in \[1, 128\]"):
         TfliteBackend(tiny_pkg, ctx=129)
     with pytest.raises(BackendError, match="kv_dtype 'f16' is not supported"):

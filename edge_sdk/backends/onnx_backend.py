@@ -225,9 +225,8 @@ class OnnxBackend:
             for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
                 io.bind_ortvalue_input(f"past_key.{i}", self._values[f"key.{i}"])
                 io.bind_ortvalue_input(f"past_value.{i}", self._values[f"value.{i}"])
-                if self.merged:  # bound once; a call then rebinds only its logits buffer
-                    io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])
-                    io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])
+                io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])  # bound once; a call
+                io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])  # rebinds its output only
             self._io[g] = io
 
     def kv_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,30 +236,15 @@ class OnnxBackend:
         return self._arrays[f"key.{layer}"], self._arrays[f"value.{layer}"]
 
     # ---- running ---------------------------------------------------------------------------------
-    def _run_layers(self, g: int, inputs: Mapping[str, np.ndarray], output: str, layers: Sequence[GraphSpec]) -> np.ndarray:
-        """Run session g with its caches bound in place; returns `output`."""
+    def _run_bound(self, g: int, inputs: Mapping[str, np.ndarray], output: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Run session g (caches bound once, in place); `output` is written into a new array of ours."""
         io = self._io[g]
         for name, value in inputs.items():
             io.bind_cpu_input(name, value)
-        io.clear_binding_outputs()
-        io.bind_output(output)
-        for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
-            io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])
-            io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])
+        out = np.empty(shape, dtype=np.float32)
+        io.bind_output(output, "cpu", 0, np.float32, list(shape), out.ctypes.data)
         self.sessions[g].run_with_iobinding(io)
-        return io.get_outputs()[0].numpy()
-
-    def _run_merged(self, tokens: np.ndarray, pos: np.ndarray, last_only: bool) -> np.ndarray:
-        """The merged model: caches bound once, logits written into a buffer of ours (no output to fetch)."""
-        io, n = self._io[0], tokens.shape[1]
-        rows = 1 if last_only else n
-        logits = np.empty((1, rows, self.config.vocab_size), dtype=np.float32)
-        io.bind_cpu_input("tokens", tokens)
-        io.bind_cpu_input("pos", pos)
-        io.bind_cpu_input(HEAD_FROM, np.array([n - rows], dtype=np.int64))
-        io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
-        self.sessions[0].run_with_iobinding(io)
-        return logits[0]
+        return out
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
@@ -268,14 +252,17 @@ class OnnxBackend:
         if not self.sessions:
             raise BackendError("the ONNX backend is closed")
         pos_in = np.array([pos], dtype=np.int32)
+        n, cfg = tokens.shape[1], self.config
         if self.merged:
-            return self._run_merged(tokens, pos_in, last_only)
+            rows = 1 if last_only else n
+            inputs = {"tokens": tokens, "pos": pos_in, HEAD_FROM: np.array([n - rows], dtype=np.int64)}
+            return self._run_bound(0, inputs, "logits", (1, rows, cfg.vocab_size))[0]
         x: np.ndarray = tokens
         for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
             if spec.kind == "embed":
                 x = sess.run(None, {"tokens": x})[0]
             elif spec.kind == "layers":
-                x = self._run_layers(g, {"x": x, "pos": pos_in}, "x_out", [spec])
+                x = self._run_bound(g, {"x": x, "pos": pos_in}, "x_out", (1, n, cfg.dim))
             else:
                 if last_only:
                     x = np.ascontiguousarray(x[:, -1:])

@@ -150,7 +150,7 @@ class TfliteBackend:
             kwargs["num_threads"] = 1
         return self._Interpreter(model_path=self.files[g], **kwargs)  # memory-mapped by LiteRT
 
-    def _stateless_run(self, g: int, name: str, value: np.ndarray) -> np.ndarray:
+    def _stateless_run(self, g: int, value: np.ndarray) -> np.ndarray:
         interp, T, i_in, i_out = self._stateless.get(g, (None, -1, 0, 0))
         if interp is None:
             interp = self._new_interpreter(g)
@@ -214,7 +214,7 @@ class TfliteBackend:
             self._map_window(g, r, T, window)
         if n < T:
             x = np.concatenate([x, np.zeros((1, T - n, x.shape[2]), np.float32)], axis=1)
-        interp, idx, spec = r.interp, r.index, self.specs[g]
+        interp, idx = r.interp, r.index
         interp.set_tensor(idx["x"], np.ascontiguousarray(x, dtype=np.float32))
         mask = np.where(np.arange(window) < pos, np.float32(0), np.float32(-np.inf)).astype(np.float32)
         interp.set_tensor(idx["mask_past"], np.broadcast_to(mask, (T, window)).copy())
@@ -242,14 +242,14 @@ class TfliteBackend:
         x: np.ndarray = tokens.astype(np.int32)
         for g, spec in enumerate(self.specs):
             if spec.kind == "embed":
-                x = self._stateless_run(g, "tokens", x)
+                x = self._stateless_run(g, x)
             elif spec.kind == "layers":
                 step = 1 if n == 1 else self.chunk
                 x = np.concatenate([self._run_layers(g, x[:, s : s + step], pos + s) for s in range(0, n, step)], axis=1)
             else:
                 if last_only:
                     x = x[:, -1:]
-                x = self._stateless_run(g, "x", np.ascontiguousarray(x))
+                x = self._stateless_run(g, np.ascontiguousarray(x))
         return x[0]
 
     def close(self) -> None:

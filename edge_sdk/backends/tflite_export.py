@@ -188,106 +188,84 @@ class FlatModel:
         tensors = [self._tensor(b, t) for t in self.tensors]
         ops = [self._operator(b, *op) for op in self.ops]
         sg = _mod("SubGraph")
-        t_vec = _vector(b, sg.SubGraphStartTensorsVector, tensors)
-        in_vec = _int_vector(b, sg.SubGraphStartInputsVector, self.inputs)
-        out_vec = _int_vector(b, sg.SubGraphStartOutputsVector, self.outputs)
-        op_vec = _vector(b, sg.SubGraphStartOperatorsVector, ops)
-        name = b.CreateString(self.name)
-        sg.SubGraphStart(b)
-        sg.SubGraphAddTensors(b, t_vec)
-        sg.SubGraphAddInputs(b, in_vec)
-        sg.SubGraphAddOutputs(b, out_vec)
-        sg.SubGraphAddOperators(b, op_vec)
-        sg.SubGraphAddName(b, name)
-        subgraph = sg.SubGraphEnd(b)
-        oc = _mod("OperatorCode")
-        codes = []
-        for code in self.opcodes:  # insertion order = opcode index
-            oc.OperatorCodeStart(b)
-            oc.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))  # 127: "see builtin_code"
-            oc.OperatorCodeAddBuiltinCode(b, code)
-            oc.OperatorCodeAddVersion(b, 1)
-            codes.append(oc.OperatorCodeEnd(b))
+        subgraph = _table(b, "SubGraph", {
+            "Tensors": _vector(b, sg.SubGraphStartTensorsVector, tensors),
+            "Inputs": _int_vector(b, sg.SubGraphStartInputsVector, self.inputs),
+            "Outputs": _int_vector(b, sg.SubGraphStartOutputsVector, self.outputs),
+            "Operators": _vector(b, sg.SubGraphStartOperatorsVector, ops),
+            "Name": b.CreateString(self.name),
+        })
+        # insertion order = opcode index; 127 in the deprecated field means "see builtin_code"
+        codes = [_table(b, "OperatorCode", {"DeprecatedBuiltinCode": min(code, 127), "BuiltinCode": code, "Version": 1})
+                 for code in self.opcodes]
         m = _mod("Model")
         codes_vec = _vector(b, m.ModelStartOperatorCodesVector, codes)
-        sg_vec = _vector(b, m.ModelStartSubgraphsVector, [subgraph])
-        buf_vec = _vector(b, m.ModelStartBuffersVector, buffers)
-        desc = b.CreateString(description or self.name)
-        m.ModelStart(b)
-        m.ModelAddVersion(b, SCHEMA_VERSION)
-        m.ModelAddOperatorCodes(b, codes_vec)
-        m.ModelAddSubgraphs(b, sg_vec)
-        m.ModelAddDescription(b, desc)
-        m.ModelAddBuffers(b, buf_vec)
-        b.Finish(m.ModelEnd(b), file_identifier=b"TFL3")
+        subgraphs = _vector(b, m.ModelStartSubgraphsVector, [subgraph])
+        buffers_vec = _vector(b, m.ModelStartBuffersVector, buffers)
+        model = _table(b, "Model", {"Version": SCHEMA_VERSION, "OperatorCodes": codes_vec, "Subgraphs": subgraphs,
+                                    "Description": b.CreateString(description or self.name), "Buffers": buffers_vec})
+        b.Finish(model, file_identifier=b"TFL3")
         return bytes(b.Output())
 
     @staticmethod
     def _buffer(b: Any, data: bytes) -> int:
-        bm = _mod("Buffer")
         vec = None
         if data:
             b.StartVector(1, len(data), 16)  # 16-byte aligned data: the kernels read it in place
             b.head = b.head - len(data)
             b.Bytes[b.head : b.head + len(data)] = data
             vec = b.EndVector()
-        bm.BufferStart(b)
-        if vec is not None:
-            bm.BufferAddData(b, vec)
-        return bm.BufferEnd(b)
+        return _table(b, "Buffer", {"Data": vec})
 
     @staticmethod
     def _tensor(b: Any, t: dict[str, Any]) -> int:
-        tm = _mod("Tensor")
         name = b.CreateString(t["name"])
         quant = None
         if t["scale"] is not None:
-            qm = _mod("QuantizationParameters")
-            scale = b.CreateNumpyVector(np.asarray(t["scale"], dtype=np.float32))
-            zp = b.CreateNumpyVector(np.zeros(len(t["scale"]), dtype=np.int64))
-            qm.QuantizationParametersStart(b)
-            qm.QuantizationParametersAddScale(b, scale)
-            qm.QuantizationParametersAddZeroPoint(b, zp)
-            qm.QuantizationParametersAddQuantizedDimension(b, t["qdim"])
-            quant = qm.QuantizationParametersEnd(b)
-        shape = b.CreateNumpyVector(np.array([max(s, 1) for s in t["shape"]], dtype=np.int32))
-        sig = None
-        if any(s < 0 for s in t["shape"]):
-            sig = b.CreateNumpyVector(np.array(t["shape"], dtype=np.int32))
-        tm.TensorStart(b)
-        tm.TensorAddShape(b, shape)
-        if sig is not None:
-            tm.TensorAddShapeSignature(b, sig)
-        tm.TensorAddType(b, _TYPES[t["dtype"]])
-        tm.TensorAddBuffer(b, t["buffer"])
-        tm.TensorAddName(b, name)
-        if quant is not None:
-            tm.TensorAddQuantization(b, quant)
-        return tm.TensorEnd(b)
+            quant = _table(b, "QuantizationParameters", {
+                "Scale": b.CreateNumpyVector(np.asarray(t["scale"], dtype=np.float32)),
+                "ZeroPoint": b.CreateNumpyVector(np.zeros(len(t["scale"]), dtype=np.int64)),
+                "QuantizedDimension": t["qdim"],
+            })
+        dynamic = any(s < 0 for s in t["shape"])
+        return _table(b, "Tensor", {
+            "Shape": b.CreateNumpyVector(np.array([max(s, 1) for s in t["shape"]], dtype=np.int32)),
+            "ShapeSignature": b.CreateNumpyVector(np.array(t["shape"], dtype=np.int32)) if dynamic else None,
+            "Type": _TYPES[t["dtype"]],
+            "Buffer": t["buffer"],
+            "Name": name,
+            "Quantization": quant,
+        })
 
     @staticmethod
     def _operator(b: Any, idx: int, inputs: list[int], outputs: list[int], options: str,
                   fields: dict[str, Any]) -> int:
-        om = _mod("Operator")
         opts = None
         if options:
-            mod = _mod(options)
-            fields = {k: b.CreateNumpyVector(np.asarray(v, np.int32)) if isinstance(v, (list, tuple)) else v
-                      for k, v in fields.items()}  # vectors go before the table
-            getattr(mod, f"{options}Start")(b)
-            for key, value in fields.items():
-                getattr(mod, f"{options}Add{key}")(b, value)
-            opts = getattr(mod, f"{options}End")(b)
-        in_vec = _int_vector(b, om.OperatorStartInputsVector, inputs)
-        out_vec = _int_vector(b, om.OperatorStartOutputsVector, outputs)
-        om.OperatorStart(b)
-        om.OperatorAddOpcodeIndex(b, idx)
-        om.OperatorAddInputs(b, in_vec)
-        om.OperatorAddOutputs(b, out_vec)
-        if opts is not None:
-            om.OperatorAddBuiltinOptionsType(b, getattr(_mod("BuiltinOptions").BuiltinOptions, options))
-            om.OperatorAddBuiltinOptions(b, opts)
-        return om.OperatorEnd(b)
+            opts = _table(b, options, {k: b.CreateNumpyVector(np.asarray(v, np.int32)) if isinstance(v, (list, tuple))
+                                       else v for k, v in fields.items()})
+        om = _mod("Operator")
+        return _table(b, "Operator", {
+            "OpcodeIndex": idx,
+            "Inputs": _int_vector(b, om.OperatorStartInputsVector, inputs),
+            "Outputs": _int_vector(b, om.OperatorStartOutputsVector, outputs),
+            "BuiltinOptionsType": getattr(_mod("BuiltinOptions").BuiltinOptions, options) if options else None,
+            "BuiltinOptions": opts,
+        })
+
+
+def _table(b: Any, name: str, fields: Mapping[str, Any]) -> int:
+    """The flatbuffer table `name` (a schema module of the `tflite` package) with the given fields, in order.
+
+    Values are scalars or offsets of strings, vectors and tables already written (flatbuffers forbids
+    writing those while a table is open); None leaves a field out.
+    """
+    mod = _mod(name)
+    getattr(mod, f"{name}Start")(b)
+    for key, value in fields.items():
+        if value is not None:
+            getattr(mod, f"{name}Add{key}")(b, value)
+    return getattr(mod, f"{name}End")(b)
 
 
 def _vector(b: Any, start: Any, offsets: Sequence[int]) -> int:
@@ -516,7 +494,8 @@ def _attention(g: _Graph, op: OpRecord) -> None:
     q_in, k_in, v_in, past_k, past_v = op.inputs[:5]
     out, present_k, present_v = op.outputs
     layer = present_k.rsplit(".", 1)[1]
-    cfg, m, sh = g.cfg, g.m, _attention_shared(g)
+    cfg, m = g.cfg, g.m
+    _attention_shared(g)  # RoPE tables per head and the scale, read by _rope and _scores
     h, kvh, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     rep = h // kvh
     q = _rope(g, g.reshape(g.values[q_in], [_DYN, h, hd], out + ".q3"), h, out + ".q")
@@ -642,7 +621,7 @@ def check_exportable(q: QuantConfig) -> None:
 
 
 def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, tensors: Mapping[str, np.ndarray],
-                 linear: str = "segments") -> bytes:
+                 linear: str = DEFAULT_LINEAR) -> bytes:
     """The .tflite bytes of one graph; `tensors` maps the spec's tensor names to arrays (`flatten_weights`)."""
     if linear not in LINEAR_KINDS:
         raise ValueError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
@@ -660,7 +639,7 @@ def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, tensors: Map
 
 
 def write_tflite_graphs(out_dir: str | os.PathLike, specs: Sequence[GraphSpec], cfg: ModelConfig, q: QuantConfig,
-                        tensors: Mapping[str, np.ndarray], linear: str = "segments") -> dict[str, str]:
+                        tensors: Mapping[str, np.ndarray], linear: str = DEFAULT_LINEAR) -> dict[str, str]:
     """Write one .tflite file per graph under `out_dir/graphs/`; returns graph name -> relative path."""
     os.makedirs(os.path.join(os.fspath(out_dir), DIR), exist_ok=True)
     files = {}

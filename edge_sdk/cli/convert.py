@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..backends.tflite_export import DEFAULT_LINEAR, LINEAR_KINDS
 from ..models import DEFAULT_MODEL
 
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX files")
     p.add_argument("--backend", action="append", choices=("onnx", "tflite"), default=None,
                    help="graph files to write besides ONNX: tflite adds graphs/*.tflite (about the weights' size again)")
-    p.add_argument("--tflite-linear", choices=("segments", "blocks", "rows", "groups"), default="segments",
+    p.add_argument("--tflite-linear", choices=LINEAR_KINDS, default=DEFAULT_LINEAR,
                    help="int8 products of the .tflite graphs: segments (default: per-segment activation scales over "
                         "192 values, weights re-quantized per segment), blocks (the int8 reference's per-block "
                         "scales: ~1.4x slower decode) or rows (one activation scale per token: least exact)")
