@@ -277,6 +277,8 @@ void es_pool_run(es_pool *p, es_task_fn fn, void *arg) {
 
 int32_t es_pool_size(const es_pool *p) { return p->n; }
 
+int64_t es_pool_spin_setting(const es_pool *p) { return p->spin_ns; }
+
 int64_t es_pool_spin_ns(const es_pool *p) {
     return now_ns() < atomic_load_explicit(&p->no_spin_until, memory_order_relaxed) ? 0 : p->spin_ns;
 }

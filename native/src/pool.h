@@ -50,6 +50,9 @@ int32_t es_pool_size(const es_pool *p);
 /* The spin in effect now: 0 when oversubscribed, or for a while after a
  * spinning thread was descheduled (another process wanted the core). */
 int64_t es_pool_spin_ns(const es_pool *p);
+/* The spin the pool was made with: spin_ns as given, or 0 when oversubscribed.
+ * Unlike es_pool_spin_ns it does not change while the pool runs. */
+int64_t es_pool_spin_setting(const es_pool *p);
 
 /* How many CPUs this process may run on (its affinity mask), at least 1. */
 int32_t es_pool_cpus_available(void);
