@@ -10,7 +10,7 @@ def add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("-m", "--model", default=None, help="registered name (default smollm2-135m), .gguf file, Hugging Face directory or package")
     if backend:
         p.add_argument("--backend", default="auto", choices=("auto", "native", "numpy", "float", "onnx", "tflite"))
-        p.add_argument("--threads", type=int, default=None, help="threads for the native and ONNX backends")
+        p.add_argument("--threads", type=int, default=None, help="threads for the native, ONNX and TFLite backends")
         p.add_argument("--ctx", type=int, default=None, help="context length (default min(model's, 2048))")
         p.add_argument("--kv", dest="kv_dtype", default="f32", choices=("f32", "f16"), help="KV cache dtype")
         p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row; default 32)")
