@@ -24,6 +24,7 @@ from .importers import ImportedModel
 from .int8_reference import Int8Forward
 from .quantize import quantize_weights
 from .reference import FloatForward, FloatOps
+from .errors import InvalidArgumentError
 
 
 class Int8Eval(Int8Forward):
@@ -65,7 +66,7 @@ def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig
         ids = ids[:max_tokens]
     window = min(window, m.config.max_ctx)
     if len(ids) < 2:
-        raise ValueError("the text is too short to measure perplexity (fewer than 2 tokens)")
+        raise InvalidArgumentError("the text is too short to measure perplexity (fewer than 2 tokens)")
     ffwd = FloatForward(m.config, m.weights, ctx=window)
     qfwd = None if float_only else Int8Eval(m.config, quantize_weights(m.config, m.weights, qcfg), ctx=window)
     nll_f, nll_q, agree, n = 0.0, 0.0, 0, 0

@@ -21,12 +21,13 @@ import functools
 import os
 import sys
 import threading
+import weakref
 from typing import Any, Iterator, Sequence
 
 from .chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from .config import ModelConfig, QuantConfig
-from .errors import BackendError, BusyError, EdgeSDKError
-from .generate import Generator
+from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
+from .generate import Generator, checked_timeout
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
@@ -44,11 +45,12 @@ class Model:
         self.config = config
         self.quant = quant
         self.name = name
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = None if busy_timeout is None else checked_timeout(busy_timeout, "busy_timeout")
         self.details = details or {}
         self._gen = Generator(backend, tokenizer)
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._streams: weakref.WeakSet[Iterator[str]] = weakref.WeakSet()  # streams made by this model, to close
         self._closed = False
         self._template: ChatTemplate | None = None
         self.last_stats: dict[str, Any] = {}
@@ -81,16 +83,17 @@ class Model:
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
             raise TypeError(f"unknown sampling parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS)}")
-        if isinstance(sampling.get("stop"), str):
-            sampling["stop"] = (sampling["stop"],)
-        elif sampling.get("stop") is not None:
-            sampling["stop"] = tuple(sampling["stop"])
         return SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
 
     def stream_ids(self, prompt_ids: Sequence[int], *, cancel: threading.Event | None = None,
                    timeout: float | None = None, **sampling: Any) -> Iterator[str]:
         """Stream the completion of already tokenized input (text pieces)."""
-        params = self._params(dict(sampling))
+        it = self._stream_ids(prompt_ids, self._params(dict(sampling)), cancel, timeout)
+        self._streams.add(it)
+        return it
+
+    def _stream_ids(self, prompt_ids: Sequence[int], params: SamplingParams, cancel: threading.Event | None,
+                    timeout: float | None) -> Iterator[str]:
         self._acquire()
         try:
             yield from self._gen.stream_text(prompt_ids, params, cancel, timeout)
@@ -138,8 +141,12 @@ class Model:
                 "quant": self.quant.to_dict() if self.quant else None, **self.details}
 
     def close(self) -> None:
+        """Release the backend. An unfinished stream of this thread is closed first (it ends as "cancelled")."""
         if self._closed:
             return
+        if self._owner == threading.get_ident():
+            for it in list(self._streams):
+                it.close()  # type: ignore[attr-defined]  # the one holding the model releases it
         self._acquire()
         try:
             self._closed = True
@@ -150,8 +157,14 @@ class Model:
     def __enter__(self) -> "Model":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # never hide the exception that is leaving the block
+            self.close()
+        except EdgeSDKError:
+            pass
 
 
 @functools.lru_cache(maxsize=None)
@@ -201,7 +214,8 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
             from .boards import load_board
 
             settings = settings_from_board(load_board(board))
-            threads, providers = threads or settings["threads"], settings["providers"]
+            providers = settings["providers"]
+            threads = threads if threads is not None else settings["threads"]
         return OnnxBackend(package, ctx, threads=threads, providers=providers, kv_dtype=kv_dtype)
     if name == "tflite":
         if package is None:
@@ -225,21 +239,34 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
     from .boards import load_board
     from .errors import PlanError
     from .models import model_config
-    from .plan.budget import plan_device
+    from .plan.budget import IMPORT_PEAK_FACTOR, REFERENCE_COPY_FACTOR, load_extra_bytes, plan_device
+    from .sizes import model_weight_bytes
 
     cfg, qcfg = model_config(path)
-    if not is_package_path(path):
+    from_package = is_package_path(path)
+    if not from_package:
         qcfg = QuantConfig(group_size=group_size)
     profile = load_board(board)
     plan_backend = backend if backend in ("native", "onnx", "tflite") else None
-    want_ctx = ctx or min(cfg.max_ctx, 2048)
+    want_ctx = ctx if ctx is not None else min(cfg.max_ctx, 2048)
     dp = plan_device(cfg, qcfg, profile, ctx=want_ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
     if not dp.fits and ctx is None and dp.max_ctx > 0:
         want_ctx = min(want_ctx, dp.max_ctx)  # no context asked for: take the largest that fits
         dp = plan_device(cfg, qcfg, profile, ctx=want_ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
     if not dp.fits:
         raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {want_ctx}: " + "; ".join(dp.reasons))
-    return threads or dp.threads, want_ctx
+    extra = load_extra_bytes(cfg, qcfg, backend, from_package)
+    if dp.peak_bytes + extra > dp.budget_bytes:
+        why = [] if from_package else [
+            f"loading {path} imports and quantizes it in this process (about {IMPORT_PEAK_FACTOR:g}x its "
+            f"{model_weight_bytes(cfg, qcfg) / 2**20:.0f} MiB of int8 weights at the peak); convert it once with "
+            "`edge-sdk convert MODEL -o DIR` on a larger machine and load DIR"]
+        if backend in REFERENCE_COPY_FACTOR:
+            why.append(f"the {backend} backend holds float32 copies of the weights; the native core does not")
+        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {want_ctx} with the {backend} backend: "
+                        f"needs {(dp.peak_bytes + extra) / 2**20:.1f} MiB but {profile.id} leaves "
+                        f"{dp.budget_bytes / 2**20:.1f} MiB; " + "; ".join(why))
+    return threads if threads is not None else dp.threads, want_ctx
 
 
 def is_package_path(path: Any) -> bool:
@@ -263,22 +290,32 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     threads and, when `ctx` is not given, the context come from the plan.
     """
     from . import models
-    from .convert import cached_package
+    from .convert import cached_package, ready_package
     from .package import is_package, load_package
 
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    for arg, value in (("threads", threads), ("ctx", ctx)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidArgumentError(f"{arg} must be an int >= 1 (or None for the default), got {value!r}")
+    if busy_timeout is not None:
+        checked_timeout(busy_timeout, "busy_timeout")
+    chosen = auto_backend() if backend == "auto" else backend
     name = str(model or models.DEFAULT_MODEL)
     path = models.resolve(model, quiet=quiet)
-    if name in models.REGISTRY and backend != "float":
-        path = cached_package(name, QuantConfig(group_size=group_size), quiet=quiet, tflite=backend == "tflite")
+    qcfg_wanted = QuantConfig(group_size=group_size)
+    registered = name in models.REGISTRY and chosen != "float"
+    if registered:  # its package when already converted: a board plan then needs no import
+        path = ready_package(name, qcfg_wanted, tflite=chosen == "tflite") or path
     if board is not None:
-        threads, ctx = check_board_plan(path, board, backend, threads, ctx, kv_dtype, group_size)
+        threads, ctx = check_board_plan(path, board, chosen, threads, ctx, kv_dtype, group_size)
+    if registered and not is_package(path):
+        path = cached_package(name, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     fweights = pkg = None
-    if backend in ("onnx", "tflite") and not is_package(path):
+    if chosen in ("onnx", "tflite") and not is_package(path):
         from .convert import package_for
 
-        path = package_for(path, QuantConfig(group_size=group_size), quiet=quiet, tflite=backend == "tflite")
+        path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
         pkg = load_package(path)
         cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer
@@ -288,13 +325,12 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
 
         imported = import_model(path)
         cfg, tok, fweights = imported.config, imported.tokenizer, imported.weights
-        qcfg = QuantConfig(group_size=group_size)
-        qweights = None if backend == "float" else quantize_weights(cfg, fweights, qcfg)
-        if backend != "float":
+        qcfg = qcfg_wanted
+        qweights = None if chosen == "float" else quantize_weights(cfg, fweights, qcfg)
+        if chosen != "float":
             fweights = None
-    ctx = ctx or min(cfg.max_ctx, 2048)
-    if ctx < 1 or ctx > cfg.max_ctx:
-        raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    chosen = auto_backend() if backend == "auto" else backend
+    ctx = ctx if ctx is not None else min(cfg.max_ctx, 2048)
+    if ctx > cfg.max_ctx:
+        raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
     be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board)
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout)

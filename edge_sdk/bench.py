@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import BackendError, EdgeSDKError, ModelFileError
+from .errors import BackendError, EdgeSDKError, InvalidArgumentError, ModelFileError
 
 PREFILL_CHUNK = 128  # the generator's default
 
@@ -203,7 +203,7 @@ def read_bandwidth_gbps(threads: int = 1, mib: int = 256, repeats: int = 5) -> f
     an int64 `max` or a float `sum` (pairwise summation) is compute-bound below that on this x86 machine.
     """
     if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
     a = np.ones(mib * 2**20 // 4, dtype=np.float32)  # written once, so every page is resident
     parts = np.array_split(a, threads)
 
@@ -348,16 +348,16 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
     from .sizes import decode_bytes_per_token
 
     if prompt_tokens < 1 or gen_tokens < 1 or repeats < 1:
-        raise ValueError("prompt_tokens, gen_tokens and repeats must be >= 1")
+        raise InvalidArgumentError("prompt_tokens, gen_tokens and repeats must be >= 1")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
     from .api import BACKENDS
 
     if not backends:
-        raise ValueError("no backend to measure")
+        raise InvalidArgumentError("no backend to measure")
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise ValueError(f"unknown backend {unknown[0]!r}; choose among {', '.join(BACKENDS)}")
+        raise InvalidArgumentError(f"unknown backend {unknown[0]!r}; choose among {', '.join(BACKENDS)}")
     info = models.describe(model)
     cfg = info["config"]
     if peer:  # check before measuring anything

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsupportedModelError
+from .errors import InvalidArgumentError, UnsupportedModelError
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,11 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         if self.bits != 8:
-            raise ValueError(f"only 8-bit weights are supported, got bits={self.bits}")
+            raise InvalidArgumentError(f"only 8-bit weights are supported, got bits={self.bits}")
         if self.act_block < 1 or self.act_block % 4:
-            raise ValueError(f"act_block must be a positive multiple of 4, got {self.act_block}")
+            raise InvalidArgumentError(f"act_block must be a positive multiple of 4, got {self.act_block}")
         if self.group_size < 0 or (self.group_size and self.group_size % self.act_block):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"group_size must be 0 (per row) or a positive multiple of act_block={self.act_block}, got {self.group_size}"
             )
 

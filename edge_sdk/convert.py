@@ -188,17 +188,29 @@ def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: 
     return dest
 
 
+def _registered_dest(name: str, qcfg: QuantConfig) -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / "packages" / f"{name}-g{qcfg.group_size}"
+
+
+def ready_package(name: str, qcfg: QuantConfig, tflite: bool = False) -> Path | None:
+    """The converted package of a registered model when the cache already holds it, else None."""
+    dest = _registered_dest(name, qcfg)
+    return dest if _ready(dest, tflite) else None
+
+
 def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True, tflite: bool = False) -> Path:
     """The converted package of a registered model, converting it into the cache on first use.
 
     `tflite`: the package must also hold .tflite graphs (converted again when it does not).
     """
-    from .models import cache_dir, pull
+    from .models import pull
 
-    dest = cache_dir() / "packages" / f"{name}-g{qcfg.group_size}"
-    if _ready(dest, tflite):
+    dest = ready_package(name, qcfg, tflite)
+    if dest is not None:
         return dest
-    return _convert_into(pull(name, quiet=quiet), dest, qcfg, quiet, name, tflite)
+    return _convert_into(pull(name, quiet=quiet), _registered_dest(name, qcfg), qcfg, quiet, name, tflite)
 
 
 def package_for(model: str | os.PathLike, qcfg: QuantConfig, quiet: bool = True, tflite: bool = False) -> Path:

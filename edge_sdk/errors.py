@@ -12,6 +12,10 @@ class EdgeSDKError(Exception):
     """Base class of every error raised on purpose by edge_sdk."""
 
 
+class InvalidArgumentError(EdgeSDKError, ValueError):
+    """An argument is out of range or of the wrong kind (also a ValueError)."""
+
+
 class ModelFileError(EdgeSDKError):
     """A model file or directory is missing, truncated, corrupt or not a model."""
 

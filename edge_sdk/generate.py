@@ -16,15 +16,18 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .backends.base import Backend
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, InvalidArgumentError
 from .sampling import Sampler, SamplingParams
 from .streaming import StopMatcher, TextStreamer
 from .tokenizer import Tokenizer
@@ -57,12 +60,32 @@ class GenerationStats:
         return d
 
 
+def checked_token_ids(ids: Sequence[int]) -> list[int]:
+    """ids as a list of ints; anything that is not an integer token id (a float, a bool, a str) is an error."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidArgumentError(f"token ids must be a sequence of ints, got {type(ids).__name__}")
+    try:
+        out = [operator.index(t) for t in ids if not isinstance(t, (bool, np.bool_))]
+    except TypeError as e:
+        raise InvalidArgumentError(f"token ids must be ints: {e}") from None
+    if len(out) != len(ids):
+        raise InvalidArgumentError("token ids must be ints, not booleans")
+    return out
+
+
+def checked_timeout(value: float, name: str) -> float:
+    """A number of seconds, finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise InvalidArgumentError(f"{name} must be a finite number of seconds >= 0 (or None), got {value!r}")
+    return float(value)
+
+
 class Generator:
     """Runs prompts through a backend; one sequence at a time (the caller serializes)."""
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, prefill_chunk: int = 128) -> None:
         if prefill_chunk < 1:
-            raise ValueError("prefill_chunk must be >= 1")
+            raise InvalidArgumentError("prefill_chunk must be >= 1")
         self.backend = backend
         self.tokenizer = tokenizer
         self.prefill_chunk = prefill_chunk
@@ -74,7 +97,7 @@ class Generator:
 
     def check_prompt(self, prompt_ids: Sequence[int]) -> None:
         if len(prompt_ids) == 0:
-            raise ValueError("the prompt is empty (no tokens); give some text or set add_bos")
+            raise InvalidArgumentError("the prompt is empty (no tokens); give some text or set add_bos")
         ctx = self.backend.ctx
         if len(prompt_ids) > ctx:
             raise ContextOverflowError(
@@ -84,9 +107,10 @@ class Generator:
         vocab = self.backend.config.vocab_size
         bad = [t for t in prompt_ids if not 0 <= t < vocab]
         if bad:
-            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+            raise InvalidArgumentError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
 
-    def _prefill(self, prompt_ids: list[int]) -> np.ndarray:
+    def _prefill(self, prompt_ids: list[int], stopped: Callable[[], str]) -> np.ndarray | None:
+        """The last prompt token's logits, or None when `stopped()` names a reason between two chunks."""
         common = 0
         for a, b in zip(self.cached, prompt_ids):
             if a != b:
@@ -97,6 +121,10 @@ class Generator:
         self.stats.reused_tokens = common
         logits = None
         for start in range(common, len(prompt_ids), self.prefill_chunk):
+            reason = stopped()
+            if reason:  # the chunks done so far stay cached: a retry of the same prompt resumes here
+                self.stats.stop_reason = reason
+                return None
             chunk = prompt_ids[start : start + self.prefill_chunk]
             logits = self.backend.forward(np.asarray(chunk, dtype=np.int64), start, last_only=True)
             self.cached = list(prompt_ids[: start + len(chunk)])
@@ -110,24 +138,38 @@ class Generator:
         cancel: threading.Event | None = None,
         timeout: float | None = None,
     ) -> Iterator[int]:
-        """Yield generated token ids (EOS excluded); `self.stats` is final when the iterator ends."""
-        prompt_ids = [int(t) for t in prompt_ids]
+        """Yield generated token ids (EOS excluded); `self.stats` is final when the iterator ends.
+
+        `cancel` and `timeout` (seconds, from this call) are checked between prefill chunks and before
+        each new token; a stop leaves the cache consistent (see the module's docstring).
+        """
+        self.stats = st = GenerationStats()
+        prompt_ids = checked_token_ids(prompt_ids)
+        deadline = None if timeout is None else time.perf_counter() + checked_timeout(timeout, "timeout")
         self.check_prompt(prompt_ids)
-        self.stats = st = GenerationStats(prompt_tokens=len(prompt_ids))
+        st.prompt_tokens = len(prompt_ids)
         sampler = Sampler(params)
-        deadline = None if timeout is None else time.perf_counter() + timeout
+
+        def stopped() -> str:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            if deadline is not None and time.perf_counter() > deadline:
+                return "timeout"
+            return ""
+
         t0 = time.perf_counter()
-        logits = self._prefill(prompt_ids)
+        prefilled = self._prefill(prompt_ids, stopped)
         st.prefill_s = time.perf_counter() - t0
+        if prefilled is None:
+            return
+        logits = prefilled
         history = list(prompt_ids)
         t1 = time.perf_counter()
         try:
             while True:
-                if cancel is not None and cancel.is_set():
-                    st.stop_reason = "cancelled"
-                    return
-                if deadline is not None and time.perf_counter() > deadline:
-                    st.stop_reason = "timeout"
+                reason = stopped()
+                if reason:
+                    st.stop_reason = reason
                     return
                 if st.generated_tokens >= params.max_tokens:
                     st.stop_reason = "length"
@@ -158,7 +200,7 @@ class Generator:
         timeout: float | None = None,
     ) -> Iterator[str]:
         """Yield text pieces; never splits a UTF-8 character; cuts at the first stop string."""
-        streamer = TextStreamer(self.tokenizer)
+        streamer = TextStreamer(self.tokenizer, context=prompt_ids)
         stops = StopMatcher(params.stop)
         tokens = self.stream_tokens(prompt_ids, params, cancel, timeout)
         try:

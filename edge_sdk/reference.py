@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ModelConfig
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, InvalidArgumentError
 from .rope import apply_rope, rope_table
 from .weights import FloatWeights
 
@@ -33,7 +33,7 @@ class KVCache:
     def __init__(self, cfg: ModelConfig, ctx: int, dtype: str = "f32") -> None:
         np_dtype = {"f32": np.float32, "f16": np.float16}.get(dtype)
         if np_dtype is None:
-            raise ValueError(f"KV cache dtype must be 'f32' or 'f16', got {dtype!r}")
+            raise InvalidArgumentError(f"KV cache dtype must be 'f32' or 'f16', got {dtype!r}")
         shape = (cfg.n_layers, cfg.n_kv_heads, ctx, cfg.head_dim)
         self.k = np.zeros(shape, dtype=np_dtype)  # (n_layers, n_kv_heads, ctx, head_dim)
         self.v = np.zeros(shape, dtype=np_dtype)  # (n_layers, n_kv_heads, ctx, head_dim)
@@ -114,7 +114,7 @@ class FloatForward:
 
     def check_span(self, n_tokens: int, pos: int) -> None:
         if n_tokens < 1:
-            raise ValueError("forward needs at least one token")
+            raise InvalidArgumentError("forward needs at least one token")
         if pos < 0 or pos + n_tokens > self.ctx:
             raise ContextOverflowError(f"positions {pos}..{pos + n_tokens - 1} do not fit in the context of {self.ctx} tokens")
 
@@ -132,7 +132,7 @@ class FloatForward:
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         self.check_span(len(tokens), pos)
         if tokens.min() < 0 or tokens.max() >= self.cfg.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size})")
+            raise InvalidArgumentError(f"token ids must be in [0, {self.cfg.vocab_size})")
         x = self.embed(tokens).astype(np.float32)
         for i, lw in enumerate(self.w.layers):
             x = layer_forward(self.cfg, lw, x, self.cache, i, pos, self.cos, self.sin, linear, self.ops)

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from .config import ModelConfig
+from .errors import InvalidArgumentError
 
 
 def inv_frequencies(cfg: ModelConfig) -> np.ndarray:
@@ -39,7 +40,7 @@ def inv_frequencies(cfg: ModelConfig) -> np.ndarray:
     elif s.kind == "freq_factors":
         inv = inv / np.asarray(s.freq_factors, dtype=np.float64)
     elif s.kind != "none":
-        raise ValueError(f"unknown RoPE scaling kind {s.kind!r}")
+        raise InvalidArgumentError(f"unknown RoPE scaling kind {s.kind!r}")
     return inv
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -83,10 +83,12 @@ class SamplingParams:
             _check_int("seed", self.seed, lambda v: v >= 0, ">= 0 or None")
         _check_int("max_tokens", self.max_tokens, lambda v: v >= 1, ">= 1")
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if isinstance(stop, (bytes, bytearray, Mapping)):
+            raise SamplingError(f"stop must be a string or a sequence of strings, got {type(stop).__name__}")
         try:
             stop = tuple(stop)
         except TypeError:
-            raise SamplingError(f"stop must be a sequence of strings, got {type(self.stop).__name__}") from None
+            raise SamplingError(f"stop must be a string or a sequence of strings, got {type(self.stop).__name__}") from None
         for s in stop:
             if not isinstance(s, str) or not s:
                 raise SamplingError(f"stop strings must be non-empty strings, got {s!r}")
@@ -162,7 +164,8 @@ class Sampler:
         if p.min_p > 0.0:
             keep = lg >= lg.max() + math.log(p.min_p)
             ids, lg = ids[keep], lg[keep]
-        return ids, _softmax(lg / p.temperature)
+        with np.errstate(over="ignore"):  # shifted first: a tiny temperature sends the others to -inf, never to NaN
+            return ids, _softmax((lg - lg.max()) / p.temperature)
 
     def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         """The next token id for `logits` (vocab,) given the tokens so far."""

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from .config import ModelConfig, QuantConfig
+from .errors import InvalidArgumentError
 
 F32 = 4
 
@@ -60,7 +61,7 @@ def kv_cache_bytes(cfg: ModelConfig, ctx: int, kv_dtype: str) -> int:
     """K and V for every layer: (n_layers, n_kv_heads, ctx, head_dim) each."""
     per = {"f32": 4, "f16": 2, "int8": 1}
     if kv_dtype not in per:
-        raise ValueError(f"kv dtype must be one of {sorted(per)}, got {kv_dtype!r}")
+        raise InvalidArgumentError(f"kv dtype must be one of {sorted(per)}, got {kv_dtype!r}")
     elems = 2 * cfg.n_layers * cfg.n_kv_heads * ctx * cfg.head_dim
     scales = 2 * cfg.n_layers * cfg.n_kv_heads * ctx * F32 if kv_dtype == "int8" else 0
     return elems * per[kv_dtype] + scales

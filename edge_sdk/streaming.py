@@ -7,8 +7,12 @@ leading space of the first token. So each new token is decoded together with
 a short window of the tokens before it, and only the text past that window's
 own decoding is emitted; while the window ends in U+FFFD (an unfinished UTF-8
 sequence) nothing is emitted. This is the prefix/read offset scheme of vLLM's
-``detokenize_incrementally`` and Hugging Face's ``TextStreamer``. The pieces
-always concatenate to ``tokenizer.decode(all_ids)``.
+``detokenize_incrementally`` and Hugging Face's ``TextStreamer``. The window
+starts with the last tokens of the prompt (`context`), so the first generated
+word keeps its space after a SentencePiece prompt ("Hello" + "▁the" streams
+" the"). The pieces always concatenate to
+``decode(context + ids)[len(decode(context)):]``, which is ``decode(ids)`` when
+there is no context.
 
 `StopMatcher` scans the emitted text for stop strings across piece
 boundaries: it holds back any tail that could still grow into a stop string
@@ -33,6 +37,7 @@ from typing import NamedTuple, Sequence
 from .sampling import SamplingError
 
 _REPLACEMENT = "\ufffd"
+CONTEXT_TOKENS = 5  # prompt tokens that open the window (vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET)
 
 
 class TextStreamer:
@@ -40,6 +45,8 @@ class TextStreamer:
 
     skip_special: drop control tokens (``<|im_end|>``) from the text, as
         ``Tokenizer.decode`` does by default.
+    context: the ids before the first pushed one (the prompt); its last
+        CONTEXT_TOKENS open the window and are never emitted.
 
     Example::
 
@@ -48,12 +55,12 @@ class TextStreamer:
         # ['', '', '👍', '', '', '🏽', ' done']     (each emoji is three byte tokens)
     """
 
-    def __init__(self, tokenizer, skip_special: bool = True) -> None:
+    def __init__(self, tokenizer, skip_special: bool = True, context: Sequence[int] = ()) -> None:
         self._tok = tokenizer
         self._skip_special = skip_special
-        self._ids: list[int] = []
+        self._ids: list[int] = [int(t) for t in list(context)[-CONTEXT_TOKENS:]]
         self._prefix = 0  # start of the context window (already emitted tokens)
-        self._read = 0  # end of what has been emitted
+        self._read = len(self._ids)  # end of what has been emitted (or was the prompt)
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes ("" while a character is unfinished)."""

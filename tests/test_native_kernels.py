@@ -309,12 +309,24 @@ def test_errors_surface_as_exceptions():
         bad[0]["wk"]["scale"] = bad[0]["wk"]["scale"].astype(np.float64)
         with pytest.raises(BackendError, match="wk.scale must be float32"):
             core.prepare_layers(bad)
-        with pytest.raises(NativeError, match="scratch buffer does not fit"):
-            core.set_plan(native_ffi.sequential_offsets(core.buffers), arena_size=1000)
-            core.run_layers(layers, 0, x, pos=0)
-        core.set_plan([o + 8 for o in native_ffi.sequential_offsets(core.buffers)])
-        with pytest.raises(NativeError, match="64-byte aligned"):
-            core.run_layers(layers, 0, x, pos=0)
+        seq = native_ffi.sequential_offsets(core.buffers)
+        names = [b.name for b in core.buffers]
+        with pytest.raises(BackendError, match="arena plan refused: buffer '.*' ends at .*, past the arena of 1000 bytes"):
+            core.set_plan(seq, arena_size=1000)
+        with pytest.raises(BackendError, match="arena plan refused: buffer 'xn' at offset 8 is not a multiple"):
+            core.set_plan([o + 8 for o in seq])
+        overlap = list(seq)
+        overlap[names.index("up")] = seq[names.index("gate")]  # both written by the same op
+        with pytest.raises(BackendError, match="arena plan refused: buffers 'gate' .* and 'up' .* overlap in memory"):
+            core.set_plan(overlap)
+        # the native side refuses the same plans on its own
+        for offsets, size, why in ((seq, 1000, "does not fit"), ([o + 8 for o in seq], None, "64-byte aligned"),
+                                   (overlap, None, "overlaps one alive at the same op")):
+            core.set_plan(offsets, arena_size=size, verify=False)
+            with pytest.raises(NativeError, match=why):
+                core.run_layers(layers, 0, x, pos=0)
+        core.set_plan(seq)
+        core.run_layers(layers, 0, x, pos=0)
     with pytest.raises(BackendError, match="closed"):
         core.quantize_rows(x)
     with pytest.raises(BackendError, match="kv_dtype"):

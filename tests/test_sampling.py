@@ -44,7 +44,9 @@ def _sampler(**kw) -> Sampler:
         ({"max_tokens": 0}, "max_tokens must be an integer >= 1, got 0"),
         ({"stop": ["ok", ""]}, "stop strings must be non-empty strings, got ''"),
         ({"stop": [3]}, "stop strings must be non-empty strings, got 3"),
-        ({"stop": 3}, "stop must be a sequence of strings, got int"),
+        ({"stop": 3}, "stop must be a string or a sequence of strings, got int"),
+        ({"stop": b"x"}, "stop must be a string or a sequence of strings, got bytes"),
+        ({"stop": {"a": 1}}, "stop must be a string or a sequence of strings, got dict"),
     ],
 )
 def test_bad_params(kw, message):

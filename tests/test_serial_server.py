@@ -63,16 +63,19 @@ class FakeModel:
     def info(self) -> dict[str, Any]:
         return {"name": "fake-words", "ctx": 2048, "backend": "fake", "vocab_size": 10}
 
-    def stream(self, prompt: str, **sampling: Any) -> Iterator[str]:
+    def stream(self, prompt: str, *, cancel: threading.Event | None = None, **sampling: Any) -> Iterator[str]:
         self.calls.append(("stream", prompt, sampling))
+        self.cancel = cancel
         if "overflow" in prompt:
             raise ContextOverflowError("prompt of 5000 tokens does not fit the 2048-token context")
         if sampling.get("top_p", 1.0) > 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {sampling['top_p']}")
         return self._words(len(prompt.split()), sampling, crash="crash" in prompt)
 
-    def chat_stream(self, messages_: list[dict[str, str]], **sampling: Any) -> Iterator[str]:
+    def chat_stream(self, messages_: list[dict[str, str]], *, cancel: threading.Event | None = None,
+                    **sampling: Any) -> Iterator[str]:
         self.calls.append(("chat", messages_, sampling))
+        self.cancel = cancel
         return self._words(sum(len(m["content"].split()) for m in messages_), sampling, crash=False)
 
     def _words(self, n_prompt: int, sampling: dict[str, Any], crash: bool) -> Iterator[str]:

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import ModelConfig
+from ..errors import InvalidArgumentError
 
 
 class Backend(Protocol):
@@ -35,9 +36,9 @@ def check_forward_tokens(tokens: np.ndarray, pos: int, ctx: int, vocab_size: int
     tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
     n = tokens.shape[1]
     if n < 1:
-        raise ValueError("forward needs at least one token")
+        raise InvalidArgumentError("forward needs at least one token")
     if pos < 0 or pos + n > ctx:
         raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {ctx} tokens")
     if tokens.min() < 0 or tokens.max() >= vocab_size:
-        raise ValueError(f"token ids must be in [0, {vocab_size})")
+        raise InvalidArgumentError(f"token ids must be in [0, {vocab_size})")
     return tokens

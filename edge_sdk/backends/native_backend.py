@@ -16,7 +16,7 @@ class NativeBackend:
                  threads: int | None = None, prefill_chunk: int = 64) -> None:
         self.config = cfg
         self.ctx = ctx
-        self.threads = threads or prefer_threads()
+        self.threads = prefer_threads() if threads is None else threads
         self.core = NativeCore(cfg, n_threads=self.threads, kv_dtype=kv_dtype, ctx=ctx, act_block=qcfg.act_block,
                                max_tokens=prefill_chunk)
         self.core.load_weights(weights)

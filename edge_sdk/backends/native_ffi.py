@@ -29,9 +29,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..config import ModelConfig
-from ..errors import BackendError, NativeError, UnsupportedModelError
+from ..errors import BackendError, NativeError, PlanError, UnsupportedModelError
 from ..plan.records import Buffer
 from . import _native_build
+from ..plan.arena import ArenaPlan
 from ..plan.arena import plan as plan_arena
 from ..plan.verify import verify as verify_arena
 from .native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers, sequential_offsets
@@ -212,6 +213,21 @@ def _aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
     return raw[start : start + nbytes]
 
 
+def _token_ids(ids: Any, name: str) -> np.ndarray:
+    """A non-empty int32 vector of token ids; floats, booleans and ids that int32 cannot hold are refused
+    (the native side checks them against the vocabulary)."""
+    a = np.asarray(ids).reshape(-1)
+    if a.size == 0:
+        raise BackendError(f"{name} is empty")
+    if a.dtype.kind not in "iu":
+        raise BackendError(f"{name} must be integer token ids, got dtype {a.dtype}")
+    if a.dtype.itemsize > 4 or a.dtype == np.uint32:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < -(2**31) or hi >= 2**31:
+            raise BackendError(f"{name}: token id {lo if lo < -(2**31) else hi} is outside int32")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
 def _qmat_parts(m: Any, name: str) -> tuple[np.ndarray, np.ndarray, int, int | None]:
     """(q, scale, group_size, act_block or None) of a QMat-like object or a (q, scale) pair."""
     if isinstance(m, tuple) and len(m) == 2:
@@ -389,17 +405,25 @@ class NativeCore:
 
     # ---- state ----
 
-    def set_plan(self, offsets: Sequence[int], arena_size: int | None = None) -> None:
+    def set_plan(self, offsets: Sequence[int], arena_size: int | None = None, verify: bool = True) -> None:
         """Use these buffer offsets (e.g. from the memory planner) for `self.buffers`.
 
         `self.buffers` is `layer_buffers(cfg, max_tokens, ctx, n_threads,
-        act_block)`; plan exactly those. The native side checks every buffer
-        fits and is 64-byte aligned; the planner's verifier checks overlaps.
+        act_block)`; plan exactly those. The planner's verifier checks here that
+        the buffers fit, are 64-byte aligned and that no two alive at the same op
+        share bytes; the native side checks the same again on every call
+        (`verify=False` leaves it to the native side alone).
         """
         offs = [int(o) for o in offsets]
         if len(offs) != len(self.buffers):
             raise BackendError(f"{len(offs)} offsets for {len(self.buffers)} buffers")
         size = int(arena_size) if arena_size is not None else arena_bytes(self.buffers, offs)
+        plan = ArenaPlan("caller's", ALIGN, {b.name: o for b, o in zip(self.buffers, offs)}, size)
+        try:
+            if verify:
+                verify_arena(self.buffers, plan, ALIGN)
+        except PlanError as e:
+            raise BackendError(f"arena plan refused: {e}") from None
         self._offsets = np.array(offs, dtype=np.uint64)
         self._arena = _aligned_empty(max(size, 1))
         self.arena_size = size
@@ -448,7 +472,8 @@ class NativeCore:
     def _qmat(self, m: Any, name: str, keep: list[np.ndarray], act_block: int | None = None,
               product: bool = True) -> Any:
         s = self._n.ffi.new("es_qmat *")
-        self._fill_qmat(s[0], m, name, keep, check_range=False, act_block=act_block, product=product)
+        # products need weights in [-127, 127] (the AVX2 kernels' sign trick cannot negate -128); a lookup does not
+        self._fill_qmat(s[0], m, name, keep, check_range=product, act_block=act_block, product=product)
         return s
 
     def _x(self, x: Any, name: str = "x") -> np.ndarray:
@@ -499,9 +524,7 @@ class NativeCore:
 
     def embed(self, table: Any, ids: Any) -> np.ndarray:
         """x (T, dim) float32: rows `ids` of the int8 embedding table, dequantized."""
-        ids = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
-        if ids.size == 0:
-            raise BackendError("ids is empty")
+        ids = _token_ids(ids, "ids")
         keep: list[np.ndarray] = []
         # the lookup reads no activations; pass the core's act_block so grouped tables validate as in es_run_model
         s = self._qmat(table, "embedding table", keep, product=False)
@@ -570,10 +593,8 @@ class NativeCore:
         """Logits (T, vocab), or (1, vocab) for the last token when last_only (the Backend interface)."""
         if self._model is None:
             raise BackendError("call load_weights() before forward()")
-        ids = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        ids = _token_ids(tokens, "tokens")
         t = ids.size
-        if t == 0:
-            raise BackendError("tokens is empty")
         vocab = self.cfg.vocab_size
         out = np.empty((1 if last_only else t, vocab), dtype=np.float32)
         mw, xw = self._model["struct"], self._model["x"]

@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, InvalidArgumentError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
 from .base import check_forward_tokens
@@ -84,9 +84,9 @@ def session_options(threads: int | None, optimization: str = "all", config: Mapp
     """
     ort = _ort()
     if optimization not in OPT_LEVELS:
-        raise ValueError(f"graph optimization must be one of {', '.join(OPT_LEVELS)}, got {optimization!r}")
+        raise InvalidArgumentError(f"graph optimization must be one of {', '.join(OPT_LEVELS)}, got {optimization!r}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
     so = ort.SessionOptions()
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -152,7 +152,7 @@ class OnnxBackend:
             raise BackendError(f"the ONNX backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
         self.config = cfg = pkg.config
         if ctx < 1 or ctx > cfg.max_ctx:
-            raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
+            raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
         self.ctx = ctx
         self.specs: list[GraphSpec] = specs_from_manifest(pkg.graphs)
         if not self.specs or any(not s.file for s in self.specs):

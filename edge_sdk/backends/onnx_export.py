@@ -81,7 +81,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..config import ModelConfig, QuantConfig
-from ..errors import UnsupportedModelError
+from ..errors import InvalidArgumentError, UnsupportedModelError
 from ..graphs.spec import GraphSpec, OpRecord, TensorRef, ValueInfo
 
 OPSET = 18  # BitwiseXor, ReduceMean/ReduceMax with axes as input
@@ -130,7 +130,7 @@ class _Builder:
             return name
         dims = list(ref.shape if dims is None else dims)
         if int(np.prod(dims)) != int(np.prod(ref.shape)):
-            raise ValueError(f"{ref.name}: dims {dims} do not hold {ref.shape}")
+            raise InvalidArgumentError(f"{ref.name}: dims {dims} do not hold {ref.shape}")
         t = TensorProto()
         t.name = name
         t.data_type = DTYPES[ref.dtype]
@@ -340,7 +340,7 @@ def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, linear: str 
     `fuse`: one MatMulNBits for linears that read the same input (Q/K/V, gate/up).
     """
     if linear not in LINEAR_KINDS:
-        raise ValueError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
+        raise InvalidArgumentError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
     check_exportable(q)
     b = _Builder(spec)
     _add_ops(b, spec.ops, linear, fuse)
@@ -368,7 +368,7 @@ def merge_graphs(models: Sequence[onnx.ModelProto], specs: Sequence[GraphSpec]) 
     keep their external data, so the merged model is as small as its parts.
     """
     if len(models) != len(specs) or not specs or specs[0].kind != "embed" or specs[-1].kind != "head":
-        raise ValueError("merge_graphs needs the package's graphs in order: embed, layer ranges, head")
+        raise InvalidArgumentError("merge_graphs needs the package's graphs in order: embed, layer ranges, head")
     nodes: list[onnx.NodeProto] = []
     inits: list[TensorProto] = [numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "head_end"),
                                 numpy_helper.from_array(np.array([1], np.int64), "head_axis")]

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, PackageError
+from ..errors import BackendError, InvalidArgumentError, PackageError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
 from .base import check_forward_tokens
@@ -106,14 +106,14 @@ class TfliteBackend:
         if kv_dtype != "f32":
             raise BackendError(f"the tflite backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
         if delegate not in DELEGATES:
-            raise ValueError(f"delegate must be one of {', '.join(DELEGATES)}, got {delegate!r}")
+            raise InvalidArgumentError(f"delegate must be one of {', '.join(DELEGATES)}, got {delegate!r}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
         if prefill_chunk < 1 or window_step < 1:
-            raise ValueError("prefill_chunk and window_step must be >= 1")
+            raise InvalidArgumentError("prefill_chunk and window_step must be >= 1")
         self.config = cfg = pkg.config
         if ctx < 1 or ctx > cfg.max_ctx:
-            raise ValueError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
+            raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
         self.ctx, self.chunk, self.step = ctx, prefill_chunk, window_step
         try:
             self.specs: list[GraphSpec] = specs_from_manifest(pkg.graphs)

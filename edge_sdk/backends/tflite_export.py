@@ -96,7 +96,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import ModelConfig, QuantConfig
-from ..errors import BackendError, UnsupportedModelError
+from ..errors import BackendError, InvalidArgumentError, UnsupportedModelError
 from ..graphs.spec import GraphSpec, OpRecord
 
 LINEAR_KINDS = ("segments", "blocks", "rows", "groups")
@@ -624,7 +624,7 @@ def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, tensors: Map
                  linear: str = DEFAULT_LINEAR) -> bytes:
     """The .tflite bytes of one graph; `tensors` maps the spec's tensor names to arrays (`flatten_weights`)."""
     if linear not in LINEAR_KINDS:
-        raise ValueError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
+        raise InvalidArgumentError(f"linear must be one of {', '.join(LINEAR_KINDS)}, got {linear!r}")
     check_exportable(q)
     g = _Graph(spec, cfg, tensors, linear)
     inputs, outputs = graph_io(spec, cfg)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ModelConfig, QuantConfig
-from ..errors import PlanError
+from ..errors import InvalidArgumentError, PlanError
 from ..sizes import layer_weight_bytes
 
 
@@ -29,9 +29,9 @@ class SplitPolicy:
 
     def __post_init__(self) -> None:
         if self.layers_per_graph < 0 or self.max_graph_bytes < 0:
-            raise ValueError("layers_per_graph and max_graph_bytes must be >= 0")
+            raise InvalidArgumentError("layers_per_graph and max_graph_bytes must be >= 0")
         if self.layers_per_graph and self.max_graph_bytes:
-            raise ValueError("give layers_per_graph or max_graph_bytes, not both")
+            raise InvalidArgumentError("give layers_per_graph or max_graph_bytes, not both")
 
     def describe(self) -> str:
         if self.layers_per_graph:

@@ -16,7 +16,7 @@ from typing import Any
 
 import serial
 
-from ..errors import ProtocolError
+from ..errors import InvalidArgumentError, ProtocolError
 from . import messages
 from .protocol import (
     CANCEL,
@@ -82,7 +82,7 @@ class SerialClient:
 
     def __init__(self, port: str | serial.SerialBase, baud: int = 115200, timeout: float = 10.0) -> None:
         if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+            raise InvalidArgumentError(f"timeout must be positive, got {timeout}")
         self._owned = isinstance(port, str)
         self._name = port if isinstance(port, str) else getattr(port, "port", repr(port))
         if isinstance(port, str):

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from enum import IntEnum
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import InvalidArgumentError, ProtocolError
 from .protocol import MAX_PAYLOAD
 
 
@@ -94,7 +94,7 @@ _FIELD = struct.Struct("<BH")
 
 def _field(tag: int, value: bytes) -> bytes:
     if len(value) > 0xFFFF:
-        raise ValueError(f"field 0x{tag:02x} of {len(value)} bytes does not fit a u16 length")
+        raise InvalidArgumentError(f"field 0x{tag:02x} of {len(value)} bytes does not fit a u16 length")
     return _FIELD.pack(tag, len(value)) + value
 
 
@@ -103,13 +103,13 @@ def _value(name: str, kind: str, v: Any) -> bytes:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must be an int, got {type(v).__name__}")
         if not 0 <= v <= 0xFFFFFFFF:
-            raise ValueError(f"{name}={v} is outside 0..4294967295")
+            raise InvalidArgumentError(f"{name}={v} is outside 0..4294967295")
         return _U32.pack(v)
     if kind == F32:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{name} must be a number, got {type(v).__name__}")
         if not math.isfinite(v):
-            raise ValueError(f"{name}={v} is not finite")
+            raise InvalidArgumentError(f"{name}={v} is not finite")
         return _F32.pack(v)
     if not isinstance(v, str):
         raise TypeError(f"{name} must be a str, got {type(v).__name__}")
@@ -235,11 +235,11 @@ def encode_chat(messages: Sequence[Mapping[str, str]], **sampling: Any) -> bytes
     '02 04 00 75 73 65 72 03 02 00 48 69'
     """
     if not messages:
-        raise ValueError("chat needs at least one message")
+        raise InvalidArgumentError("chat needs at least one message")
     out = bytearray()
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-            raise ValueError(f"message {i} must be a mapping with 'role' and 'content', got {m!r}")
+            raise InvalidArgumentError(f"message {i} must be a mapping with 'role' and 'content', got {m!r}")
         out += _field(Tag.ROLE, _value("role", TEXT, m["role"]))
         out += _field(Tag.CONTENT, _value("content", TEXT, m["content"]))
     return bytes(out) + encode_sampling(**sampling)
@@ -272,7 +272,7 @@ def decode_chat(payload: bytes) -> tuple[list[dict[str, str]], dict[str, Any]]:
 def encode_cancel(target_seq: int) -> bytes:
     """CANCEL payload: the seq of the GENERATE/CHAT to stop."""
     if not 1 <= target_seq <= 0xFFFF:
-        raise ValueError(f"seq {target_seq} is outside 1..65535")
+        raise InvalidArgumentError(f"seq {target_seq} is outside 1..65535")
     return _U16.pack(target_seq)
 
 

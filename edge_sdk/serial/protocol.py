@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..errors import ProtocolError
+from ..errors import InvalidArgumentError, ProtocolError
 from . import cobs
 
 # ---------------------------------------------------------------- constants
@@ -140,11 +140,11 @@ def encode_frame(frame: Frame) -> bytes:
     18
     """
     if not 0 <= frame.seq <= 0xFFFF:
-        raise ValueError(f"seq {frame.seq} does not fit in u16")
+        raise InvalidArgumentError(f"seq {frame.seq} does not fit in u16")
     if not 0 <= frame.type <= 0xFF or not 0 <= frame.version <= 0xFF:
-        raise ValueError(f"type {frame.type} and version {frame.version} must fit in u8")
+        raise InvalidArgumentError(f"type {frame.type} and version {frame.version} must fit in u8")
     if len(frame.payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(frame.payload)} bytes is over the {MAX_PAYLOAD}-byte frame limit")
+        raise InvalidArgumentError(f"payload of {len(frame.payload)} bytes is over the {MAX_PAYLOAD}-byte frame limit")
     body = _HEADER.pack(frame.version, frame.type, frame.seq, len(frame.payload)) + frame.payload
     body += _CRC.pack(zlib.crc32(body))
     return b"\x00" + cobs.encode(body) + b"\x00"
@@ -257,7 +257,7 @@ def split_message(msg_type: int, seq: int, payload: bytes) -> bytes:
     if len(payload) <= MAX_PAYLOAD:
         return encode_frame(Frame(msg_type, seq, payload))
     if msg_type not in FRAGMENTABLE_TYPES:
-        raise ValueError(f"{type_name(msg_type)} payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte frame limit")
+        raise InvalidArgumentError(f"{type_name(msg_type)} payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte frame limit")
     parts = [payload[i : i + MAX_PAYLOAD] for i in range(0, len(payload), MAX_PAYLOAD)]
     return b"".join(
         encode_frame(Frame(msg_type | (FLAG_MORE if i < len(parts) - 1 else 0), seq, part)) for i, part in enumerate(parts)

@@ -8,7 +8,9 @@ within one token, a PING is answered between tokens, and a second GENERATE is
 refused as BUSY. Only the serving thread writes to the port.
 
 Nothing on the line can stop the server: a fault becomes an ERROR frame (with
-seq 0 when the frame's seq cannot be trusted), a model exception becomes an
+seq 0 when the frame's seq cannot be trusted; faults that arrive while one is
+still waiting to be answered are counted into that one's ERROR, so line noise
+never makes more than one unanswered fault report), a model exception becomes an
 ERROR for its request, a write that times out or fails (the peer is gone)
 abandons the stream, and read failures (a closed peer, an unplugged adapter)
 are retried with a back-off. Memory is bounded by MAX_WIRE per frame and the
@@ -22,12 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import serial
 
-from ..errors import EdgeSDKError, ProtocolError
+from ..errors import EdgeSDKError, InvalidArgumentError, ProtocolError
 from . import messages
 from .protocol import (
     CANCEL,
@@ -63,9 +65,10 @@ class StreamingModel(Protocol):
 
     last_stats: dict[str, Any]
 
-    def stream(self, prompt: str, **sampling: Any) -> Iterator[str]: ...
+    def stream(self, prompt: str, *, cancel: threading.Event | None = None, **sampling: Any) -> Iterator[str]: ...
 
-    def chat_stream(self, messages: list[dict[str, str]], **sampling: Any) -> Iterator[str]: ...
+    def chat_stream(self, messages: list[dict[str, str]], *, cancel: threading.Event | None = None,
+                    **sampling: Any) -> Iterator[str]: ...
 
     def info(self) -> dict[str, Any]: ...
 
@@ -77,7 +80,7 @@ class _LinkDown(Exception):
 @dataclass
 class _Active:
     seq: int
-    cancelled: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)  # the model's stream stops at its next check
 
 
 class SerialServer:
@@ -109,7 +112,7 @@ class SerialServer:
         retry_s: float = 0.2,
     ) -> None:
         if write_timeout <= 0 or poll_s <= 0 or retry_s <= 0:
-            raise ValueError("write_timeout, poll_s and retry_s must be positive")
+            raise InvalidArgumentError("write_timeout, poll_s and retry_s must be positive")
         self.model = model
         self._owned = isinstance(port, str)
         if isinstance(port, str):
@@ -125,6 +128,9 @@ class SerialServer:
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._events: queue.Queue[Event] = queue.Queue()
+        self._fault_lock = threading.Lock()
+        self._fault: list[Any] | None = None  # [first FrameFault not yet answered, how many more came since]
+        self._active: _Active | None = None  # the streaming request; the reader cancels it directly
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
         self._thread: threading.Thread | None = None
@@ -176,6 +182,9 @@ class SerialServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the server to stop; a running stream ends with DONE "shutdown"."""
         self._stop.set()
+        active = self._active
+        if active is not None:
+            active.cancel.set()  # also ends a long prompt's prefill at its next chunk
         self._wake_reader()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -225,20 +234,45 @@ class SerialServer:
             for item in reader.feed(data):
                 if isinstance(item, FrameFault):
                     self.stats["faults"] += 1
+                    with self._fault_lock:
+                        if self._fault is not None:
+                            self._fault[1] += 1  # folded into the report still queued
+                            continue
+                        self._fault = [item, 0]
                     self._events.put(item)
                     continue
                 self.stats["frames_in"] += 1
                 for event in assembler.push(item):
-                    self._events.put(event)
+                    if not self._cancels_active(event):
+                        self._events.put(event)
             self.stats["discarded_bytes"] += reader.discarded_bytes - before
             self.stats["ignored"] = assembler.ignored
+
+    def _cancels_active(self, event: Event) -> bool:
+        """A CANCEL of the streaming request stops it here, at once, even in the middle of a prompt's prefill
+        (the serving thread is then inside the model and looks at the queue only between tokens)."""
+        active = self._active
+        if active is None or not isinstance(event, Message) or event.type != CANCEL:
+            return False
+        try:
+            target = messages.decode_cancel(event.payload)
+        except ProtocolError:
+            return False  # the serving thread reports it
+        if target != active.seq:
+            return False
+        active.cancel.set()
+        return True
 
     # -------------------------------------------------------------- serving
 
     def _handle(self, event: Event, active: _Active | None) -> None:
         """Answer one event; `active` is the streaming request, if any."""
         if isinstance(event, FrameFault):
-            self._reply(ERROR, NO_SEQ, messages.encode_error(event.code, event.detail))
+            with self._fault_lock:
+                more = self._fault[1] if self._fault is not None else 0
+                self._fault = None
+            detail = event.detail if not more else f"{event.detail} (and {more} more bad frame(s) since)"
+            self._reply(ERROR, NO_SEQ, messages.encode_error(event.code, detail))
             return
         if isinstance(event, MessageFault):
             self._reply(ERROR, event.seq, messages.encode_error(event.code, event.detail))
@@ -252,7 +286,10 @@ class SerialServer:
         elif active is not None:
             self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.BUSY, f"busy: request {active.seq} is streaming"))
         else:
-            self._serve_stream(event)
+            try:
+                self._serve_stream(event)
+            finally:
+                self._active = None
 
     def _cancel(self, event: Message, active: _Active | None) -> None:
         try:
@@ -261,7 +298,7 @@ class SerialServer:
             self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.BAD_PAYLOAD, str(e)))
             return
         if active is not None and active.seq == target:
-            active.cancelled = True
+            active.cancel.set()
         else:
             self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.NOT_RUNNING, f"request {target} is not streaming"))
 
@@ -288,24 +325,25 @@ class SerialServer:
         self.stats["requests"] += 1
         before = getattr(self.model, "last_stats", None)
         before_copy = dict(before) if isinstance(before, dict) else None
-        active = _Active(seq)
+        active = self._active = _Active(seq)
         pieces = 0
         reason = "stop"
         t0 = time.perf_counter()
         it: Iterator[str] | None = None
         try:
-            it = self.model.stream(prompt, **sampling) if req.type == GENERATE else self.model.chat_stream(chat, **sampling)
+            it = (self.model.stream(prompt, cancel=active.cancel, **sampling) if req.type == GENERATE
+                  else self.model.chat_stream(chat, cancel=active.cancel, **sampling))
             for piece in it:
                 pieces += 1
                 for chunk in messages.split_utf8(piece, MAX_PAYLOAD):
                     self._send(TOKEN, seq, chunk)
                 self._drain(active)
-                if active.cancelled:
-                    reason = "cancelled"
+                if active.cancel.is_set():
                     break
-                if self._stop.is_set():
-                    reason = "shutdown"
-                    break
+            if self._stop.is_set():
+                reason = "shutdown"
+            elif active.cancel.is_set():
+                reason = "cancelled"
         except _LinkDown as e:
             self.stats["aborted"] += 1
             log.warning("stream %d abandoned: %s", seq, e)

@@ -59,7 +59,7 @@ enum es_status {
     ES_ERR_DIM = -2,          /* a dimension is not positive or shapes disagree */
     ES_ERR_GROUP = -3,        /* group size / act_block do not divide cols, or
                                  group size is not a multiple of act_block */
-    ES_ERR_ARENA = -4,        /* a buffer does not fit in the arena */
+    ES_ERR_ARENA = -4,        /* a buffer does not fit in the arena, or overlaps one alive at the same op */
     ES_ERR_ALIGN = -5,        /* a buffer is not 64-byte aligned */
     ES_ERR_POS = -6,          /* position range outside the context */
     ES_ERR_TOKEN = -7,        /* token id negative or >= vocab */
@@ -116,6 +116,12 @@ enum es_kernel_id {
 };
 
 /* ---- tensors ---------------------------------------------------------- */
+
+enum es_limits {
+    /* activation values per block in a product: 131072 * 127 * 127 < 2^31, so a
+       block's int32 sum cannot overflow; rows x n_groups must also fit int32 */
+    ES_MAX_ACT_BLOCK = 131072
+};
 
 typedef struct es_qmat {
     const int8_t *q;          /* (rows, cols) C-contiguous, values in [-127, 127] */
@@ -253,7 +259,8 @@ int es_isa_name(int32_t isa, const char **out);
 /* names[i] = implementation of es_kernel_id i in that kernel set */
 int es_kernel_names(int32_t isa, const char **names, int32_t n_names);
 
-/* n_threads in [1, 256]; 1 starts no threads. */
+/* n_threads in [1, 256]; 1 starts no threads. Threads may share one ctx: their
+   parallel steps take turns (each call still needs its own arena and buffers). */
 int es_ctx_create(int32_t n_threads, int32_t isa, es_ctx **out);
 int es_ctx_destroy(es_ctx *ctx);
 int es_ctx_info(const es_ctx *ctx, int32_t *n_threads, int32_t *isa);

@@ -76,6 +76,7 @@ struct es_pool {
     void *arg;
     es_worker *workers;      /* (n - 1) */
     _Atomic int64_t no_spin_until; /* now_ns() before which waiters block at once */
+    pthread_mutex_t run_mu;  /* one call at a time: callers on other threads wait their turn */
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* workers sleep here for the next call */
     pthread_cond_t done_cv;  /* the caller sleeps here for the last task */
@@ -204,6 +205,7 @@ int es_pool_create(int32_t n_threads, int64_t spin_ns, es_pool **out) {
     memset(p, 0, sizeof *p);
     p->n = n_threads;
     p->spin_ns = n_threads > es_pool_cpus_available() ? 0 : spin_ns;
+    pthread_mutex_init(&p->run_mu, NULL);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -246,14 +248,25 @@ void es_pool_destroy(es_pool *p) {
     pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->work_cv);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->run_mu);
     free(p);
 }
+
+static void run_call(es_pool *p, es_task_fn fn, void *arg);
 
 void es_pool_run(es_pool *p, es_task_fn fn, void *arg) {
     if (p->n == 1) {
         fn(arg, 0, 1);
         return;
     }
+    /* the call state below (fn, arg, call, pending) is one caller's: a second thread sharing the
+       pool would overwrite it mid-call and both would wait forever, so calls are serialized */
+    pthread_mutex_lock(&p->run_mu);
+    run_call(p, fn, arg);
+    pthread_mutex_unlock(&p->run_mu);
+}
+
+static void run_call(es_pool *p, es_task_fn fn, void *arg) {
     p->fn = fn;
     p->arg = arg;
     atomic_store_explicit(&p->pending, p->n, memory_order_relaxed);

@@ -11,7 +11,7 @@
  * at most spin_ns nanoseconds, then blocks on a condition variable, so idle
  * or oversubscribed threads give their CPU away; when a spinning thread finds
  * it was descheduled, the whole pool blocks without spinning for a while.
- * Nothing is allocated per call.
+ * Nothing is allocated per call. Calls from different threads take turns.
  *
  *   es_pool *p;
  *   if (es_pool_create(4, ES_POOL_SPIN_NS_DEFAULT, &p) == ES_OK) {

@@ -7,7 +7,7 @@ const char *es_status_str(int status) {
     case ES_ERR_NULL: return "a required pointer is NULL";
     case ES_ERR_DIM: return "a dimension is not positive or shapes disagree";
     case ES_ERR_GROUP: return "group size is negative or does not divide the columns";
-    case ES_ERR_ARENA: return "a scratch buffer does not fit in the arena";
+    case ES_ERR_ARENA: return "a scratch buffer does not fit in the arena, or overlaps one alive at the same op";
     case ES_ERR_ALIGN: return "a scratch buffer is not 64-byte aligned";
     case ES_ERR_POS: return "position range is outside the context";
     case ES_ERR_TOKEN: return "token id is negative or not below the vocabulary size";

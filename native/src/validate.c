@@ -11,6 +11,11 @@ int es_check_qmat(const es_qmat *m, int32_t rows, int32_t cols) {
     if (m->act_block < 0 || (m->act_block > 0 && m->cols % m->act_block != 0)) return ES_ERR_GROUP;
     const int32_t B = m->act_block > 0 ? m->act_block : m->cols;
     if (m->group_size > 0 && m->group_size % B != 0) return ES_ERR_GROUP;
+    /* a block's int32 sum of up to B products of 127 * 127 must not overflow */
+    if (B > ES_MAX_ACT_BLOCK) return ES_ERR_GROUP;
+    /* the kernels index the scales (rows x groups) with int32 */
+    const int32_t groups = m->group_size > 0 ? m->cols / m->group_size : 1;
+    if ((int64_t)m->rows * groups > INT32_MAX) return ES_ERR_DIM;
     return ES_OK;
 }
 
@@ -71,6 +76,18 @@ int es_place_buffers(const es_dims *d, int32_t n_tokens, int32_t ctx_len, int32_
         char *p = (char *)arena + off;
         if (((uintptr_t)p & (ES_ARENA_ALIGN - 1)) != 0) return ES_ERR_ALIGN;
         ptrs[id] = p;
+    }
+    /* two buffers alive at the same op must not share a byte (the plan verifier's rule) */
+    for (int32_t i = 0; i < n_ids; i++) {
+        const es_buffer_info *a = &info[ids[i]];
+        const uint64_t a0 = offsets[ids[i]];
+        for (int32_t j = i + 1; j < n_ids; j++) {
+            const es_buffer_info *b = &info[ids[j]];
+            const uint64_t b0 = offsets[ids[j]];
+            if (!a->size_bytes || !b->size_bytes) continue;
+            if (a->first_use > b->last_use || b->first_use > a->last_use) continue;
+            if (a0 < b0 + b->size_bytes && b0 < a0 + a->size_bytes) return ES_ERR_ARENA;
+        }
     }
     return ES_OK;
 }

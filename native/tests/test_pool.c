@@ -4,8 +4,10 @@
  * without spinning; tasks' writes are visible to the caller on return;
  * creation checks its arguments; pools can be destroyed with workers
  * spinning, asleep, or never used; EDGE_SDK_POOL_SPIN_US sets the spin; a
- * spinning worker that loses its CPU turns spinning off for a while.
+ * spinning worker that loses its CPU turns spinning off for a while; two
+ * threads sharing one pool take turns.
  */
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -212,8 +214,51 @@ static void test_preempted_spinner_turns_spinning_off(void) {
     signal(SIGUSR1, SIG_DFL);
 }
 
+/* ---- two threads sharing one pool: their calls are serialized, none is lost */
+
+typedef struct sharer {
+    es_pool *pool;
+    count_job *job;
+    int32_t calls;
+    int32_t stale;
+} sharer;
+
+static void *share_main(void *a) {
+    sharer *s = a;
+    for (int32_t c = 1; c <= s->calls; c++) {
+        s->job->call = c;
+        es_pool_run(s->pool, count_task, s->job);
+        for (int32_t i = 0; i < s->job->n; i++) s->stale += s->job->out[i] != (int64_t)c * 1000 + i;
+    }
+    return NULL;
+}
+
+static void test_threads_sharing_a_pool(void) {
+    static count_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    es_pool *p = NULL;
+    CHECK_EQ_INT(es_pool_create(3, 2000, &p), ES_OK);
+    sharer s[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        jobs[i].n = 3;
+        s[i] = (sharer){p, &jobs[i], 2000, 0};
+        CHECK_EQ_INT(pthread_create(&t[i], NULL, share_main, &s[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        CHECK(s[i].stale == 0, "thread %d: %d task results not its own", i, s[i].stale);
+        CHECK(atomic_load(&jobs[i].bad) == 0, "thread %d: wrong indices", i);
+        for (int32_t k = 0; k < 3; k++)
+            CHECK(atomic_load(&jobs[i].runs[k]) == 2000, "thread %d: index %d ran %d times in 2000 calls", i, k,
+                  atomic_load(&jobs[i].runs[k]));
+    }
+    es_pool_destroy(p);
+}
+
 int main(void) {
     test_create_arguments();
+    test_threads_sharing_a_pool();
     test_spin_dropped_when_oversubscribed();
     test_spin_from_environment();
     test_destroy_in_any_state();

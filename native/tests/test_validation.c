@@ -93,6 +93,19 @@ int main(void) {
     off[ES_BUF_H] = UINT64_MAX - 63;
     CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, sizeof arena, off, ES_BUF_COUNT), ES_ERR_ARENA);
     off[ES_BUF_H] = saved;
+    /* buffers alive at the same op may not share bytes; buffers alive at different ops may */
+    saved = off[ES_BUF_UP];
+    off[ES_BUF_UP] = off[ES_BUF_GATE]; /* both written by GATE_UP */
+    CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_ARENA);
+    off[ES_BUF_UP] = off[ES_BUF_GATE] + 64; /* a partial overlap */
+    CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_ARENA);
+    off[ES_BUF_UP] = saved;
+    CHECK(info[ES_BUF_Q].last_use < info[ES_BUF_GATE].first_use, "Q dead before GATE");
+    saved = off[ES_BUF_GATE];
+    off[ES_BUF_GATE] = off[ES_BUF_Q]; /* Q is dead by then: a planner may reuse its bytes */
+    CHECK(info[ES_BUF_GATE].size_bytes <= end - off[ES_BUF_GATE], "gate fits from Q's offset");
+    CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_OK);
+    off[ES_BUF_GATE] = saved;
     /* the scores buffer is sized for the context's thread count */
     es_ctx *ctx3 = NULL;
     CHECK_EQ_INT(es_ctx_create(3, ES_ISA_AUTO, &ctx3), ES_OK);
@@ -188,10 +201,17 @@ int main(void) {
     CHECK_EQ_INT(es_quantize_rows(ctx, x, 1, DIM, 5, q8, sc), ES_ERR_GROUP);
     g3.cols = 0;
     CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &g3, x), ES_ERR_DIM);
+    /* limits checked before any memory is read (the pointers only need to be non-NULL) */
+    es_qmat big = qm(1, ES_MAX_ACT_BLOCK + 64); /* one block per row, too long for an exact int32 sum */
+    CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &big, x), ES_ERR_GROUP);
+    es_qmat many = qm(INT32_MAX / 2, 4); /* rows x groups past int32 */
+    many.group_size = 1;
+    many.act_block = 1;
+    CHECK_EQ_INT(es_matmul_q8(ctx, q8, sc, 1, &many, x), ES_ERR_DIM);
     CHECK_EQ_INT(es_f32_to_f16(ctx, x, NULL, 3), ES_ERR_NULL);
 
     /* names */
-    CHECK(strcmp(es_status_str(ES_ERR_ARENA), "a scratch buffer does not fit in the arena") == 0, "status str");
+    CHECK(strcmp(es_status_str(ES_ERR_ARENA), "a scratch buffer does not fit in the arena, or overlaps one alive at the same op") == 0, "status str");
     CHECK(strcmp(es_status_str(-999), "unknown status") == 0, "unknown status");
     CHECK(strcmp(es_buffer_name(ES_BUF_HQ), "hq") == 0 && es_buffer_name(99)[0] == 0, "buffer name");
     CHECK(strcmp(es_op_name(ES_OP_SWIGLU), "swiglu") == 0, "op name");
