@@ -200,6 +200,8 @@ class Generator:
         timeout: float | None = None,
     ) -> Iterator[str]:
         """Yield text pieces; never splits a UTF-8 character; cuts at the first stop string."""
+        self.stats = GenerationStats()
+        prompt_ids = checked_token_ids(prompt_ids)
         streamer = TextStreamer(self.tokenizer, context=prompt_ids)
         stops = StopMatcher(params.stop)
         tokens = self.stream_tokens(prompt_ids, params, cancel, timeout)

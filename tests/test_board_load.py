@@ -27,6 +27,7 @@ def tiny_board_dir(tmp_path, monkeypatch):
 
 
 def test_refused_before_loading(tiny_board_dir, tiny_gguf, monkeypatch):
+    import edge_sdk.convert  # noqa: F401  (imported before the patch, so it keeps the real import_model)
     import edge_sdk.importers as importers
 
     def must_not_load(*a, **k):
@@ -48,3 +49,33 @@ def test_cli_run_refuses(tiny_board_dir, tiny_gguf):
     r = cli("run", "-m", tiny_gguf, "--board", "tiny-board", "--backend", "native", "hi")
     assert r.returncode == 1 and r.stdout == ""
     assert "does not fit tiny-board" in r.stderr
+
+
+def test_import_peak_and_reference_copies_are_planned(tiny_board_dir, tiny_gguf, tmp_path):
+    """A model file is imported and quantized in the process; the numpy backend adds float32 copies.
+    A board with room for the native core on a package, but not for those, refuses them by name."""
+    from edge_sdk.boards import load_board
+    from edge_sdk.config import QuantConfig
+    from edge_sdk.convert import convert
+    from edge_sdk.models import model_config
+    from edge_sdk.plan.budget import IMPORT_PEAK_FACTOR, REFERENCE_COPY_FACTOR, load_extra_bytes, plan_device
+    from edge_sdk.sizes import model_weight_bytes
+
+    cfg, _ = model_config(tiny_gguf)
+    q = QuantConfig()
+    weights = model_weight_bytes(cfg, q)
+    assert load_extra_bytes(cfg, q, "native", from_package=True) == 0
+    assert load_extra_bytes(cfg, q, "native", from_package=False) == int(weights * IMPORT_PEAK_FACTOR)
+    assert load_extra_bytes(cfg, q, "numpy", from_package=True) == int(weights * REFERENCE_COPY_FACTOR["numpy"])
+    peak = plan_device(cfg, q, load_board("generic-x86_64"), ctx=128, backend="native").peak_bytes
+    prof = json.loads((tiny_board_dir / "tiny-board.json").read_text())
+    prof.update(sdk_budget_bytes=peak + int(weights * 2), ram_bytes=2 * (peak + weights * 2))  # room for 2x more
+    (tiny_board_dir / "tiny-board.json").write_text(json.dumps(prof))
+    with pytest.raises(PlanError, match=r"with the native backend: .* loading .*tiny.*\.gguf imports and quantizes it"):
+        edge_sdk.load(tiny_gguf, board="tiny-board", backend="native")
+    pkg = tmp_path / "pkg"
+    convert(tiny_gguf, pkg)
+    with edge_sdk.load(str(pkg), board="tiny-board", backend="native") as m:
+        assert m.generate("The cat", max_tokens=2) != ""
+    with pytest.raises(PlanError, match="the numpy backend holds float32 copies of the weights; the native core does not"):
+        edge_sdk.load(str(pkg), board="tiny-board", backend="numpy")

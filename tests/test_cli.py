@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import edge_sdk
+from edge_sdk.errors import ContextOverflowError
 from test_generate import GREEDY_IDS
 
 TINY_PPL_TOKENS = 129  # 130 tokens of "The cat sat on the mat. " x 12, in windows of 64
@@ -72,3 +75,27 @@ def test_chat_reads_turns_from_stdin(tiny_gguf):
         second = m.chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": first},
                          {"role": "user", "content": "again"}], max_tokens=4)
     assert r.stdout == f"> {first}\n> {second}\n> "
+
+
+def test_bad_arguments_are_errors_not_tracebacks(tiny_gguf):
+    for args, message in ((["run", "-m", tiny_gguf, "--backend", "numpy", ""], "the prompt is empty"),
+                          (["run", "-m", tiny_gguf, "--backend", "numpy", "--ctx", "0", "hi"], "ctx must be an int >= 1"),
+                          (["run", "-m", tiny_gguf, "--backend", "numpy", "--threads", "0", "hi"], "threads must be an int >= 1"),
+                          (["run", "-m", tiny_gguf, "--backend", "numpy", "--group-size", "7", "hi"], "group_size")):
+        r = cli(*args)
+        assert r.returncode == 1 and r.stdout == "", args
+        assert r.stderr.startswith("edge-sdk: error: ") and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_chat_forgets_the_oldest_turns_when_the_context_is_full(tiny_gguf):
+    """ctx 100 holds the default system prompt and one short exchange: each new turn pushes the last one out."""
+    r = cli("chat", "-m", tiny_gguf, "--backend", "numpy", "--ctx", "100", "--max-tokens", "4",
+            stdin="hi\nagain\nthird one\n/exit\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("the oldest turn was forgotten") == 2
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=100) as m:
+        replies = [m.chat([{"role": "user", "content": turn}], max_tokens=4) for turn in ("hi", "again", "third one")]
+        with pytest.raises(ContextOverflowError):
+            m.chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": replies[0]},
+                    {"role": "user", "content": "again"}], max_tokens=4)
+    assert r.stdout == "".join(f"> {reply}\n" for reply in replies) + "> "

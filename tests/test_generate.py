@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
 
 import edge_sdk
-from edge_sdk.errors import BusyError, ContextOverflowError
+from edge_sdk.errors import BusyError, ContextOverflowError, InvalidArgumentError
 from edge_sdk.generate import Generator
 from edge_sdk.sampling import SamplingParams
 
@@ -164,3 +165,90 @@ def test_native_backend_matches_numpy_on_a_long_prompt(tiny_gguf):
             edge_sdk.load(tiny_gguf, backend="numpy", ctx=128) as ref:
         assert nat.chat(msgs, max_tokens=8) == ref.chat(msgs, max_tokens=8)
         assert nat.last_stats["prompt_tokens"] == 78 and nat.last_stats["generated_tokens"] == 8
+
+
+def test_cancel_and_timeout_stop_a_long_prefill(tiny_gguf):
+    """Checked between prefill chunks: a long prompt stops at the next chunk, the chunks done stay cached,
+    and the next request gives a fresh model's text."""
+    msgs = [{"role": "user", "content": "hi"}]  # 78 prompt tokens: 10 chunks of 8
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=128) as fresh:
+        expected = fresh.chat(msgs, max_tokens=6)
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=128) as m:
+        m._gen.prefill_chunk = 8
+        stop = threading.Event()
+        calls = []
+        forward = m.backend.forward
+
+        def counting(tokens, pos, last_only=False):
+            calls.append((pos, len(tokens)))
+            if len(calls) == 3:
+                stop.set()  # as if another thread cancelled during the third chunk
+            return forward(tokens, pos, last_only)
+
+        m.backend.forward = counting
+        assert m.chat(msgs, max_tokens=6, cancel=stop) == ""
+        assert calls == [(0, 8), (8, 8), (16, 8)]
+        assert m.last_stats["stop_reason"] == "cancelled" and m.last_stats["generated_tokens"] == 0
+        assert len(m._gen.cached) == 24
+        calls.clear()
+        assert m.chat(msgs, max_tokens=6, timeout=0.0) == ""  # past its deadline before the first chunk
+        assert m.last_stats["stop_reason"] == "timeout" and calls == []
+        assert m.chat(msgs, max_tokens=6) == expected
+        assert m.last_stats["reused_tokens"] == 24 and calls[0] == (24, 8)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"timeout": -1}, "timeout must be a finite number of seconds >= 0 (or None), got -1"),
+    ({"timeout": float("nan")}, "timeout must be a finite number of seconds >= 0 (or None), got nan"),
+    ({"timeout": "5"}, "timeout must be a finite number of seconds >= 0 (or None), got '5'"),
+])
+def test_bad_timeouts(model, kw, message):
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        model.generate("The cat", max_tokens=2, **kw)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"ctx": 0}, "ctx must be an int >= 1 (or None for the default), got 0"),
+    ({"threads": 0}, "threads must be an int >= 1 (or None for the default), got 0"),
+    ({"ctx": 2.5}, "ctx must be an int >= 1 (or None for the default), got 2.5"),
+    ({"busy_timeout": -5}, "busy_timeout must be a finite number of seconds >= 0 (or None), got -5"),
+])
+def test_bad_load_arguments(tiny_gguf, kw, message):
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        edge_sdk.load(tiny_gguf, backend="numpy", **kw)
+
+
+@pytest.mark.parametrize("prompt,message", [
+    ([1.5], "token ids must be ints: 'float' object cannot be interpreted as an integer"),
+    ([True], "token ids must be ints, not booleans"),
+    (["a"], "token ids must be ints: 'str' object cannot be interpreted as an integer"),
+    ("abc", "token ids must be a sequence of ints, got str"),
+])
+def test_non_integer_token_ids(model, prompt, message):
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        "".join(model.stream_ids(prompt, max_tokens=2))
+
+
+def test_failed_request_resets_the_stats(tiny_gguf):
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=8) as m:
+        m.generate("The cat", max_tokens=2)
+        assert m.last_stats["generated_tokens"] == 2
+        with pytest.raises(ContextOverflowError):
+            m.generate("Once upon a time", max_tokens=4)
+        assert m.last_stats["generated_tokens"] == 0 and m.last_stats["prompt_tokens"] == 0
+
+
+def test_leaving_with_an_open_stream_closes_it(tiny_gguf):
+    with pytest.raises(KeyError, match="the user's own error"):
+        with edge_sdk.load(tiny_gguf, backend="numpy") as m:
+            it = m.stream("The cat", max_tokens=5)
+            next(it)
+            raise KeyError("the user's own error")
+    assert m._closed and m.last_stats["stop_reason"] == "cancelled"
+    with edge_sdk.load(tiny_gguf, backend="numpy") as m2:
+        it = m2.stream("The cat", max_tokens=5)
+        next(it)
+    assert m2._closed and m2.last_stats["stop_reason"] == "cancelled"
+    assert list(it) == []  # the stream was closed with the model
+    with pytest.raises(edge_sdk.errors.EdgeSDKError, match="the model is closed"):
+        m2.generate("The cat")

@@ -295,6 +295,21 @@ def test_errors_surface_as_exceptions():
             core.run_layers(layers, 1, x, pos=0)
         with pytest.raises(NativeError, match="token id"):
             core.embed(M(qmat(rng, CFG.vocab_size, CFG.dim, 0, 32)), [1, 40])
+        table = M(qmat(rng, CFG.vocab_size, CFG.dim, 0, 32))
+        # ids are never cast silently: 2**32 + 5 would wrap to 5, 5.9 would truncate to 5
+        with pytest.raises(BackendError, match="ids: token id 4294967301 is outside int32"):
+            core.embed(table, np.array([2**32 + 5], dtype=np.int64))
+        with pytest.raises(BackendError, match="ids must be integer token ids, got dtype float64"):
+            core.embed(table, [5.9])
+        with pytest.raises(BackendError, match="ids is empty"):
+            core.embed(table, [])
+        w = qmat(rng, 8, CFG.dim, 0, 32)
+        w["q"][2, 7] = -128  # the AVX2 products cannot negate it: refused for every kernel set
+        xq, xs = core.quantize_rows(x)
+        with pytest.raises(BackendError, match=r"w: int8 weights must lie in \[-127, 127\] \(found -128\)"):
+            core.matmul_q8(xq, xs, M(w))
+        with pytest.raises(BackendError, match=r"head: int8 weights must lie in \[-127, 127\]"):
+            core.head(x, np.ones(CFG.dim, F), M(w))
         with pytest.raises(BackendError, match="act_block=5 must be 0 or divide 64"):
             core.quantize_rows(x, act_block=5)
         with pytest.raises(BackendError, match=r"x must be \(n_tokens, 64\)"):

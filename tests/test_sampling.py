@@ -223,3 +223,11 @@ def test_bad_logits(logits, history, message):
     for temperature in (0.0, 1.0):
         with pytest.raises(SamplingError, match=re.escape(message)):
             _sampler(temperature=temperature, repetition_penalty=1.1).sample(logits, history)
+
+
+@pytest.mark.parametrize("temperature", [1e-308, 5e-324])
+def test_tiny_temperatures_pick_the_best_token(temperature):
+    """Logits are shifted by their maximum before the division: the others go to -inf, never NaN."""
+    s = Sampler(SamplingParams(temperature=temperature, seed=1))
+    with np.errstate(all="raise"):
+        assert [s.sample(np.array([0.0, 10.0, 3.0, -2.0], dtype=np.float32)) for _ in range(5)] == [1] * 5

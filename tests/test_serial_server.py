@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import re
 import struct
 import threading
 import time
@@ -486,6 +487,69 @@ def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
     with SerialClient(path, timeout=5) as client:
         assert client.generate("still there?") == TEXT
     assert [c[1] for c in model.calls] == ["still there?"]
+
+
+def test_line_noise_is_answered_in_batches(serve) -> None:
+    """20,000 empty frames of noise (0x01 decodes to nothing): every fault is reported, but one ERROR covers all that arrived
+    while it waited, so the reply is far shorter than the noise and the PING after it is answered."""
+    srv, path = serve(FakeModel())
+    line = RawLine(path)
+    n = 20_000
+    line.send(b"\x01\x00" * n + ping(7))
+    got: list[Frame] = []
+    while not got or got[-1].type != PONG:
+        got += line.frames(1, timeout=10)
+    assert got[-1] == Frame(PONG, 7)
+    errors = [messages.decode_error(f.payload) for f in got[:-1]]
+    assert all(f.type == ERROR and f.seq == 0 for f in got[:-1])
+    assert {code for code, _ in errors} == {ErrorCode.BAD_FRAME}
+    counted = 0
+    for _, detail in errors:
+        m = re.fullmatch(r"frame of 0 bytes is shorter than the 10-byte minimum(?: \(and (\d+) more bad frame\(s\) since\))?", detail)
+        assert m, detail
+        counted += 1 + int(m.group(1) or 0)
+    assert counted == n == srv.stats["faults"]
+    assert len(errors) < n // 100, len(errors)
+    line.close()
+
+
+class SlowPrefillModel(FakeModel):
+    """A model whose prompt takes `prefill_s` unless its cancel event is set first (as edge_sdk checks it
+    between prefill chunks)."""
+
+    def __init__(self, prefill_s: float) -> None:
+        super().__init__()
+        self.prefill_s = prefill_s
+
+    def stream(self, prompt: str, *, cancel: threading.Event | None = None, **sampling: Any) -> Iterator[str]:
+        words = super().stream(prompt, cancel=cancel, **sampling)
+
+        def run() -> Iterator[str]:
+            if cancel is not None and cancel.wait(self.prefill_s):
+                self.last_stats = {"prompt_tokens": 1, "generated_tokens": 0, **STATS, "stop_reason": "cancelled"}
+                return
+            yield from words
+
+        return run()
+
+
+def test_cancel_reaches_a_long_prefill(serve) -> None:
+    model = SlowPrefillModel(prefill_s=30)
+    srv, path = serve(model)
+    line = RawLine(path)
+    t0 = time.monotonic()
+    line.send(encode_frame(Frame(GENERATE, 1, messages.encode_generate("a long prompt"))))
+    wait_for(lambda: model.calls)
+    line.send(encode_frame(Frame(CANCEL, 2, messages.encode_cancel(1))))
+    (reply,) = line.frames(1, timeout=10)
+    assert time.monotonic() - t0 < 10  # not the 30 s prefill
+    assert reply.type == DONE and reply.seq == 1
+    assert messages.decode_done(reply.payload)["stop_reason"] == "cancelled"
+    assert srv.stats["cancelled"] == 1
+    assert line.quiet()  # the CANCEL itself gets no reply of its own
+    line.send(ping(3))
+    assert line.frames(1) == [Frame(PONG, 3)]
+    line.close()
 
 
 def test_echoing_line_does_not_storm() -> None:

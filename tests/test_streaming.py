@@ -166,3 +166,16 @@ def test_real_model_emoji_and_cjk_stream(real_gguf_path):
     pieces = _stream(tok, tok.encode(text))
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
+
+
+def test_prompt_context_keeps_the_first_space(spm_tok, gpt2_tok):
+    """SentencePiece drops the space of a text's first piece; after a prompt it is not the first piece."""
+    prompt, gen = spm_tok.encode("Hello"), spm_tok.encode("the cat", add_bos=False)
+    assert [spm_tok.id_to_token(i) for i in prompt + gen] == ["<s>", "▁Hello", "▁the", "▁cat"]
+    assert _stream(spm_tok, gen) == ["the", " cat", ""]
+    assert _stream(spm_tok, gen, context=prompt) == [" the", " cat", ""]
+    assert spm_tok.decode(prompt + gen) == "Hello" + "".join(_stream(spm_tok, gen, context=prompt))
+    # byte-level BPE keeps its spaces either way; a long prompt contributes only its last tokens
+    ids = gpt2_tok.encode(TEXT)
+    assert _stream(gpt2_tok, ids[8:], context=ids[:8]) == _stream(gpt2_tok, ids[8:], context=[0] * 50 + ids[:8])
+    assert "".join(_stream(gpt2_tok, ids[8:], context=ids[:8])) == gpt2_tok.decode(ids)[len(gpt2_tok.decode(ids[:8])):]
