@@ -56,9 +56,5 @@ class BusyError(EdgeSDKError):
     """The model is serving another request and does not interleave calls."""
 
 
-class CancelledError(EdgeSDKError):
-    """A generation was cancelled by a stop event, timeout or interrupt."""
-
-
 class ProtocolError(EdgeSDKError):
     """A frame on the serial line is malformed (bad CRC, framing, size, type)."""

@@ -57,8 +57,8 @@ class Tag(IntEnum):
 
 U32, F32, TEXT = "u32", "f32", "text"
 
-# Sampling keyword -> (tag, kind), in tag order. The keywords are exactly those
-# of `model.stream(...)`.
+# Sampling keyword -> (tag, kind), in tag order: the keywords of `model.stream(...)`
+# except `repeat_last_n` (a request over the line gets its default, 64).
 SAMPLING_FIELDS: dict[str, tuple[Tag, str]] = {
     "max_tokens": (Tag.MAX_TOKENS, U32),
     "temperature": (Tag.TEMPERATURE, F32),
