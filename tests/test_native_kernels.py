@@ -393,3 +393,12 @@ def test_real_model_greedy_tokens_match_the_int8_reference(real_model):
     assert out_n == out_r
     assert tok.decode(out_n).startswith("The answer to this classic math problem is 4.")
     assert diff <= TOL_REAL_LOGITS
+
+
+def test_misaligned_arrays_are_refused():
+    """32-bit ARM faults on a float load from an address that is not a multiple of 4."""
+    misaligned = np.zeros(4 * CFG.dim + 1, np.uint8)[1:].view(F)
+    assert misaligned.ctypes.data % 4
+    with native_ffi.NativeCore(CFG, ctx=8) as core:
+        with pytest.raises(BackendError, match="out_norm must be 4-byte aligned"):
+            core.head(np.zeros((1, CFG.dim), F), misaligned, M(qmat(np.random.default_rng(0), 8, CFG.dim, 0, 32)))

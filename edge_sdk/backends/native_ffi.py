@@ -202,8 +202,8 @@ def _need(a: Any, dtype: type, shape: tuple[int, ...], name: str, align: int = 1
         raise BackendError(f"{name} must have shape {shape}, got {a.shape}")
     if not a.flags.c_contiguous:
         raise BackendError(f"{name} must be C-contiguous")
-    if a.ctypes.data % align:
-        raise BackendError(f"{name} must be {align}-byte aligned")
+    if a.ctypes.data % max(align, a.dtype.itemsize):  # 32-bit ARM faults on misaligned float loads
+        raise BackendError(f"{name} must be {max(align, a.dtype.itemsize)}-byte aligned")
     return a
 
 
