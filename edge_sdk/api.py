@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from .config import ModelConfig, QuantConfig
@@ -50,7 +50,7 @@ class Model:
         self._gen = Generator(backend, tokenizer)
         self._lock = threading.Lock()
         self._owner: int | None = None
-        self._streams: weakref.WeakSet[Iterator[str]] = weakref.WeakSet()  # streams made by this model, to close
+        self._open: Callable[[], Iterator[str] | None] | None = None  # the stream holding the model (a weakref)
         self._closed = False
         self._template: ChatTemplate | None = None
         self.last_stats: dict[str, Any] = {}
@@ -88,17 +88,20 @@ class Model:
     def stream_ids(self, prompt_ids: Sequence[int], *, cancel: threading.Event | None = None,
                    timeout: float | None = None, **sampling: Any) -> Iterator[str]:
         """Stream the completion of already tokenized input (text pieces)."""
-        it = self._stream_ids(prompt_ids, self._params(dict(sampling)), cancel, timeout)
-        self._streams.add(it)
+        me: list[Callable[[], Iterator[str] | None]] = []
+        it = self._stream_ids(prompt_ids, self._params(dict(sampling)), cancel, timeout, me)
+        me.append(weakref.ref(it))
         return it
 
     def _stream_ids(self, prompt_ids: Sequence[int], params: SamplingParams, cancel: threading.Event | None,
-                    timeout: float | None) -> Iterator[str]:
+                    timeout: float | None, me: list[Callable[[], Iterator[str] | None]]) -> Iterator[str]:
         self._acquire()
+        self._open = me[0]
         try:
             yield from self._gen.stream_text(prompt_ids, params, cancel, timeout)
         finally:
             self.last_stats = self._gen.stats.to_dict()
+            self._open = None
             self._release()
 
     def stream(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
@@ -144,9 +147,9 @@ class Model:
         """Release the backend. An unfinished stream of this thread is closed first (it ends as "cancelled")."""
         if self._closed:
             return
-        if self._owner == threading.get_ident():
-            for it in list(self._streams):
-                it.close()  # type: ignore[attr-defined]  # the one holding the model releases it
+        held = self._open() if self._open is not None and self._owner == threading.get_ident() else None
+        if held is not None:  # this thread's stream, suspended: closing it releases the model
+            held.close()  # type: ignore[attr-defined]
         self._acquire()
         try:
             self._closed = True
