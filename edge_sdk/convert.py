@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .backends.tflite_export import DEFAULT_LINEAR
 from .config import QuantConfig
@@ -104,15 +104,56 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
         specs = [dataclasses.replace(s, file=graph_file_name(s)) for s in specs]
     out = os.fspath(out)
     runtimes = {"tflite": {"linear": tflite_linear}} if tflite_graphs else None
-    write_package(out, cfg, qcfg, qweights, imported.tokenizer, graphs=[s.to_dict() for s in specs],
-                  extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes)
-    _check_table(out, specs)
+
+    def write(d: str) -> None:
+        write_package(d, cfg, qcfg, qweights, imported.tokenizer, graphs=[s.to_dict() for s in specs],
+                      extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes)
+        _check_table(d, specs)
+
+    _write_in_place_of(out, write)
     total = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     return {"import_s": t_import, "quantize_s": t_quant, "onnx_s": timings["onnx_s"], "tflite_s": timings["tflite_s"],
             "total_s": total,
             "package_bytes": size, "weights_bytes": qweights.nbytes, "graphs": len(specs),
             "onnx_files": [s.file for s in specs if s.file]}
+
+
+def _write_in_place_of(out: str, write: Callable[[str], None]) -> None:
+    """Run `write(tmp)` on a new temporary sibling of `out`, then move it to `out`.
+
+    Whatever fails (an exception, Ctrl-C) leaves `out` as it was. An existing `out` is replaced only
+    when it is an edge package or an empty directory, never other files."""
+    out = os.path.abspath(out)
+    if os.path.lexists(out):
+        if not os.path.isdir(out) or os.path.islink(out):
+            raise PackageError(f"{out}: exists and is not a directory; choose another output path")
+        if os.listdir(out) and not is_package(out):
+            raise PackageError(f"{out}: a non-empty directory that is not an edge package; refusing to replace it "
+                               "(choose a new or empty directory)")
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(out) + ".tmp")
+    except OSError as e:
+        raise PackageError(f"{out}: cannot create the package directory ({e.strerror or e})") from e
+    old = None
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a package directory is readable like one os.makedirs makes
+        if os.path.isdir(out):
+            old = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(out) + ".old")
+            os.replace(out, old)  # `old` was an empty directory: rename may replace it
+        os.replace(tmp, out)
+    except OSError as e:
+        if old is not None and not os.path.exists(out):
+            os.replace(old, out)
+            old = None
+        raise PackageError(f"{out}: cannot write the package ({e.strerror or e})") from e
+    finally:
+        for d in (tmp, old):
+            if d is not None and os.path.exists(d):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def _manifest(path: str | os.PathLike) -> dict[str, Any] | None:

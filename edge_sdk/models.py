@@ -146,16 +146,15 @@ def resolve(model: str | os.PathLike | None, quiet: bool = False) -> Path:
 def describe(model: str | os.PathLike | None) -> dict:
     """What a model is, read from metadata only (no weights loaded): kind, path, config, quantization."""
     from .config import QuantConfig
-    from .package import is_package, read_manifest
+    from .package import is_package, package_config, package_graphs, read_manifest
 
     path = resolve(model)
     p = str(path)
     if is_package(p):
-        from .config import ModelConfig
-
         m = read_manifest(p)
-        return {"kind": "package", "path": p, "config": ModelConfig.from_dict(m["model"]),
-                "quant": QuantConfig.from_dict(m["quant"]), "graphs": m.get("graphs", []), "format_version": m["format_version"]}
+        cfg, qcfg = package_config(p, m)
+        return {"kind": "package", "path": p, "config": cfg, "quant": qcfg, "graphs": package_graphs(p, m),
+                "format_version": m["format_version"]}
     if path.is_dir():
         from .importers.hf_import import config_from_hf, read_json
 

@@ -3,13 +3,20 @@
 Layout::
 
     manifest.json     format name and version, model and quantization config,
-                      tokenizer fields, graph list, tensor table, sha256 of every file
+                      tokenizer fields, graph list, tensor table, sha256 of every file,
+                      and `manifest_sha256`, the sha256 of the manifest's own canonical JSON
     weights.bin       int8 weights and float32 scales/norms, each tensor 64-byte aligned
     tokenizer.json    the tokenizer (Hugging Face `tokenizers` format)
     graph_*.onnx      one ONNX file per graph; their initializers are external data in weights.bin
 
 Tensors are memory-mapped from `weights.bin`: loading copies nothing into the
 Python heap, and resident memory grows only with the pages a backend touches.
+
+Loading trusts nothing in the manifest: the model config must be valid, the tensor
+table must hold exactly the tensors that config needs (names, dtypes, shapes,
+aligned non-overlapping offsets inside `weights.bin`), and the float32 scales and
+norms must be finite. Packages written before `manifest_sha256` existed load
+without that one check.
 
 Example::
 
@@ -29,8 +36,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ModelConfig, QuantConfig
-from .errors import PackageError
+from .errors import EdgeSDKError, PackageError
 from .quantize import QLayer, QMat, QWeights
+from .weights import expected_shapes
 
 FORMAT_NAME = "edge-sdk-package"
 FORMAT_VERSION = 1
@@ -38,7 +46,10 @@ ALIGN = 64
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.bin"
 TOKENIZER = "tokenizer.json"
+MANIFEST_DIGEST = "manifest_sha256"
 QMAT_FIELDS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+Q_DTYPE = np.dtype(np.int8)
+F_DTYPE = np.dtype("<f4")
 
 
 def is_package(path: str | os.PathLike) -> bool:
@@ -145,6 +156,7 @@ def write_package(
         "tensors": {name: {**entry, "file": WEIGHTS} for name, entry in table.items()},
         "files": {rel: sha256_of(os.path.join(out, rel)) for rel in rels},
     }
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     tmp = os.path.join(out, MANIFEST + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
@@ -152,7 +164,14 @@ def write_package(
     return out
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces), without its own digest field."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_manifest(path: str) -> dict[str, Any]:
+    """The manifest of the package at `path`: format, version and (when present) its own checksum checked."""
     mpath = os.path.join(path, MANIFEST)
     try:
         with open(mpath, encoding="utf-8") as f:
@@ -161,20 +180,90 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise PackageError(f"{mpath}: missing; not an edge package") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PackageError(f"{mpath}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise PackageError(f"{mpath}: unreadable ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise PackageError(f"{mpath}: not an edge package manifest (format is not {FORMAT_NAME!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise PackageError(f"{mpath}: malformed format_version {version!r} (expected an integer >= 1)")
+    if version > FORMAT_VERSION:
         raise PackageError(
             f"{mpath}: format version {version} is newer than this edge_sdk reads ({FORMAT_VERSION}); upgrade edge_sdk"
         )
+    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
+        raise PackageError(f"{mpath}: {MANIFEST_DIGEST} does not match the manifest's content "
+                           "(the manifest was edited or corrupted); convert the model again")
     return manifest
+
+
+def package_config(path: str, manifest: dict[str, Any]) -> tuple[ModelConfig, QuantConfig]:
+    """The manifest's model and quantization config, every field checked (PackageError naming the field)."""
+    mpath = os.path.join(path, MANIFEST)
+    for section in ("model", "quant"):
+        if not isinstance(manifest.get(section), dict):
+            raise PackageError(f"{mpath}: the {section!r} section is missing or not an object")
+    try:
+        cfg = ModelConfig.from_dict(manifest["model"])
+    except (TypeError, ValueError, EdgeSDKError) as e:
+        raise PackageError(f"{mpath}: model: {e}") from None
+    quant = manifest["quant"]
+    bad = [k for k, v in quant.items() if type(v) is not int]
+    try:
+        if bad:
+            raise TypeError(f"{bad[0]}={quant[bad[0]]!r} must be an integer")
+        qcfg = QuantConfig.from_dict(quant)
+    except (TypeError, ValueError, EdgeSDKError) as e:
+        raise PackageError(f"{mpath}: quant: {e}") from None
+    return cfg, qcfg
+
+
+def package_graphs(path: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's graph records, each checked to be one (PackageError naming the graph)."""
+    from .graphs.spec import specs_from_manifest
+
+    mpath = os.path.join(path, MANIFEST)
+    graphs = manifest.get("graphs", [])
+    if not isinstance(graphs, list) or not all(isinstance(g, dict) for g in graphs):
+        raise PackageError(f"{mpath}: 'graphs' should be a list of graph records")
+    try:
+        specs = specs_from_manifest(graphs)
+    except PackageError as e:
+        raise PackageError(f"{mpath}: {e}") from None
+    files = manifest.get("files")
+    for spec in specs:
+        if spec.file and isinstance(files, dict) and spec.file not in files:
+            raise PackageError(f"{mpath}: graph {spec.name} names the file {spec.file!r}, which 'files' does not list")
+    return graphs
+
+
+def expected_tensors(cfg: ModelConfig, q: QuantConfig) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of every tensor a package of this config holds, in file order."""
+    def qmat(prefix: str, rows: int, cols: int) -> None:
+        groups = cols // q.group_size if q.group_size else 1
+        out[f"{prefix}.q"] = (Q_DTYPE, (rows, cols))
+        out[f"{prefix}.scale"] = (F_DTYPE, (rows, groups))
+
+    out: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    qmat("tok_embd", cfg.vocab_size, cfg.dim)
+    shapes = expected_shapes(cfg)
+    for i in range(cfg.n_layers):
+        out[f"layers.{i}.attn_norm"] = (F_DTYPE, shapes["attn_norm"])
+        out[f"layers.{i}.ffn_norm"] = (F_DTYPE, shapes["ffn_norm"])
+        for name in QMAT_FIELDS:
+            qmat(f"layers.{i}.{name}", *shapes[name])
+    out["out_norm"] = (F_DTYPE, (cfg.dim,))
+    if not cfg.tied_embeddings:
+        qmat("output", cfg.vocab_size, cfg.dim)
+    return out
 
 
 def verify_files(path: str, manifest: dict[str, Any]) -> None:
     files = manifest.get("files")
     if not isinstance(files, dict) or WEIGHTS not in files:
         raise PackageError(f"{os.path.join(path, MANIFEST)}: no file checksums")
+    if TOKENIZER not in files:
+        raise PackageError(f"{os.path.join(path, MANIFEST)}: 'files' does not list {TOKENIZER} (every package file has a checksum)")
     for rel, digest in files.items():
         full = os.path.join(path, rel)
         if os.path.normpath(rel).startswith("..") or os.path.isabs(rel):
@@ -185,20 +274,83 @@ def verify_files(path: str, manifest: dict[str, Any]) -> None:
             raise PackageError(f"{full}: sha256 does not match the manifest (the file was modified or corrupted)")
 
 
-def map_tensors(path: str, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+def map_tensors(path: str, manifest: dict[str, Any], cfg: ModelConfig, q: QuantConfig) -> dict[str, np.ndarray]:
+    """Map every tensor of the table from weights.bin, after checking the table against the config:
+    exactly the expected names, each with its dtype and shape, at aligned offsets that do not overlap."""
     wpath = os.path.join(path, WEIGHTS)
-    size = os.path.getsize(wpath)
-    mm = np.memmap(wpath, dtype=np.uint8, mode="r")
+    mpath = os.path.join(path, MANIFEST)
+    table = manifest.get("tensors")
+    if not isinstance(table, dict):
+        raise PackageError(f"{mpath}: 'tensors' should be an object (tensor name -> entry)")
+    if q.group_size and cfg.dim % q.group_size or q.group_size and cfg.ffn_dim % q.group_size:
+        raise PackageError(f"{mpath}: quant group_size={q.group_size} does not divide dim={cfg.dim} and ffn_dim={cfg.ffn_dim}")
+    want = expected_tensors(cfg, q)
+    missing = [n for n in want if n not in table]
+    extra = [n for n in table if n not in want]
+    if missing or extra:
+        raise PackageError(
+            f"{mpath}: the tensor table does not match the model config ({cfg.n_layers} layers, "
+            f"{'tied' if cfg.tied_embeddings else 'separate'} output head): "
+            + "; ".join(part for part in (
+                f"missing {len(missing)} tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})" if missing else "",
+                f"{len(extra)} unexpected ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" if extra else "") if part))
+    try:
+        size = os.path.getsize(wpath)
+        mm = np.memmap(wpath, dtype=np.uint8, mode="r") if size else None
+    except (OSError, ValueError) as e:
+        raise PackageError(f"{wpath}: cannot be mapped ({e})") from e
+    spans = []
     out = {}
-    for name, e in manifest["tensors"].items():
-        dtype = np.dtype(e["dtype"])
-        shape = tuple(e["shape"])
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        off = int(e["offset"])
+    for name, (dtype, shape) in want.items():
+        e = table[name]
+        if not isinstance(e, dict):
+            raise PackageError(f"{mpath}: tensor {name}: entry should be an object, got {e!r}")
+        off, got_shape, got_dtype = e.get("offset"), e.get("shape"), e.get("dtype")
+        if e.get("file", WEIGHTS) != WEIGHTS:
+            raise PackageError(f"{mpath}: tensor {name}: file {e.get('file')!r}, expected {WEIGHTS!r}")
+        if type(off) is not int:
+            raise PackageError(f"{mpath}: tensor {name}: offset {off!r} is not an integer")
+        try:
+            dtype_ok = isinstance(got_dtype, str) and np.dtype(got_dtype) == dtype
+        except TypeError:
+            dtype_ok = False
+        if not dtype_ok:
+            raise PackageError(f"{mpath}: tensor {name}: dtype {got_dtype!r}, expected {dtype.str!r}")
+        if not isinstance(got_shape, list) or tuple(got_shape) != shape or not all(type(d) is int for d in got_shape):
+            raise PackageError(f"{mpath}: tensor {name}: shape {got_shape!r}, expected {list(shape)} from the model config")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if off % ALIGN or off < 0 or off + nbytes > size:
             raise PackageError(f"{wpath}: tensor {name} at offset {off} (+{nbytes} bytes) is misaligned or outside the file")
-        out[name] = mm[off : off + nbytes].view(dtype).reshape(shape)
+        spans.append((off, off + nbytes, name))
+        out[name] = mm[off : off + nbytes].view(dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+    spans.sort()
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:
+            raise PackageError(f"{mpath}: tensors {a} and {b} overlap in {WEIGHTS}")
     return out
+
+
+def check_graph_tensors(path: str, graphs: list[dict[str, Any]], table: dict[str, Any]) -> None:
+    """Each graph record's tensors must be those of the (checked) tensor table: same offset and shape."""
+    from .graphs.spec import specs_from_manifest
+
+    for spec in specs_from_manifest(graphs):
+        for t in spec.tensors:
+            e = table.get(t.name)
+            if e is None or e["offset"] != t.offset or tuple(e["shape"]) != tuple(t.shape):
+                raise PackageError(f"{os.path.join(path, MANIFEST)}: graph {spec.name} expects tensor {t.name} at offset "
+                                   f"{t.offset} with shape {list(t.shape)}; the tensor table has {e}")
+
+
+def check_finite(path: str, tensors: dict[str, np.ndarray]) -> None:
+    """Scales must be finite and >= 0, norms finite (a few MB of float32: cheap next to the int8 weights)."""
+    for name, arr in tensors.items():
+        if arr.dtype != F_DTYPE:
+            continue
+        ok = np.all(arr >= 0) if name.endswith(".scale") else np.all(np.isfinite(arr))
+        if not ok or not np.all(np.isfinite(arr)):
+            what = "finite and >= 0" if name.endswith(".scale") else "finite"
+            raise PackageError(f"{os.path.join(path, WEIGHTS)}: tensor {name} holds values that are not {what} (NaN or inf)")
 
 
 def load_package(path: str | os.PathLike, verify: bool = True) -> Package:
@@ -209,14 +361,27 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> Package:
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)
+    cfg, qcfg = package_config(path, manifest)
+    graphs = package_graphs(path, manifest)
+    tensors = map_tensors(path, manifest, cfg, qcfg)
+    check_graph_tensors(path, graphs, manifest["tensors"])
+    check_finite(path, tensors)
+    weights = unflatten_weights(tensors, cfg, qcfg)
+    tpath = os.path.join(path, TOKENIZER)
+    meta = manifest.get("tokenizer")
+    if not isinstance(meta, dict):
+        raise PackageError(f"{os.path.join(path, MANIFEST)}: the 'tokenizer' section is missing or not an object")
     try:
-        cfg = ModelConfig.from_dict(manifest["model"])
-        qcfg = QuantConfig.from_dict(manifest["quant"])
-        tensors = map_tensors(path, manifest)
-        weights = unflatten_weights(tensors, cfg, qcfg)
-        with open(os.path.join(path, TOKENIZER), encoding="utf-8") as f:
-            tok = Tokenizer.from_json(f.read(), **manifest["tokenizer"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PackageError(f"{os.path.join(path, MANIFEST)}: incomplete or inconsistent manifest ({type(e).__name__}: {e})") from e
-    return Package(path=path, config=cfg, quant=qcfg, weights=weights, tokenizer=tok, manifest=manifest,
-                   graphs=manifest.get("graphs", []))
+        with open(tpath, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PackageError(f"{tpath}: unreadable ({type(e).__name__}: {e})") from e
+    try:
+        tok = Tokenizer.from_json(text, **meta)
+    except (TypeError, ValueError) as e:
+        raise PackageError(f"{os.path.join(path, MANIFEST)}: malformed 'tokenizer' section ({e})") from e
+    except EdgeSDKError as e:
+        raise PackageError(f"{tpath}: {e} (with the manifest's 'tokenizer' fields)") from e
+    if tok.vocab_size > cfg.vocab_size:
+        raise PackageError(f"{tpath}: the tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size} embeddings")
+    return Package(path=path, config=cfg, quant=qcfg, weights=weights, tokenizer=tok, manifest=manifest, graphs=graphs)

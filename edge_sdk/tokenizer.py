@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import json
+import numbers
 import operator
 import os
 import re
@@ -327,6 +328,12 @@ class Tokenizer:
         self._hf = hf
         self._lock = threading.Lock()
         self._vocab_size = int(hf.get_vocab_size(with_added_tokens=True))
+        eos_ids = list(eos_ids)
+        for name, i in (("bos_id", bos_id), ("eos_id", eos_id), *(("eos_ids", e) for e in eos_ids)):
+            if i is not None and (isinstance(i, bool) or not isinstance(i, numbers.Integral)):
+                raise TokenizerError(f"{name} should be an integer token id, got {i!r}")
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise TokenizerError(f"chat_template should be a string, got {type(chat_template).__name__}")
         eos_set = frozenset(int(i) for i in eos_ids)
         for name, i in (("bos_id", bos_id), ("eos_id", eos_id), *(("eos_ids", e) for e in eos_set)):
             if i is not None and not 0 <= i < self._vocab_size:
@@ -434,8 +441,7 @@ class Tokenizer:
         eos_id = _hf_token_id(hf, config.get("eos_token"), "eos_token")
         if bos_id is None and isinstance(gen.get("bos_token_id"), int):
             bos_id = gen["bos_token_id"]
-        gen_eos = gen.get("eos_token_id")
-        gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
+        gen_eos = _gen_eos_ids(os.path.join(path, "generation_config.json"), gen.get("eos_token_id"))
         if eos_id is None and gen_eos:
             eos_id = gen_eos[0]
 
@@ -684,6 +690,16 @@ def _hf_token_id(hf: Any, value: Any, field: str) -> int | None:
     return i
 
 
+def _gen_eos_ids(path: str, value: Any) -> list[int]:
+    """generation_config.json `eos_token_id`: absent, one id or a list of ids."""
+    if value is None:
+        return []
+    ids = value if isinstance(value, list) else [value]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise TokenizerError(f"{path}: eos_token_id should be an integer or a list of integers, got {value!r}")
+    return ids
+
+
 def _hf_chat_template(path: str, config: Mapping[str, Any]) -> str | None:
     template = config.get("chat_template")
     if isinstance(template, list):
@@ -692,8 +708,11 @@ def _hf_chat_template(path: str, config: Mapping[str, Any]) -> str | None:
     if template is None:
         jinja = os.path.join(path, "chat_template.jinja")
         if os.path.isfile(jinja):
-            with open(jinja, encoding="utf-8") as f:
-                template = f.read()
+            try:
+                with open(jinja, encoding="utf-8") as f:
+                    template = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise TokenizerError(f"{jinja}: unreadable chat template ({e})") from e
     if template is not None and not isinstance(template, str):
         raise TokenizerError(f"{path}: chat_template should be a string, got {type(template).__name__}")
     return template

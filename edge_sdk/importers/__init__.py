@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from ..config import ModelConfig
-from ..errors import ModelFileError
+from ..errors import ModelFileError, TokenizerError
 from ..weights import FloatWeights
 
 
@@ -26,6 +26,16 @@ class ImportedModel:
 
 def is_hf_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def with_source(source: str, build, *args):
+    """`build(*args)`, with a TokenizerError's message prefixed by `source` when it does not name it already."""
+    try:
+        return build(*args)
+    except TokenizerError as e:
+        if str(e).startswith(source):
+            raise
+        raise TokenizerError(f"{source}: {e}") from e
 
 
 def import_model(path: str | os.PathLike) -> ImportedModel:
@@ -44,12 +54,12 @@ def import_model(path: str | os.PathLike) -> ImportedModel:
         from .hf_import import import_hf_dir
 
         cfg, weights = import_hf_dir(p)
-        tok = Tokenizer.from_hf_dir(p)
+        tok = with_source(p, Tokenizer.from_hf_dir, p)
     else:
         from .gguf_import import import_gguf
 
         cfg, weights, meta = import_gguf(p)
-        tok = Tokenizer.from_gguf_metadata(meta)
+        tok = with_source(p, Tokenizer.from_gguf_metadata, meta)
     if tok.vocab_size > cfg.vocab_size:
         raise ModelFileError(f"{p}: the tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size} embeddings")
     return ImportedModel(config=cfg, weights=weights, tokenizer=tok, source=p)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import ModelConfig, RopeScaling
 from ..errors import ModelFileError, UnsupportedModelError
-from ..weights import FloatWeights, LayerWeights, check_weights
+from ..weights import FloatWeights, LayerWeights, check_weights, expected_shapes
 from .gguf_meta import open_gguf, reader_metadata
 
 SUPPORTED_ARCHS = ("llama",)
@@ -42,6 +42,8 @@ LAYER_TENSORS = {
 
 def f32_value(v: float) -> float:
     """A float32 metadata value as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06)."""
+    if not np.isfinite(v) or v == 0:
+        return float(v)
     return float(np.format_float_positional(np.float32(v), unique=True, trim="-") if abs(v) >= 1e-4 else np.format_float_scientific(np.float32(v), unique=True))
 
 
@@ -62,34 +64,54 @@ def config_from_gguf_metadata(meta: dict[str, Any], source: str = "model") -> Mo
             raise ModelFileError(f"{source}: GGUF metadata key {k!r} is missing")
         return default
 
-    n_heads = int(key("attention.head_count"))
-    dim = int(key("embedding_length"))
-    head_dim = int(key("attention.key_length", dim // max(n_heads, 1)))
-    rot = int(key("rope.dimension_count", head_dim))
+    def typed(name: str, kind: type, default: Any = None, required: bool = True) -> Any:
+        """key() checked to be an integer (kind=int) or a number (kind=float)."""
+        v = key(name, default, required)
+        if isinstance(v, list):
+            raise UnsupportedModelError(f"{source}: GGUF metadata key '{arch}.{name}' holds one value per layer "
+                                        f"({len(v)} values); models whose layers differ are not supported")
+        ok = isinstance(v, int) if kind is int else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok:
+            what = "an integer" if kind is int else "a number"
+            raise ModelFileError(f"{source}: GGUF metadata key '{arch}.{name}' should be {what}, got {v!r}")
+        return v
+
+    n_heads = typed("attention.head_count", int)
+    dim = typed("embedding_length", int)
+    if n_heads <= 0 or dim <= 0:
+        raise ModelFileError(f"{source}: invalid LLaMA config: embedding_length={dim} and attention.head_count={n_heads} "
+                             "must be positive")
+    head_dim = typed("attention.key_length", int, dim // n_heads)
+    rot = typed("rope.dimension_count", int, head_dim)
     if rot != head_dim:
         raise UnsupportedModelError(f"{source}: partial rotary embeddings (rope.dimension_count={rot} < head_dim={head_dim}) are not supported")
     tokens = meta.get("tokenizer.ggml.tokens")
-    vocab = int(key("vocab_size", len(tokens) if tokens else None))
-    scaling = RopeScaling()
+    vocab = typed("vocab_size", int, len(tokens) if isinstance(tokens, list) and tokens else None)
+    scaling_factor: Any = None
     kind = key("rope.scaling.type", "none", required=False)
     if kind == "linear":
-        scaling = RopeScaling(kind="linear", factor=float(key("rope.scaling.factor", 1.0, required=False)))
+        scaling_factor = float(typed("rope.scaling.factor", float, 1.0, required=False))
     elif kind not in ("none", None):
         raise UnsupportedModelError(f"{source}: RoPE scaling type {kind!r} is not supported (supported: none, linear, llama3)")
-    return ModelConfig(
+    fields = dict(
         vocab_size=vocab,
         dim=dim,
-        n_layers=int(key("block_count")),
+        n_layers=typed("block_count", int),
         n_heads=n_heads,
-        n_kv_heads=int(key("attention.head_count_kv", n_heads, required=False)),
-        ffn_dim=int(key("feed_forward_length")),
+        n_kv_heads=typed("attention.head_count_kv", int, n_heads, required=False),
+        ffn_dim=typed("feed_forward_length", int),
         head_dim=head_dim,
-        rope_theta=f32_value(key("rope.freq_base", 10000.0, required=False)),
-        rope_scaling=scaling,
-        rms_eps=f32_value(key("attention.layer_norm_rms_epsilon", 1e-5, required=False)),
-        max_ctx=int(key("context_length", 2048, required=False)),
+        rope_theta=f32_value(typed("rope.freq_base", float, 10000.0, required=False)),
+        rms_eps=f32_value(typed("attention.layer_norm_rms_epsilon", float, 1e-5, required=False)),
+        max_ctx=typed("context_length", int, 2048, required=False),
         name=str(meta.get("general.name", "")),
     )
+    try:
+        scaling = RopeScaling() if scaling_factor is None else RopeScaling(kind="linear", factor=scaling_factor)
+        return ModelConfig(rope_scaling=scaling, **fields)
+    except UnsupportedModelError as e:
+        # the header holds impossible values: a broken file rather than a model we do not run
+        raise ModelFileError(f"{source}: {e} (from the GGUF metadata keys '{arch}.*')") from None
 
 
 def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -130,9 +152,14 @@ def import_gguf(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights, dic
             raise ModelFileError(f"{source}: required tensor {name!r} is missing")
         return _dequantize(tensors[name], source)
 
+    shapes = expected_shapes(cfg)
     layers = []
     for i in range(cfg.n_layers):
         fields = {f: get(f"blk.{i}.{g}.weight") for f, g in LAYER_TENSORS.items()}
+        for f in ("wq", "wk"):  # the un-permutation needs the head layout; check_weights checks the rest
+            if fields[f].shape != shapes[f]:
+                raise ModelFileError(f"{source}: tensor layer {i} {f} (blk.{i}.{LAYER_TENSORS[f]}.weight) has shape "
+                                     f"{fields[f].shape}, expected {shapes[f]} from the config")
         fields["wq"] = unpermute_rope_rows(fields["wq"], cfg.n_heads)
         fields["wk"] = unpermute_rope_rows(fields["wk"], cfg.n_kv_heads)
         layers.append(LayerWeights(**fields))
@@ -142,6 +169,10 @@ def import_gguf(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights, dic
         factors = tuple(float(v) for v in get("rope_freqs.weight").ravel())
         if len(factors) != cfg.head_dim // 2:
             raise ModelFileError(f"{source}: rope_freqs has {len(factors)} values, expected head_dim/2={cfg.head_dim // 2}")
+        bad = [v for v in factors if not np.isfinite(v) or v <= 0]
+        if bad:
+            raise ModelFileError(f"{source}: tensor rope_freqs.weight holds {len(bad)} values that are not finite "
+                                 f"numbers > 0 (first: {bad[0]}); RoPE frequency factors divide the frequencies")
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "rope_scaling": {"kind": "freq_factors", "freq_factors": factors}})
     weights = FloatWeights(tok_embd=get("token_embd.weight"), layers=layers, out_norm=get("output_norm.weight"), output=output)
     if output is None:
