@@ -298,23 +298,18 @@ def prepare_package(model: str | None, info: dict[str, Any], tflite: bool = Fals
     return package_for(info["path"], QuantConfig(), tflite=tflite)
 
 
-# Resident bytes of a loaded backend per byte of int8 weights, beyond its runtime and tokenizer: the weights
-# themselves plus the runtime's copies (`plan.budget.WEIGHT_COPY_FACTOR`); "numpy" keeps a float32 copy of every
-# int8 matrix for speed and "float" holds the float32 model (SmolLM2-135M: about 1 GB and 0.6 GB).
-_RESIDENT_PER_WEIGHT_BYTE = {"numpy": 5.0, "float": 4.0}
-
-
 def side_by_side_bytes(cfg: Any, backends: Sequence[str]) -> int:
     """Estimated resident bytes of all `backends` loaded at once, from the planner's figures."""
     from .config import QuantConfig
-    from .plan.budget import BACKEND_RUNTIME_BYTES, WEIGHT_COPY_FACTOR, runtime_bytes, tokenizer_bytes
+    from .plan.budget import BACKEND_RUNTIME_BYTES, REFERENCE_COPY_FACTOR, WEIGHT_COPY_FACTOR, runtime_bytes, tokenizer_bytes
     from .sizes import model_weight_bytes
 
     weights = model_weight_bytes(cfg, QuantConfig())
     total = 0
     for b in backends:
         name = "native" if b == "auto" else b
-        per_byte = _RESIDENT_PER_WEIGHT_BYTE.get(name, 1.0 + WEIGHT_COPY_FACTOR.get(name, 0.0))
+        # the weights plus the runtime's copies, or the reference backends' float32 copies (both measured)
+        per_byte = 1.0 + WEIGHT_COPY_FACTOR.get(name, 0.0) + REFERENCE_COPY_FACTOR.get(name, 0.0)
         total += int(weights * per_byte) + tokenizer_bytes(cfg) + runtime_bytes(
             name if name in BACKEND_RUNTIME_BYTES else "native")
     return total

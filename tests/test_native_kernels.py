@@ -23,6 +23,7 @@ from edge_sdk.config import ModelConfig
 from edge_sdk.errors import BackendError, NativeError
 
 from edge_sdk.backends import native_ffi
+from edge_sdk.backends.native_buffers import sequential_offsets
 
 OK, WHY = native_ffi.available()
 pytestmark = pytest.mark.skipif(not OK, reason=f"native core unavailable: {WHY}")
@@ -324,7 +325,7 @@ def test_errors_surface_as_exceptions():
         bad[0]["wk"]["scale"] = bad[0]["wk"]["scale"].astype(np.float64)
         with pytest.raises(BackendError, match="wk.scale must be float32"):
             core.prepare_layers(bad)
-        seq = native_ffi.sequential_offsets(core.buffers)
+        seq = sequential_offsets(core.buffers)
         names = [b.name for b in core.buffers]
         with pytest.raises(BackendError, match="arena plan refused: buffer '.*' ends at .*, past the arena of 1000 bytes"):
             core.set_plan(seq, arena_size=1000)

@@ -35,7 +35,7 @@ from . import _native_build
 from ..plan.arena import ArenaPlan
 from ..plan.arena import plan as plan_arena
 from ..plan.verify import verify as verify_arena
-from .native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers, sequential_offsets
+from .native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers
 
 ISA_NAMES = ("generic", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "neon32")
 KERNEL_NAMES = (

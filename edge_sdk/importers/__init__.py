@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig
 from ..errors import ModelFileError, TokenizerError
 from ..weights import FloatWeights
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 
 @dataclass
 class ImportedModel:
     config: ModelConfig
     weights: FloatWeights
-    tokenizer: "Tokenizer"  # noqa: F821
+    tokenizer: Tokenizer
     source: str
 
 
