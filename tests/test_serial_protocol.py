@@ -174,6 +174,16 @@ def test_oversized_frame_is_dropped_and_the_next_one_kept() -> None:
     assert out[0].code == ErrorCode.TOO_LARGE and out[1] == Frame(PING, 2)
 
 
+def test_payload_over_the_limit_that_encodes_within_it_is_refused() -> None:
+    """COBS adds one byte per 254, so a payload of MAX_PAYLOAD + 4 with zeros in it fits MAX_ENCODED:
+    the header's length refuses it (the server could not echo it back in a PONG)."""
+    payload = bytes(0 if i % 50 == 0 else 0x61 for i in range(MAX_PAYLOAD + 4))
+    body = bytes([1, PING, 1, 0]) + struct.pack("<H", len(payload)) + payload
+    body += struct.pack("<I", zlib.crc32(body))
+    assert len(cobs.encode(body)) <= MAX_ENCODED
+    assert decode_body(cobs.encode(body)) == FrameFault(ErrorCode.TOO_LARGE, "payload of 1028 bytes is over the 1024-byte frame limit")
+
+
 # ----------------------------------------------------------- reassembly
 
 

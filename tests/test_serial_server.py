@@ -513,6 +513,17 @@ def test_line_noise_is_answered_in_batches(serve) -> None:
     line.close()
 
 
+def test_ping_too_large_to_echo_is_refused_and_service_continues(serve) -> None:
+    srv, path = serve(FakeModel())
+    line = RawLine(path)
+    payload = bytes(0 if i % 50 == 0 else 0x61 for i in range(1028))
+    body = bytes([1, PING, 5, 0]) + struct.pack("<H", len(payload)) + payload
+    line.send(_wire(body + struct.pack("<I", zlib.crc32(body))) + ping(6))
+    assert line.frames(2) == [error(0, ErrorCode.TOO_LARGE, "payload of 1028 bytes is over the 1024-byte frame limit"),
+                              Frame(PONG, 6)]
+    line.close()
+
+
 class SlowPrefillModel(FakeModel):
     """A model whose prompt takes `prefill_s` unless its cancel event is set first (as edge_sdk checks it
     between prefill chunks)."""

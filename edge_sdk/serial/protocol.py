@@ -162,6 +162,8 @@ def decode_body(chunk: bytes) -> Frame | FrameFault:
     have = len(body) - HEADER_SIZE - CRC_SIZE
     if plen != have:
         return FrameFault(ErrorCode.BAD_LENGTH, f"header says {plen} payload bytes, frame carries {have}")
+    if plen > MAX_PAYLOAD:  # COBS adds one byte per 254: a payload with zeros in it can pass MAX_ENCODED's room
+        return FrameFault(ErrorCode.TOO_LARGE, f"payload of {plen} bytes is over the {MAX_PAYLOAD}-byte frame limit")
     (crc,) = _CRC.unpack_from(body, len(body) - CRC_SIZE)
     actual = zlib.crc32(body[: len(body) - CRC_SIZE])
     if crc != actual:

@@ -399,6 +399,9 @@ class SerialServer:
     def _reply(self, ftype: int, seq: int, payload: bytes) -> None:
         try:
             self._send(ftype, seq, payload)
+        except InvalidArgumentError as e:  # a reply that cannot be framed (too long): say so instead
+            log.error("reply to seq %d not sent: %s", seq, e)
+            self._reply(ERROR, seq, messages.encode_error(ErrorCode.INTERNAL, f"reply not sent: {e}"))
         except _LinkDown as e:
             log.warning("reply to seq %d dropped: %s", seq, e)
             self._flush_output()

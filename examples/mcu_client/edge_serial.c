@@ -531,6 +531,9 @@ int es_rx_push(es_rx *rx, uint8_t byte, es_frame *out) {
     if ((size_t)plen != body - ES_HEADER_SIZE - ES_CRC_SIZE) {
         return ES_E_LENGTH;
     }
+    if (plen > ES_MAX_PAYLOAD) {
+        return ES_E_TOO_LARGE; /* COBS adds a byte per 254 only: a payload with zeros can pass the buffer's room */
+    }
     if (es_crc32(0, rx->buf, body - ES_CRC_SIZE) != rd_u32(rx->buf + body - ES_CRC_SIZE)) {
         return ES_E_CRC;
     }
@@ -570,10 +573,13 @@ static int send_tx(es_client *c, size_t n) {
     return ES_OK;
 }
 
-/* Next frame that answers `seq`; frames of other seqs are skipped. An ERROR
- * with seq 0 (the server could not read some frame) counts only while
- * `unattributed` is set: before the first TOKEN it may be about our request,
- * after it the request was clearly received. */
+/* Next frame that answers `seq`; frames of other seqs, and requests (our own,
+ * heard back on a line that echoes), are skipped. An ERROR with seq 0 (the
+ * server could not read some frame) counts only while `unattributed` is set:
+ * before the first TOKEN it may be about our request, after it the request was
+ * clearly received. A build whose ES_MAX_PAYLOAD is below the server's cannot
+ * hold every reply: a frame dropped as too large ends the call with
+ * ES_E_TOO_LARGE rather than losing part of the reply. */
 static int wait_frame(es_client *c, uint16_t seq, es_frame *f, es_error *err, int unattributed) {
     uint32_t start = c->hal.millis(c->hal.ctx);
     for (;;) {
@@ -588,9 +594,12 @@ static int wait_frame(es_client *c, uint16_t seq, es_frame *f, es_error *err, in
         r = es_rx_push(&c->rx, (uint8_t)b, f);
         if (r < 0) {
             c->dropped++;
+            if (r == ES_E_TOO_LARGE && ES_MAX_PAYLOAD < ES_SERVER_MAX_PAYLOAD) {
+                return ES_E_TOO_LARGE;
+            }
             continue;
         }
-        if (r == 0 || (f->seq != seq && !(unattributed && f->type == ES_ERROR && f->seq == 0))) {
+        if (r == 0 || (f->type & 0x80u) == 0 || (f->seq != seq && !(unattributed && f->type == ES_ERROR && f->seq == 0))) {
             continue;
         }
         if (f->version != ES_PROTOCOL_VERSION) {
@@ -642,13 +651,24 @@ int es_client_info(es_client *c, es_info *info, es_error *err) {
     return f.type == ES_INFO_REPLY ? es_parse_info(&f, info) : ES_E_UNEXPECTED;
 }
 
-/* Reads TOKENs up to the DONE of `seq`; a nonzero on_token sends one CANCEL. */
+static int send_cancel(es_client *c, uint16_t seq) {
+    size_t n;
+    int rc = es_build_cancel(next_seq(c), seq, c->tx, sizeof c->tx, &n);
+    return rc != ES_OK ? rc : send_tx(c, n);
+}
+
+/* Reads TOKENs up to the DONE of `seq`; a nonzero on_token sends one CANCEL.
+ * A call that ends without the DONE (a timeout, a dropped frame, an ERROR with
+ * seq 0) sends a CANCEL too, in case the server is still streaming. */
 static int read_stream(es_client *c, uint16_t seq, es_token_fn on_token, void *user, es_done *done, es_error *err) {
     es_frame f;
     int cancelled = 0, started = 0, rc;
-    size_t n;
     for (;;) {
         if ((rc = wait_frame(c, seq, &f, err, !started)) != ES_OK) {
+            const int answered = (rc == ES_E_REMOTE || rc == ES_E_FIELD) && f.seq == seq; /* ERROR for our request */
+            if (!answered && rc != ES_E_IO && !cancelled) {
+                (void)send_cancel(c, seq);
+            }
             return rc;
         }
         if (f.type == ES_DONE) {
@@ -661,7 +681,7 @@ static int read_stream(es_client *c, uint16_t seq, es_token_fn on_token, void *u
         started = 1;
         if (on_token != NULL && on_token(user, (const char *)f.payload, f.payload_len) != 0 && !cancelled) {
             cancelled = 1;
-            if ((rc = es_build_cancel(next_seq(c), seq, c->tx, sizeof c->tx, &n)) != ES_OK || (rc = send_tx(c, n)) != ES_OK) {
+            if ((rc = send_cancel(c, seq)) != ES_OK) {
                 return rc;
             }
         }

@@ -41,6 +41,7 @@ extern "C" {
 /* Largest payload this client accepts. The protocol's limit is 1024; a
  * smaller value saves RAM, and frames with bigger payloads are then dropped
  * (ES_E_TOO_LARGE). Requests this client builds must fit it too. */
+#define ES_SERVER_MAX_PAYLOAD 1024u /* the largest payload `edge-sdk serve-serial` sends */
 #ifndef ES_MAX_PAYLOAD
 #define ES_MAX_PAYLOAD 1024u
 #endif
@@ -271,8 +272,13 @@ void es_client_init(es_client *c, const es_hal *hal, uint32_t timeout_ms);
 /* Each call sends one request and reads up to its reply, skipping frames of
  * other seqs. An ERROR with seq 0 (some frame was unreadable) ends the call
  * with ES_E_REMOTE until the first TOKEN of a stream arrives, and is skipped
- * after it. ES_OK, ES_E_TIMEOUT, ES_E_IO, ES_E_REMOTE (err filled, when err is
- * not NULL), ES_E_VERSION, ES_E_UNEXPECTED, or a builder's status. */
+ * after it. Frames that are requests (our own, on a line that echoes) are
+ * skipped. A generate or chat that ends without its DONE sends a CANCEL for it.
+ * ES_OK, ES_E_TIMEOUT, ES_E_IO, ES_E_REMOTE (err filled, when err is not NULL),
+ * ES_E_FIELD (an ERROR whose payload is malformed), ES_E_VERSION,
+ * ES_E_UNEXPECTED, ES_E_TOO_LARGE (a reply frame over this build's
+ * ES_MAX_PAYLOAD was dropped; only when it is below ES_SERVER_MAX_PAYLOAD), or
+ * a builder's status. */
 int es_client_ping(es_client *c, es_error *err);
 int es_client_info(es_client *c, es_info *info, es_error *err);
 int es_client_generate(es_client *c, const char *prompt, const es_sampling *sampling, es_token_fn on_token, void *user,

@@ -290,6 +290,32 @@ static void test_receiver(void) {
     push_all(&rx, vec_pong_1, sizeof vec_pong_1, &log);
     CHECK(log.n_status == 1 && log.status[0] == ES_E_TOO_LARGE);
     CHECK(log.n_frames == 1 && log.frames[0].type == ES_PONG);
+
+    /* A payload of ES_MAX_PAYLOAD + 4 bytes with a zero every 50 encodes in fewer bytes than the
+       receiver holds (COBS adds one per 254): it is still refused, by its header's length. */
+    {
+        static uint8_t body[ES_HEADER_SIZE + ES_MAX_PAYLOAD + 4 + ES_CRC_SIZE], wire[sizeof body + 16];
+        const size_t plen = ES_MAX_PAYLOAD + 4, blen = ES_HEADER_SIZE + plen + ES_CRC_SIZE;
+        size_t i, n = 0;
+        uint32_t crc;
+        memset(body, 0x61, sizeof body);
+        body[0] = 1;
+        body[1] = (uint8_t)ES_TOKEN;
+        body[2] = 1;
+        body[3] = 0;
+        body[4] = (uint8_t)(plen & 0xFFu);
+        body[5] = (uint8_t)(plen >> 8);
+        for (i = ES_HEADER_SIZE; i < ES_HEADER_SIZE + plen; i += 50) body[i] = 0;
+        crc = es_crc32(0, body, blen - ES_CRC_SIZE);
+        for (i = 0; i < 4; i++) body[blen - ES_CRC_SIZE + i] = (uint8_t)(crc >> (8 * i));
+        wire[0] = 0;
+        CHECK(es_cobs_encode(body, blen, wire + 1, sizeof wire - 2, &n) == ES_OK);
+        CHECK(n <= sizeof rx.buf); /* it fits the receiver's buffer... */
+        wire[n + 1] = 0;
+        memset(&log, 0, sizeof log);
+        push_all(&rx, wire, n + 2, &log);
+        CHECK(log.n_frames == 0 && log.n_status == 1 && log.status[0] == ES_E_TOO_LARGE); /* ...and is refused */
+    }
 }
 
 static void test_client(void) {
@@ -347,6 +373,22 @@ static void test_client(void) {
     feed(&line, vec_error_bad_crc_0, sizeof vec_error_bad_crc_0);
     CHECK(es_client_generate(&c, "Hello, robot!", &s, NULL, NULL, &done, &err) == ES_E_REMOTE);
     CHECK(err.code == ES_CODE_BAD_CRC && err.seq == 0 && err.message_len == 15);
+    /* the request may have arrived after all: the client cancels it to be safe */
+    memcpy(expect, vec_generate_1, sizeof vec_generate_1);
+    memcpy(expect + sizeof vec_generate_1, vec_cancel_2_target_1, sizeof vec_cancel_2_target_1);
+    CHECK(line.out_len == sizeof vec_generate_1 + sizeof vec_cancel_2_target_1 && memcmp(line.out, expect, line.out_len) == 0);
+    /* likewise a stream that goes silent */
+    client_on(&c, &line);
+    feed(&line, vec_token_a_1, sizeof vec_token_a_1);
+    memset(&sink, 0, sizeof sink);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, on_token, &sink, &done, &err) == ES_E_TIMEOUT);
+    CHECK(strcmp(sink.text, "a") == 0);
+    CHECK(line.out_len == sizeof vec_generate_1 + sizeof vec_cancel_2_target_1 && memcmp(line.out, expect, line.out_len) == 0);
+    /* an ERROR for the request itself ended it on the server: no CANCEL */
+    client_on(&c, &line);
+    feed(&line, vec_error_busy_1, sizeof vec_error_busy_1);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, NULL, NULL, &done, &err) == ES_E_REMOTE);
+    CHECK_BYTES(line.out, line.out_len, vec_generate_1);
     client_on(&c, &line);
     feed(&line, vec_token_a_1, sizeof vec_token_a_1);
     feed(&line, vec_error_bad_crc_0, sizeof vec_error_bad_crc_0);
@@ -359,6 +401,12 @@ static void test_client(void) {
     client_on(&c, &line);
     CHECK(es_client_ping(&c, &err) == ES_E_TIMEOUT);
     CHECK(line.now >= 100 && line.now <= 110);
+
+    /* A line that echoes: our own PING comes back before the PONG and is not taken for the reply. */
+    client_on(&c, &line);
+    feed(&line, vec_ping_1, sizeof vec_ping_1);
+    feed(&line, vec_pong_1, sizeof vec_pong_1);
+    CHECK(es_client_ping(&c, &err) == ES_OK);
 
     /* A reply in another protocol version. */
     client_on(&c, &line);
