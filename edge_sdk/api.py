@@ -33,6 +33,7 @@ from .tokenizer import Tokenizer
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
 BACKENDS = ("auto", "native", "numpy", "float", "onnx", "tflite")
+MAX_THREADS = 256  # the native core's limit; ONNX Runtime and LiteRT are given no more either
 
 
 class Model:
@@ -242,7 +243,7 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
     from .boards import load_board
     from .errors import PlanError
     from .models import model_config
-    from .plan.budget import IMPORT_PEAK_FACTOR, REFERENCE_COPY_FACTOR, load_extra_bytes, plan_device
+    from .plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
     from .sizes import model_weight_bytes
 
     cfg, qcfg = model_config(path)
@@ -261,7 +262,7 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
     extra = load_extra_bytes(cfg, qcfg, backend, from_package)
     if dp.peak_bytes + extra > dp.budget_bytes:
         why = [] if from_package else [
-            f"loading {path} imports and quantizes it in this process (about {IMPORT_PEAK_FACTOR:g}x its "
+            f"loading {path} imports and quantizes it in this process (about {import_peak_factor(backend):g}x its "
             f"{model_weight_bytes(cfg, qcfg) / 2**20:.0f} MiB of int8 weights at the peak); convert it once with "
             "`edge-sdk convert MODEL -o DIR` on a larger machine and load DIR"]
         if backend in REFERENCE_COPY_FACTOR:
@@ -301,6 +302,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     for arg, value in (("threads", threads), ("ctx", ctx)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{arg} must be an int >= 1 (or None for the default), got {value!r}")
+    if threads is not None and threads > MAX_THREADS:
+        raise InvalidArgumentError(f"threads must be at most {MAX_THREADS}, got {threads}")
     if busy_timeout is not None:
         checked_timeout(busy_timeout, "busy_timeout")
     chosen = auto_backend() if backend == "auto" else backend

@@ -344,9 +344,10 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
 
     if prompt_tokens < 1 or gen_tokens < 1 or repeats < 1:
         raise InvalidArgumentError("prompt_tokens, gen_tokens and repeats must be >= 1")
-    if threads is not None and threads < 1:
-        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
-    from .api import BACKENDS
+    from .api import BACKENDS, MAX_THREADS
+
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise InvalidArgumentError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
 
     if not backends:
         raise InvalidArgumentError("no backend to measure")

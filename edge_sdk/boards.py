@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -185,6 +186,8 @@ def schema_errors(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]
         if "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(f"{where}: {value!r} does not match {schema['pattern']}")
     if _is_type(value, "number"):
+        if not math.isfinite(value):
+            errors.append(f"{where}: {value} is not a finite number")
         if "minimum" in schema and value < schema["minimum"]:
             errors.append(f"{where}: {value} is below the minimum {schema['minimum']}")
         if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
@@ -210,6 +213,11 @@ def schema_errors(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]
             elif isinstance(extra, dict):
                 errors += schema_errors(item, extra, root, sub)
     return errors
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON does not have: a profile may not use them."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_schema() -> dict[str, Any]:
@@ -246,7 +254,7 @@ def _consistency_errors(d: Mapping[str, Any]) -> list[str]:
     if len(set(d["backends"])) != len(d["backends"]):
         errors.append("backends: listed twice")
     for key in d.get("mem_bandwidth_by_threads_gbps", {}):
-        if not key.isdigit() or int(key) < 1:
+        if not (key.isascii() and key.isdecimal()) or int(key) < 1:
             errors.append(f"mem_bandwidth_by_threads_gbps.{key}: keys are thread counts (1, 2, ...)")
     return errors
 
@@ -291,7 +299,7 @@ def _read_raw(board_id: str) -> dict[str, Any]:
         known = ", ".join(list_boards())
         raise BoardError(f"unknown board {board_id!r}; known boards: {known}")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(), parse_constant=_no_constant)
     except (OSError, ValueError) as e:
         raise BoardError(f"{path}: not readable JSON ({e})") from e
     if not isinstance(raw, dict):
@@ -412,7 +420,11 @@ def read_host_facts(root: str | os.PathLike = "/") -> HostFacts:
     else:
         arch, features = "unknown", frozenset()
     n_cpus = len(fields.get("processor", [])) or 1
-    mhz = int(float((fields.get("cpu mhz") or ["0"])[0]))
+    try:
+        mhz = float((fields.get("cpu mhz") or ["0"])[0])
+        mhz = int(mhz) if math.isfinite(mhz) and 0 < mhz < 100_000 else 0  # 0: unknown
+    except ValueError:
+        mhz = 0
     meminfo = _read_text(base / "proc" / "meminfo")
 
     def kib(name: str) -> int:
@@ -525,6 +537,10 @@ def detect_board(root: str | os.PathLike = "/") -> tuple[BoardProfile, str]:
             f"no profile matches model {facts.model or '(none)'!r} on a {facts.arch} CPU and there is no generic "
             f"profile for {facts.arch}; pass --board ID (known: {known})"
         )
+    if not facts.mem_total_bytes:
+        raise BoardError(
+            f"no profile matches model {facts.model or '(none)'!r} and this host's memory is unknown (no MemTotal in "
+            "/proc/meminfo), so a generic profile cannot be filled in; pass --board ID")
     board = _fill_from_host(fallback[0], facts)
     why = f"model {facts.model!r} matches no profile" if facts.model else "no device-tree model"
     return board, (

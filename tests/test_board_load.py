@@ -58,14 +58,15 @@ def test_import_peak_and_reference_copies_are_planned(tiny_board_dir, tiny_gguf,
     from edge_sdk.config import QuantConfig
     from edge_sdk.convert import convert
     from edge_sdk.models import model_config
-    from edge_sdk.plan.budget import IMPORT_PEAK_FACTOR, REFERENCE_COPY_FACTOR, load_extra_bytes, plan_device
+    from edge_sdk.plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
     from edge_sdk.sizes import model_weight_bytes
 
     cfg, _ = model_config(tiny_gguf)
     q = QuantConfig()
     weights = model_weight_bytes(cfg, q)
     assert load_extra_bytes(cfg, q, "native", from_package=True) == 0
-    assert load_extra_bytes(cfg, q, "native", from_package=False) == int(weights * IMPORT_PEAK_FACTOR)
+    assert load_extra_bytes(cfg, q, "native", from_package=False) == int(weights * import_peak_factor("native")) == int(weights * 5.5)
+    assert load_extra_bytes(cfg, q, "tflite", from_package=False) == int(weights * 8.2)
     assert load_extra_bytes(cfg, q, "numpy", from_package=True) == int(weights * REFERENCE_COPY_FACTOR["numpy"])
     peak = plan_device(cfg, q, load_board("generic-x86_64"), ctx=128, backend="native").peak_bytes
     prof = json.loads((tiny_board_dir / "tiny-board.json").read_text())

@@ -300,3 +300,28 @@ def test_cli_boards_list_show_detect(capsys):
     cap = capsys.readouterr()
     assert cap.out == "jetson-nano-4gb\n"
     assert "NVIDIA Jetson Nano Developer Kit" in cap.err
+
+
+def test_non_finite_numbers_and_odd_thread_keys_are_refused(tmp_path, monkeypatch):
+    d = _copy_boards(tmp_path, monkeypatch)
+    for name, text in (("nan-bw", '{"id": "nan-bw", "extends": "generic-x86_64", "mem_bandwidth_by_threads_gbps": {"1": NaN}}'),
+                       ("inf-ram", '{"id": "inf-ram", "extends": "generic-x86_64", "ram_bytes": Infinity}')):
+        (d / f"{name}.json").write_text(text)
+        with pytest.raises(BoardError, match=r"not readable JSON \((NaN|Infinity) is not a JSON number"):
+            load_board(name)
+    (d / "sup.json").write_text(json.dumps({"id": "sup", "extends": "generic-x86_64",
+                                            "mem_bandwidth_by_threads_gbps": {"\u00b2": 5.0}}))
+    with pytest.raises(BoardError, match="mem_bandwidth_by_threads_gbps.\u00b2: keys are thread counts"):
+        load_board("sup")
+
+
+def test_odd_host_facts(tmp_path):
+    shutil.copytree(DATA / "x86_64-vm", tmp_path / "vm")
+    cpuinfo = tmp_path / "vm" / "proc" / "cpuinfo"
+    for mhz in ("abc", "nan", "inf", "1e400"):
+        cpuinfo.write_text(re.sub(r"cpu MHz\s*:.*", f"cpu MHz\t\t: {mhz}", (DATA / "x86_64-vm/proc/cpuinfo").read_text()))
+        board, _ = detect_board(tmp_path / "vm")  # an unreadable clock is unknown: the profile's own is kept
+        assert board.clusters[0].max_clock_mhz == load_board("generic-x86_64").clusters[0].max_clock_mhz
+    (tmp_path / "vm" / "proc" / "meminfo").write_text("MemFree: 1000 kB\n")
+    with pytest.raises(BoardError, match=r"this host's memory is unknown \(no MemTotal in /proc/meminfo\)"):
+        detect_board(tmp_path / "vm")

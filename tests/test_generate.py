@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 
+import numpy as np
 import pytest
 
 import edge_sdk
@@ -210,6 +211,7 @@ def test_bad_timeouts(model, kw, message):
 @pytest.mark.parametrize("kw,message", [
     ({"ctx": 0}, "ctx must be an int >= 1 (or None for the default), got 0"),
     ({"threads": 0}, "threads must be an int >= 1 (or None for the default), got 0"),
+    ({"threads": 100_000}, "threads must be at most 256, got 100000"),
     ({"ctx": 2.5}, "ctx must be an int >= 1 (or None for the default), got 2.5"),
     ({"busy_timeout": -5}, "busy_timeout must be a finite number of seconds >= 0 (or None), got -5"),
 ])
@@ -252,3 +254,21 @@ def test_leaving_with_an_open_stream_closes_it(tiny_gguf):
     assert list(it) == []  # the stream was closed with the model
     with pytest.raises(edge_sdk.errors.EdgeSDKError, match="the model is closed"):
         m2.generate("The cat")
+
+
+@pytest.mark.parametrize("tokens,pos,message", [
+    (np.array([1.7]), 0, "token ids must be integers, got dtype float64"),
+    (["a"], 0, "token ids must be integers, got dtype <U1"),
+    ([2**70], 0, "token ids must be integers, got dtype object"),
+    ([1], 1.5, "pos must be an integer, got 1.5"),
+    ([1], "1", "pos must be an integer, got '1'"),
+    ([1], None, "pos must be an integer, got None"),
+    ([1], True, "pos must be an integer, got True"),
+])
+def test_forward_input_checks_shared_by_the_runtime_backends(tokens, pos, message):
+    """The ONNX and TFLite backends' forward() refuses what it cannot run exactly, instead of casting it."""
+    from edge_sdk.backends.base import check_forward_tokens
+
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        check_forward_tokens(tokens, pos, ctx=8, vocab_size=306)
+    assert check_forward_tokens(np.array([3, 4], dtype=np.int32), np.int64(2), ctx=8, vocab_size=306).tolist() == [[3, 4]]

@@ -33,10 +33,16 @@ def check_forward_tokens(tokens: np.ndarray, pos: int, ctx: int, vocab_size: int
     """Validate a forward call's input, the same way for every backend; returns the ids as (1, T) int64."""
     from ..errors import ContextOverflowError
 
-    tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-    n = tokens.shape[1]
+    a = np.asarray(tokens).reshape(1, -1)
+    n = a.shape[1]
     if n < 1:
         raise InvalidArgumentError("forward needs at least one token")
+    if a.dtype.kind not in "iu":  # never truncate 1.7 to 1 or wrap 2**70
+        raise InvalidArgumentError(f"token ids must be integers, got dtype {a.dtype}")
+    if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)):
+        raise InvalidArgumentError(f"pos must be an integer, got {pos!r}")
+    pos = int(pos)
+    tokens = a.astype(np.int64)
     if pos < 0 or pos + n > ctx:
         raise ContextOverflowError(f"positions {pos}..{pos + n - 1} do not fit in the context of {ctx} tokens")
     if tokens.min() < 0 or tokens.max() >= vocab_size:

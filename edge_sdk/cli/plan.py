@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..boards import detect_board, load_board
-from ..errors import EdgeSDKError
+from ..errors import EdgeSDKError, PlanError
 from ..plan.budget import DEFAULT_PREFILL_CHUNK, DevicePlan, plan_device
 from ..plan.picture import plan_svg, write_png
 
@@ -79,9 +79,15 @@ def run(args: argparse.Namespace) -> int:
                     prefill_chunk=args.prefill_chunk)
     print(json.dumps(p.to_dict(), indent=2) if args.json else _text(p, reason))
     if args.svg:
-        Path(args.svg).write_text(plan_svg(p))
+        try:
+            Path(args.svg).write_text(plan_svg(p))
+        except OSError as e:
+            raise PlanError(f"cannot write {args.svg}: {e.strerror or e}") from None
         print(f"edge-sdk: wrote {args.svg}", file=sys.stderr)
     if args.png:
-        write_png(p, args.png)
+        try:
+            write_png(p, args.png)
+        except OSError as e:
+            raise PlanError(f"cannot write {args.png}: {e.strerror or e}") from None
         print(f"edge-sdk: wrote {args.png}", file=sys.stderr)
     return 0 if p.fits else 1

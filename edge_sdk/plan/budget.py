@@ -54,8 +54,8 @@ SDK_API_IMPORT_BYTES = 8_520 * 1024
 loop) adds on top: 36.0 MiB peak RSS over three runs, 8.3-8.5 MiB more than the base."""
 
 BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
-    "native": 200 * 1024,  # cffi import and the core's shared library: +0.2 MiB measured
-    "onnx": 20_700 * 1024,  # `import onnxruntime` on top of numpy: +20.2-20.8 MiB measured
+    "native": 7_600 * 1024,  # the native backend's modules, cffi and the core's shared library: +7.4 MiB measured
+    "onnx": 29_000 * 1024,  # `import onnxruntime, onnx` (onnx merges the graphs) on top of numpy: +28.3 MiB measured
     "tflite": 10_200 * 1024,  # `from ai_edge_litert import interpreter`: +10.1-10.3 MiB measured
 }
 """Import cost of each backend's runtime (RSS over Python + numpy), measured on x86-64.
@@ -67,24 +67,31 @@ path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
 runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
 (`Tokenizer.from_gguf`) costs about half as much (25.0 MB)."""
 
-WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.0}
+WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 2.4, "tflite": 1.0}
 """Extra resident weight bytes, as a fraction of the int8 weights, that a backend's
 runtime holds at its peak. Measured on SmolLM2-135M (144 MiB of int8 weights), above
 the opened package:
 - onnx: ONNX Runtime folds the int8 -> uint8 weight conversion and packs its own copy
-  of every weight while it builds its session (one session for the whole model): the
-  process peaked 359 MiB above, i.e. 2.48x the weights, then settled at 1.26x
-  (see `edge_sdk/backends/onnx_backend.py`).
+  of every weight while it builds its session (one session for the whole model). The
+  peak of `load(backend="onnx")` and 8 generated tokens was 570 MiB at ctx 64 and 512,
+  346 MiB above everything else the plan counts: 2.40x the weights. It then settles
+  at 1.26x (see `edge_sdk/backends/onnx_backend.py`).
 - tflite: the .tflite files' own copy of the weights (memory-mapped, read while
   XNNPACK packs them) plus XNNPACK's packed copy: 281 MiB above after 96 tokens,
   1.94x the weights."""
 
-IMPORT_PEAK_FACTOR = 5.5
+IMPORT_PEAK_FACTOR: Mapping[str, float] = {"default": 5.5, "tflite": 8.2}
 """Extra peak bytes, as a fraction of the int8 weights, of loading a .gguf file or a
 Hugging Face directory instead of its converted package: the model is imported to
 float32 and quantized in the process, and both are held at once. Measured on
 SmolLM2-135M (144 MiB of int8 weights), native core, 8 tokens generated: peak RSS
-1022 MiB from its .gguf file, 232 MiB from its package (+790 MiB, 5.5x)."""
+1022 MiB from its .gguf file, 232 MiB from its package (+790 MiB, 5.5x). The tflite
+backend also writes its .tflite graphs in the process first: 1591 MiB, 8.2x above
+its plan from the package."""
+
+
+def import_peak_factor(backend: str) -> float:
+    return IMPORT_PEAK_FACTOR.get(backend, IMPORT_PEAK_FACTOR["default"])
 
 REFERENCE_COPY_FACTOR: Mapping[str, float] = {"numpy": 3.5, "float": 4.8}
 """Extra peak bytes, as a fraction of the int8 weights, of the reference backends over
@@ -95,7 +102,7 @@ model imported from its file (929 MiB, +697 MiB)."""
 
 def load_extra_bytes(cfg: ModelConfig, q: QuantConfig, backend: str, from_package: bool) -> int:
     """Peak bytes that loading adds to a native-core plan: importing a model file, or a reference backend's copies."""
-    factor = max(0.0 if from_package else IMPORT_PEAK_FACTOR, REFERENCE_COPY_FACTOR.get(backend, 0.0))
+    factor = max(0.0 if from_package else import_peak_factor(backend), REFERENCE_COPY_FACTOR.get(backend, 0.0))
     return int(model_weight_bytes(cfg, q) * factor)
 
 
@@ -273,7 +280,7 @@ def _max_ctx(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, kv_dtype: st
         f = _fit(cfg, q, board, c, kv_dtype, backend, threads, min(chunk, c), allow_stream)
         return not f.problem and f.peak <= board.sdk_budget_bytes
 
-    if not ok(1):
+    if kv_dtype not in KV_DTYPES[backend] or not ok(1):  # a cache this backend cannot store fits at no ctx
         return 0
     lo, hi = 1, cfg.max_ctx
     if ok(hi):
