@@ -19,7 +19,7 @@ from edge_sdk.errors import BackendError
 from edge_sdk.graphs import SplitPolicy
 from edge_sdk.int8_reference import Int8Forward
 from edge_sdk.package import load_package
-from backend_checks import check_forward_refuses_bad_calls
+from backend_checks import DAMAGES, check_forward_refuses_bad_calls, resigned_copy
 from tiny_models import tiny_weights, write_gguf
 
 # max |onnx - numpy int8| on tiny-model logits (|logits| ~ 5). Measured 1.2e-6: MatMulNBits quantizes
@@ -202,3 +202,71 @@ def test_alternative_linear_formulations(tiny_pkg, tmp_path):
         diffs[linear], _ = run_both(pkg, OnnxBackend(pkg, ctx=16, threads=1))
     assert diffs["blocks"] <= TOL_TINY_LOGITS
     assert 1e-3 < diffs["dynamic"] < 2.0  # measured 0.069 (blocks: 4.8e-7)
+
+
+# ---- damaged files, re-signed (the package loader's checksums pass) ------------------------------
+
+
+def _read_bytes(pkg, rel):
+    with open(pkg.file(rel), "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("merged", [True, False])
+def test_an_empty_head_file_fails_at_load_naming_it(tiny_pkg, tmp_path, merged):
+    # an empty file parses as an ONNX model without a graph: it used to load, and the first forward raised
+    # RuntimeError "Failed to find NodeArg with name: logits"
+    pkg = load_package(resigned_copy(tiny_pkg.path, tmp_path / "pkg", {"graph_head.onnx": b""}))
+    with pytest.raises(BackendError, match=r"pkg/graph_head.onnx: its inputs/outputs \(none -> none\) are not "
+                                           r"x -> logits \(graph head of the manifest\); convert the model again"):
+        OnnxBackend(pkg, ctx=8, threads=1, merged=merged)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("rel", ["graph_embed.onnx", "graph_layers_0_2.onnx", "graph_head.onnx"])
+def test_a_damaged_graph_file_fails_at_load_naming_it(tiny_pkg, tmp_path, rel, damage):
+    pkg = load_package(resigned_copy(tiny_pkg.path, tmp_path / "pkg", {rel: DAMAGES[damage](_read_bytes(tiny_pkg, rel))}))
+    with pytest.raises(BackendError, match=f"pkg/{rel}: (not a readable ONNX model|its inputs/outputs)"):
+        OnnxBackend(pkg, ctx=8, threads=1)
+
+
+def test_swapped_graph_files_fail_at_load(tiny_pkg, tmp_path):
+    swapped = {"graph_embed.onnx": _read_bytes(tiny_pkg, "graph_head.onnx"),
+               "graph_head.onnx": _read_bytes(tiny_pkg, "graph_embed.onnx")}
+    pkg = load_package(resigned_copy(tiny_pkg.path, tmp_path / "pkg", swapped))
+    with pytest.raises(BackendError, match=r"graph_embed.onnx: its inputs/outputs \(x -> logits\) are not tokens -> x"):
+        OnnxBackend(pkg, ctx=8, threads=1)
+
+
+def test_graphs_that_miss_layers_fail_at_load(tiny_pkg, tmp_path):
+    """The merged model's interface is checked against the config: here the manifest lists no layer range."""
+    def drop_layers(manifest):
+        manifest["graphs"] = [g for g in manifest["graphs"] if g["kind"] != "layers"]
+
+    pkg = load_package(resigned_copy(tiny_pkg.path, tmp_path / "pkg", {}, edit=drop_layers))
+    with pytest.raises(BackendError, match=r"pkg: merged graphs graph_embed.onnx \+ graph_head.onnx: its inputs/outputs "
+                                           r"\(tokens, head_from -> logits\) are not tokens, pos, cos, sin, past_key.0, "
+                                           r".* \(a 2-layer model\); convert the model again"):
+        OnnxBackend(pkg, ctx=8, threads=1)
+
+
+def test_onnx_runtime_errors_at_run_name_the_graphs(tiny_pkg, tmp_path):
+    """A head with the right interface that ONNX Runtime can run for one position only (a fixed Reshape)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((64, 306), np.float32), "w")
+    one = numpy_helper.from_array(np.array([1, 1, 64], np.int64), "one_row")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "one_row"], ["x1"], name="reshape"),
+         helper.make_node("MatMul", ["x1", "w"], ["logits"], name="matmul")],
+        "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "T", 306])], initializer=[w, one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    pkg = load_package(resigned_copy(tiny_pkg.path, tmp_path / "pkg", {"graph_head.onnx": model.SerializeToString()}))
+    for merged, what in ((True, r"pkg: merged graphs graph_embed.onnx \+ graph_layers_0_2.onnx \+ graph_head.onnx"),
+                         (False, "pkg/graph_head.onnx")):
+        be = OnnxBackend(pkg, ctx=8, threads=1, merged=merged)
+        assert be.forward(np.array([1, 2]), 0, last_only=True).shape == (1, 306)
+        with pytest.raises(BackendError, match=f"{what}: ONNX Runtime failed to run this graph"):
+            be.forward(np.array([3, 4]), 2)

@@ -25,7 +25,7 @@ from edge_sdk.int8_reference import Int8Forward, int8_linear  # noqa: E402
 from edge_sdk.package import flatten_weights, load_package  # noqa: E402
 from edge_sdk.quantize import QMat  # noqa: E402
 
-from backend_checks import check_forward_refuses_bad_calls  # noqa: E402
+from backend_checks import DAMAGES, check_forward_refuses_bad_calls, resigned_copy  # noqa: E402
 
 # max |tflite - numpy int8| on tiny-model logits (|logits| ~ 4) with the "blocks" products and LiteRT's builtin
 # kernels: the hybrid BATCH_MATMUL quantizes each activation block symmetrically, as int8_reference does.
@@ -399,3 +399,53 @@ def test_rows_products_on_request(tiny_gguf, tmp_path):
     print("rows: max |logits - reference| per call", [f"{d:.2e}" for d in diffs])
     assert max(diffs) <= TOL_ROWS
     be.close()
+
+
+# ---- damaged files, re-signed (the package loader's checksums pass) ------------------------------
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("rel", ["graphs/embed.tflite", "graphs/layers_0_1.tflite", "graphs/head.tflite"])
+def test_a_damaged_graph_file_fails_at_load_naming_it(tiny_pkg, tmp_path, rel, damage):
+    with open(tiny_pkg.file(rel), "rb") as f:
+        data = DAMAGES[damage](f.read())
+    pkg = load_package(resigned_copy(tiny_pkg.path, tmp_path / "pkg", {rel: data}))
+    with pytest.raises(BackendError, match=f"pkg/{rel}: not a readable .tflite graph .*; convert the model again"):
+        TfliteBackend(pkg, ctx=8, threads=1)
+
+
+def test_swapped_embed_and_head_files_fail_at_load(tiny_pkg, tiny_gguf, tmp_path, monkeypatch):
+    def read(rel):
+        with open(tiny_pkg.file(rel), "rb") as f:
+            return f.read()
+
+    swapped = {"graphs/embed.tflite": read("graphs/head.tflite"), "graphs/head.tflite": read("graphs/embed.tflite")}
+    pkg = resigned_copy(tiny_pkg.path, tmp_path / "pkg", swapped)
+    with pytest.raises(BackendError, match=r"graphs/embed.tflite: its inputs/outputs \(x -> logits\) are not those "
+                                           "this edge_sdk writes"):
+        TfliteBackend(load_package(pkg), ctx=8, threads=1)
+    with pytest.raises(BackendError, match="graphs/embed.tflite"):  # at load, not at the first generate
+        edge_sdk.load(pkg, backend="tflite", ctx=8, threads=1)
+
+
+def _head_file(logits_shape, op="ADD"):
+    """A head .tflite whose inputs and outputs are named as edge_sdk writes them (x -> logits)."""
+    m = FlatModel("head")
+    x, y = m.tensor("x", [1, -1, 64], "float32"), m.tensor("logits", logits_shape, "float32")
+    other = x if logits_shape[-1] == 64 else m.const(np.zeros((1, 1, logits_shape[-1])), "float32")
+    m.op(op, [x, other], [y], "AddOptions")
+    m.inputs, m.outputs = [x], [y]
+    return m.serialize()
+
+
+def test_a_head_file_with_other_shapes_fails_at_load(tiny_pkg, tmp_path):
+    # logits of 64 columns where the model has 306 tokens
+    pkg = resigned_copy(tiny_pkg.path, tmp_path / "narrow", {"graphs/head.tflite": _head_file([1, -1, 64])})
+    with pytest.raises(BackendError, match=r"graphs/head.tflite: logits is float32 \[1, -1, 64\], not the float32 "
+                                           r"\[1, -1, 306\] this edge_sdk writes; convert the model again"):
+        TfliteBackend(load_package(pkg), ctx=8, threads=1)
+    # the right interface, but x (1, T, 64) + (1, 1, 306) cannot be sized: LiteRT's error at allocate_tensors
+    pkg = resigned_copy(tiny_pkg.path, tmp_path / "unsizable", {"graphs/head.tflite": _head_file([1, -1, 306])})
+    with pytest.raises(BackendError, match=r"graphs/head.tflite: LiteRT cannot size this graph for 1 tokens \(.+\); "
+                                           "convert the model again"):
+        TfliteBackend(load_package(pkg), ctx=8, threads=1)

@@ -22,6 +22,13 @@ the weights: its kernels need their own layout). The peak while building is
 451 MiB, from the folded int8 -> uint8 temporaries; per-graph sessions
 (`merged=False`) build one graph at a time and peak at 388 MiB.
 
+Loading checks before it builds anything: each graph file's inputs and
+outputs against its manifest record, and the merged model's against the
+config's interface (`onnx_export.model_io`), so a damaged file whose checksum
+was re-signed (an empty one parses as a model with no graph) fails at load
+naming it. ONNX Runtime's errors, at build or at run, become BackendError
+naming the file or merged model.
+
 Execution providers are a preference list (the caller's, else the board's
 `onnxruntime_providers`) with CPU as the fallback; providers missing from
 this ONNX Runtime build are reported in a warning, not an error.
@@ -47,7 +54,7 @@ from ..errors import BackendError, InvalidArgumentError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
 from .base import check_forward_tokens
-from .onnx_export import HEAD_FROM, merge_graphs
+from .onnx_export import HEAD_FROM, io_mismatch, io_of, merge_graphs, model_io
 
 CPU = "CPUExecutionProvider"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -164,32 +171,44 @@ class OnnxBackend:
                           f"using {', '.join(self.providers)}", RuntimeWarning, stacklevel=2)
         self.merged = merged
         so = session_options(threads, optimization, session_config, spinning=merged)
-        self.sessions = []
+        # every graph file is read (without its weights) and its interface checked before any session is built:
+        # a damaged file whose checksum was re-signed fails here, naming it, not at the first forward
+        models = [self._read(pkg.path, spec) for spec in self.specs]
+        what = f"{pkg.path}: merged graphs {' + '.join(s.file for s in self.specs)}"
+        try:
+            merged_model = merge_graphs(models, self.specs)
+        except ValueError as e:
+            raise BackendError(f"{what}: {e}") from e
+        wrong = io_mismatch(io_of(merged_model), model_io(cfg))
+        if wrong:  # the graphs together do not make this config's model (a layer range missing, for one)
+            raise BackendError(f"{what}: {wrong} (a {cfg.n_layers}-layer model); convert the model again")
+        self.sessions, self._what = [], []  # the sessions and, for errors, what each runs
         if merged:
             # the merged model is built in memory; its external data (weights.bin) is found in the package folder
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(pkg.path))
-            models = [self._read(pkg.path, spec) for spec in self.specs]
-            what = f"{pkg.path}: merged graphs {' + '.join(s.file for s in self.specs)}"
-            try:
-                merged_model = merge_graphs(models, self.specs)
-            except ValueError as e:
-                raise BackendError(f"{what}: {e}") from e
             self.sessions.append(self._session(ort, merged_model.SerializeToString(), so, what))
+            self._what.append(what)
         else:
             for spec in self.specs:
                 path = os.path.join(pkg.path, spec.file)
                 self.sessions.append(self._session(ort, path, so, path))
+                self._what.append(path)
         self._bind_caches(ort)
 
     @staticmethod
     def _read(folder: str, spec: GraphSpec) -> Any:
+        """The graph's ONNX model without its weights, its inputs and outputs checked against its spec."""
         import onnx
 
         path = os.path.join(folder, spec.file)
         try:
-            return onnx.load(path, load_external_data=False)
+            model = onnx.load(path, load_external_data=False)
         except Exception as e:  # onnx raises DecodeError and others for a damaged file
             raise BackendError(f"{path}: not a readable ONNX model ({e})") from e
+        wrong = io_mismatch(io_of(model), (spec.inputs, spec.outputs))
+        if wrong:  # an empty file, for one, parses as a model with no graph
+            raise BackendError(f"{path}: {wrong} (graph {spec.name} of the manifest); convert the model again")
+        return model
 
     def _session(self, ort: Any, model: str | bytes, so: Any, what: str) -> Any:
         try:
@@ -219,14 +238,17 @@ class OnnxBackend:
             layers = [s for s in (self.specs if self.merged else [self.specs[g]]) if s.kind == "layers"]
             if not layers:
                 continue
-            io = sess.io_binding()
-            io.bind_ortvalue_input("cos", self._values["cos"])
-            io.bind_ortvalue_input("sin", self._values["sin"])
-            for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
-                io.bind_ortvalue_input(f"past_key.{i}", self._values[f"key.{i}"])
-                io.bind_ortvalue_input(f"past_value.{i}", self._values[f"value.{i}"])
-                io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])  # bound once; a call
-                io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])  # rebinds its output only
+            try:
+                io = sess.io_binding()
+                io.bind_ortvalue_input("cos", self._values["cos"])
+                io.bind_ortvalue_input("sin", self._values["sin"])
+                for i in (i for spec in layers for i in range(spec.first_layer, spec.end_layer)):
+                    io.bind_ortvalue_input(f"past_key.{i}", self._values[f"key.{i}"])
+                    io.bind_ortvalue_input(f"past_value.{i}", self._values[f"value.{i}"])
+                    io.bind_ortvalue_output(f"present_key.{i}", self._values[f"key.{i}"])  # bound once; a call
+                    io.bind_ortvalue_output(f"present_value.{i}", self._values[f"value.{i}"])  # rebinds its output only
+            except Exception as e:  # onnxruntime's own exception types
+                raise BackendError(f"{self._what[g]}: ONNX Runtime cannot bind the K/V cache ({e})") from e
             self._io[g] = io
 
     def kv_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,8 +265,18 @@ class OnnxBackend:
             io.bind_cpu_input(name, value)
         out = np.empty(shape, dtype=np.float32)
         io.bind_output(output, "cpu", 0, np.float32, list(shape), out.ctypes.data)
-        self.sessions[g].run_with_iobinding(io)
+        try:
+            self.sessions[g].run_with_iobinding(io)
+        except Exception as e:  # onnxruntime's own exception types
+            raise BackendError(f"{self._what[g]}: ONNX Runtime failed to run this graph ({e})") from e
         return out
+
+    def _run(self, g: int, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Run session g (a graph without caches) on `inputs`; its first output."""
+        try:
+            return self.sessions[g].run(None, inputs)[0]
+        except Exception as e:  # onnxruntime's own exception types
+            raise BackendError(f"{self._what[g]}: ONNX Runtime failed to run this graph ({e})") from e
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         """Logits (T, vocab) float32 for tokens at positions pos..pos+T-1, or (1, vocab) with last_only."""
@@ -258,15 +290,15 @@ class OnnxBackend:
             inputs = {"tokens": tokens, "pos": pos_in, HEAD_FROM: np.array([n - rows], dtype=np.int64)}
             return self._run_bound(0, inputs, "logits", (1, rows, cfg.vocab_size))[0]
         x: np.ndarray = tokens
-        for g, (spec, sess) in enumerate(zip(self.specs, self.sessions)):
+        for g, spec in enumerate(self.specs):
             if spec.kind == "embed":
-                x = sess.run(None, {"tokens": x})[0]
+                x = self._run(g, {"tokens": x})
             elif spec.kind == "layers":
                 x = self._run_bound(g, {"x": x, "pos": pos_in}, "x_out", (1, n, cfg.dim))
             else:
                 if last_only:
                     x = np.ascontiguousarray(x[:, -1:])
-                x = sess.run(None, {"x": x})[0]
+                x = self._run(g, {"x": x})
         return x[0]
 
     def close(self) -> None:

@@ -415,6 +415,51 @@ def merge_graphs(models: Sequence[onnx.ModelProto], specs: Sequence[GraphSpec]) 
     return merged
 
 
+# ---- interfaces ----------------------------------------------------------------------------------
+
+
+def model_io(cfg: ModelConfig) -> tuple[list[ValueInfo], list[ValueInfo]]:
+    """The inputs and outputs of the merged model (`merge_graphs`) of this config's graphs, in order: those the
+    backend binds, whatever the split into layer ranges."""
+    kv = (1, cfg.n_kv_heads, "ctx", cfg.head_dim)
+    half = ("ctx", cfg.head_dim // 2)
+    layers = range(cfg.n_layers)
+    inputs = [ValueInfo("tokens", (1, "T"), "int64"), ValueInfo("pos", (1,), "int32"),
+              ValueInfo("cos", half, "float32"), ValueInfo("sin", half, "float32")]
+    inputs += [ValueInfo(f"past_{kind}.{i}", kv, "float32") for i in layers for kind in ("key", "value")]
+    inputs.append(ValueInfo(HEAD_FROM, (1,), "int64"))
+    outputs = [ValueInfo(f"present_{kind}.{i}", kv, "float32") for i in layers for kind in ("key", "value")]
+    outputs.append(ValueInfo("logits", (1, "T", cfg.vocab_size), "float32"))
+    return inputs, outputs
+
+
+def io_of(model: onnx.ModelProto) -> tuple[list[ValueInfo], list[ValueInfo]]:
+    """A model's graph inputs and outputs; a dim is its value, its symbolic name, or None when it has neither."""
+    def info(vi: onnx.ValueInfoProto) -> ValueInfo:
+        t = vi.type.tensor_type
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+        except Exception:  # an element type numpy has no name for (or none at all)
+            dtype = f"elem_type {t.elem_type}"
+        dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in t.shape.dim)
+        return ValueInfo(vi.name, dims, dtype)
+
+    return [info(vi) for vi in model.graph.input], [info(vi) for vi in model.graph.output]
+
+
+def io_mismatch(have: tuple[Sequence[ValueInfo], Sequence[ValueInfo]],
+                want: tuple[Sequence[ValueInfo], Sequence[ValueInfo]]) -> str:
+    """What differs between two (inputs, outputs) interfaces, in words; "" when they are the same."""
+    names = [[v.name for v in side] for side in have]
+    if names != [[v.name for v in side] for side in want]:
+        return f"its inputs/outputs ({', '.join(names[0]) or 'none'} -> {', '.join(names[1]) or 'none'}) are not " \
+               f"{', '.join(v.name for v in want[0])} -> {', '.join(v.name for v in want[1])}"
+    for h, w in zip([*have[0], *have[1]], [*want[0], *want[1]]):
+        if (h.dtype, tuple(h.shape)) != (w.dtype, tuple(w.shape)):
+            return f"{h.name} is {h.dtype} {list(h.shape)}, not {w.dtype} {list(w.shape)}"
+    return ""
+
+
 def write_onnx_graphs(out_dir: str | os.PathLike, specs: Sequence[GraphSpec], cfg: ModelConfig, q: QuantConfig,
                       linear: str = "nbits") -> list[GraphSpec]:
     """Write one ONNX file per graph into the package directory; returns the specs with `file` set."""

@@ -31,6 +31,12 @@ interpreter (SmolLM2-135M's peak RSS in `edge-sdk bench`, "blocks" products:
 "segments"). Embed and head interpreters are resized when T changes (they
 have no state); the embed interpreter runs on one thread.
 
+Every interpreter is created at load and its inputs and outputs (names,
+dtypes, shape signatures) checked against those `tflite_export.graph_io`
+writes; embed and head are also sized for one token there. A damaged or
+mismatched file (its checksum re-signed, so the package loader passes it)
+then fails at load with a BackendError naming it, not at the first token.
+
 Example::
 
     be = TfliteBackend("smollm2-pkg/", ctx=512, threads=2)
@@ -137,28 +143,62 @@ class TfliteBackend:
         self._sin = np.concatenate([-sin, sin], axis=1)  # first half negated: x * cos + concat(x2, x1) * sin
         self._stateless: dict[int, tuple[Any, int, int, int]] = {}  # embed, head: (interpreter, T, input, output)
         self._runners: dict[int, _Runner] = {}  # graph -> its interpreter, for layer ranges
+        # every file is opened and its interface checked here, so that a damaged package fails at load
         for g, spec in enumerate(self.specs):
             if spec.kind == "layers":
                 self._runner(g)
+            else:
+                interp = self._new_interpreter(g)
+                self._stateless[g] = (interp, 0, interp.get_input_details()[0]["index"],
+                                      interp.get_output_details()[0]["index"])
+                self._resize_stateless(g, 1)
 
     # ---- interpreters ----------------------------------------------------------------------------
     def _new_interpreter(self, g: int) -> Any:
+        """The interpreter of graph g, its inputs and outputs checked against those `tflite_export` writes."""
         kwargs = dict(self._kwargs)
         if self.specs[g].kind == "embed":
             # a gather of T rows: nothing for a thread pool to share, and a second pool's threads, waiting after
             # each call, take time from the layers' pool (SmolLM2-135M, 2 threads: 16.1 -> 15.0 ms per decode step)
             kwargs["num_threads"] = 1
-        return self._Interpreter(model_path=self.files[g], **kwargs)  # memory-mapped by LiteRT
+        path = self.files[g]
+        try:
+            interp = self._Interpreter(model_path=path, **kwargs)  # memory-mapped by LiteRT
+            inputs, outputs = interp.get_input_details(), interp.get_output_details()
+        except Exception as e:  # LiteRT raises ValueError/RuntimeError for a damaged file
+            raise BackendError(f"{path}: not a readable .tflite graph ({e}); convert the model again") from e
+        want_in, want_out = graph_io(self.specs[g], self.config)
+        got = [d["name"] for d in inputs], [d["name"] for d in outputs]
+        if got != ([n for n, _, _ in want_in], [n for n, _, _ in want_out]):
+            raise BackendError(f"{path}: its inputs/outputs ({', '.join(got[0])} -> {', '.join(got[1])}) "
+                               f"are not those this edge_sdk writes; convert the model again")
+        for d, (name, shape, dtype) in zip(inputs + outputs, want_in + want_out):
+            have = (np.dtype(d["dtype"]).name, [int(n) for n in d["shape_signature"]])
+            if have != (dtype, shape):
+                raise BackendError(f"{path}: {name} is {have[0]} {have[1]}, not the {dtype} {shape} this edge_sdk "
+                                   f"writes; convert the model again")
+        return interp
+
+    def _allocate(self, g: int, interp: Any, sizes: dict[int, list[int]], what: str) -> None:
+        """Resize inputs (tensor index -> shape) and allocate; LiteRT's errors become BackendError naming the file."""
+        try:
+            for index, shape in sizes.items():
+                interp.resize_tensor_input(index, shape)
+            interp.allocate_tensors()
+        except Exception as e:  # RuntimeError/ValueError from LiteRT or its delegate
+            raise BackendError(f"{self.files[g]}: LiteRT cannot size this graph for {what} ({e}); "
+                               f"convert the model again") from e
+
+    def _resize_stateless(self, g: int, T: int) -> None:
+        interp, _, i_in, i_out = self._stateless[g]
+        shape = [1, T] if self.specs[g].kind == "embed" else [1, T, self.config.dim]
+        self._allocate(g, interp, {i_in: shape}, f"{T} tokens")
+        self._stateless[g] = (interp, T, i_in, i_out)
 
     def _stateless_run(self, g: int, value: np.ndarray) -> np.ndarray:
-        interp, T, i_in, i_out = self._stateless.get(g, (None, -1, 0, 0))
-        if interp is None:
-            interp = self._new_interpreter(g)
-            i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-        if T != value.shape[1]:
-            interp.resize_tensor_input(i_in, list(value.shape))
-            interp.allocate_tensors()
-            self._stateless[g] = (interp, value.shape[1], i_in, i_out)
+        if self._stateless[g][1] != value.shape[1]:
+            self._resize_stateless(g, value.shape[1])
+        interp, _, i_in, i_out = self._stateless[g]
         interp.set_tensor(i_in, value)
         interp.invoke()
         return interp.get_tensor(i_out)
@@ -168,11 +208,6 @@ class TfliteBackend:
         if r is None:
             interp = self._new_interpreter(g)
             index = {d["name"]: d["index"] for d in interp.get_input_details()}
-            outputs = [d["name"] for d in interp.get_output_details()]
-            want_in, want_out = graph_io(self.specs[g], self.config)
-            if list(index) != [name for name, _, _ in want_in] or outputs != want_out:
-                raise BackendError(f"{self.files[g]}: its inputs/outputs ({', '.join(index)} -> {', '.join(outputs)}) "
-                                   f"are not those this edge_sdk writes; convert the model again")
             index.update({d["name"]: d["index"] for d in interp.get_output_details()})
             spec = self.specs[g]
             layers = tuple((i, index[f"key.{i}"], index[f"value.{i}"], index[f"past_key.{i}"], index[f"past_value.{i}"])
@@ -185,15 +220,12 @@ class TfliteBackend:
         """Resize the runner to T tokens and `window` past positions, filled from the cache."""
         cfg, spec, interp = self.config, self.specs[g], r.interp
         kvh, hd = cfg.n_kv_heads, cfg.head_dim
-        interp.resize_tensor_input(r.index["x"], [1, T, cfg.dim])
-        interp.resize_tensor_input(r.index["mask_past"], [T, window])
-        interp.resize_tensor_input(r.index["mask_new"], [T, T])
-        interp.resize_tensor_input(r.index["cos"], [T, hd])
-        interp.resize_tensor_input(r.index["sin"], [T, hd])
+        sizes = {r.index["x"]: [1, T, cfg.dim], r.index["mask_past"]: [T, window], r.index["mask_new"]: [T, T],
+                 r.index["cos"]: [T, hd], r.index["sin"]: [T, hd]}
         for i in range(spec.first_layer, spec.end_layer):
-            interp.resize_tensor_input(r.index[f"past_key.{i}"], [1, kvh, window, hd])
-            interp.resize_tensor_input(r.index[f"past_value.{i}"], [1, kvh, hd, window])
-        interp.allocate_tensors()
+            sizes[r.index[f"past_key.{i}"]] = [1, kvh, window, hd]
+            sizes[r.index[f"past_value.{i}"]] = [1, kvh, hd, window]
+        self._allocate(g, interp, sizes, f"{T} tokens and {window} past positions")
         for i in range(spec.first_layer, spec.end_layer):
             interp.set_tensor(r.index[f"past_key.{i}"], self.keys[i][:, :, :window])
             interp.set_tensor(r.index[f"past_value.{i}"], np.ascontiguousarray(self.values[i][..., :window]))

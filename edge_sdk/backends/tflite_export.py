@@ -600,19 +600,21 @@ def _add_ops(g: _Graph, ops: Sequence[OpRecord]) -> None:
 # ---- models --------------------------------------------------------------------------------------
 
 
-def graph_io(spec: GraphSpec, cfg: ModelConfig) -> tuple[list[tuple[str, list[int], str]], list[str]]:
-    """The .tflite graph's inputs (name, shape with -1 for T/ctx, dtype) and output names, in order."""
+def graph_io(spec: GraphSpec, cfg: ModelConfig) -> tuple[list[tuple[str, list[int], str]], list[tuple[str, list[int], str]]]:
+    """The .tflite graph's inputs and outputs (name, shape with -1 for T/ctx, dtype), in order."""
     d, kvh, hd = cfg.dim, cfg.n_kv_heads, cfg.head_dim
     if spec.kind == "embed":
-        return [("tokens", [1, _DYN], "int32")], ["x"]
+        return [("tokens", [1, _DYN], "int32")], [("x", [1, _DYN, d], "float32")]
     if spec.kind == "head":
-        return [("x", [1, _DYN, d], "float32")], ["logits"]
+        return [("x", [1, _DYN, d], "float32")], [("logits", [1, _DYN, cfg.vocab_size], "float32")]
     layers = range(spec.first_layer, spec.end_layer)
     inputs = [("x", [1, _DYN, d], "float32"), ("mask_past", [_DYN, _DYN], "float32"),
               ("mask_new", [_DYN, _DYN], "float32"), ("cos", [_DYN, hd], "float32"), ("sin", [_DYN, hd], "float32")]
+    outputs = [("x_out", [1, _DYN, d], "float32")]
     for i in layers:
         inputs += [(f"past_key.{i}", [1, kvh, _DYN, hd], "float32"), (f"past_value.{i}", [1, kvh, hd, _DYN], "float32")]
-    return inputs, ["x_out"] + [f"{kind}.{i}" for i in layers for kind in ("key", "value")]
+        outputs += [(f"key.{i}", [1, kvh, _DYN, hd], "float32"), (f"value.{i}", [1, kvh, hd, _DYN], "float32")]
+    return inputs, outputs
 
 
 def check_exportable(q: QuantConfig) -> None:
@@ -632,9 +634,9 @@ def export_graph(spec: GraphSpec, cfg: ModelConfig, q: QuantConfig, tensors: Map
         g.values[name] = g.new(name, shape, dtype)
     g.m.inputs = [g.values[name] for name, _, _ in inputs]
     _add_ops(g, spec.ops)
-    for name in outputs:
+    for name, _, _ in outputs:
         g.m.tensors[g.values[name]]["name"] = name
-    g.m.outputs = [g.values[name] for name in outputs]
+    g.m.outputs = [g.values[name] for name, _, _ in outputs]
     return g.m.serialize(f"edge_sdk {cfg.name or 'llama'} {spec.name} (int8, {linear}, act_block {q.act_block})")
 
 
