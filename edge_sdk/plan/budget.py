@@ -67,15 +67,15 @@ path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
 runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
 (`Tokenizer.from_gguf`) costs about half as much (25.0 MB)."""
 
-WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 2.4, "tflite": 1.0}
+WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.0}
 """Extra resident weight bytes, as a fraction of the int8 weights, that a backend's
 runtime holds at its peak. Measured on SmolLM2-135M (144 MiB of int8 weights), above
 the opened package:
 - onnx: ONNX Runtime folds the int8 -> uint8 weight conversion and packs its own copy
   of every weight while it builds its session (one session for the whole model). The
-  peak of `load(backend="onnx")` and 8 generated tokens was 570 MiB at ctx 64 and 512,
-  346 MiB above everything else the plan counts: 2.40x the weights. It then settles
-  at 1.26x (see `edge_sdk/backends/onnx_backend.py`).
+  peak of `load(backend="onnx")` and 8 generated tokens was 453 MiB at ctx 64, 193 MiB
+  above everything else the plan counts: 1.34x the weights (plan 477 MiB). It then
+  settles at 1.26x (see `edge_sdk/backends/onnx_backend.py`).
 - tflite: the .tflite files' own copy of the weights (memory-mapped, read while
   XNNPACK packs them) plus XNNPACK's packed copy: 281 MiB above after 96 tokens,
   1.94x the weights."""
