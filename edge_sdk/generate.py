@@ -213,7 +213,10 @@ class Generator:
                 if hit:
                     self.stats.stop_reason = "stop"
                     return
-            text, hit = stops.feed(streamer.flush())
+            # a generation that was stopped (cancel, timeout) ends where it was, as a closed stream does: a
+            # character still unfinished is dropped, not shown as U+FFFD
+            stopped = self.stats.stop_reason in ("cancelled", "timeout")
+            text, hit = stops.feed("" if stopped else streamer.flush())
             tail = text + ("" if hit else stops.flush())
             if tail:
                 yield tail

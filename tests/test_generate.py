@@ -272,3 +272,25 @@ def test_forward_input_checks_shared_by_the_runtime_backends(tokens, pos, messag
     with pytest.raises(InvalidArgumentError, match=re.escape(message)):
         check_forward_tokens(tokens, pos, ctx=8, vocab_size=306)
     assert check_forward_tokens(np.array([3, 4], dtype=np.int32), np.int64(2), ctx=8, vocab_size=306).tolist() == [[3, 4]]
+
+
+def test_a_stop_in_the_middle_of_a_character_drops_it(model):
+    """GREEDY_IDS[1] is the first byte of a two-byte character: a cancel after it ends the text at "L",
+    as closing the stream does, not with a U+FFFD for the unfinished character."""
+    assert model.detokenize(GREEDY_IDS[:1]) == "L" and model.detokenize(GREEDY_IDS[:2]) == "L\ufffd"
+    stop = threading.Event()
+    forward, calls = model.backend.forward, []
+
+    def counting(tokens, pos, last_only=False):
+        calls.append(pos)
+        if len(calls) == 3:  # prefill, then the forwards of the first and second generated tokens
+            stop.set()
+        return forward(tokens, pos, last_only)
+
+    model.backend.forward = counting
+    try:
+        assert model.generate("The cat", max_tokens=10, cancel=stop) == "L"
+    finally:
+        model.backend.forward = forward
+    assert model.last_stats["stop_reason"] == "cancelled" and model.last_stats["generated_tokens"] == 2
+    assert model.generate("The cat", max_tokens=10) == model.detokenize(GREEDY_IDS)
