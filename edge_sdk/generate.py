@@ -143,8 +143,13 @@ class Generator:
         `cancel` and `timeout` (seconds, from this call) are checked between prefill chunks and before
         each new token; a stop leaves the cache consistent (see the module's docstring).
         """
-        self.stats = st = GenerationStats()
-        prompt_ids = checked_token_ids(prompt_ids)
+        self.stats = GenerationStats()
+        yield from self._tokens(checked_token_ids(prompt_ids), params, cancel, timeout)
+
+    def _tokens(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None,
+                timeout: float | None) -> Iterator[int]:
+        """stream_tokens of ids already checked by checked_token_ids."""
+        st = self.stats
         deadline = None if timeout is None else time.perf_counter() + checked_timeout(timeout, "timeout")
         self.check_prompt(prompt_ids)
         st.prompt_tokens = len(prompt_ids)
@@ -204,7 +209,7 @@ class Generator:
         prompt_ids = checked_token_ids(prompt_ids)
         streamer = TextStreamer(self.tokenizer, context=prompt_ids)
         stops = StopMatcher(params.stop)
-        tokens = self.stream_tokens(prompt_ids, params, cancel, timeout)
+        tokens = self._tokens(prompt_ids, params, cancel, timeout)
         try:
             for tok in tokens:
                 text, hit = stops.feed(streamer.push(tok))

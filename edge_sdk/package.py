@@ -218,8 +218,9 @@ def package_config(path: str, manifest: dict[str, Any]) -> tuple[ModelConfig, Qu
     return cfg, qcfg
 
 
-def package_graphs(path: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's graph records, each checked to be one (PackageError naming the graph)."""
+def package_graphs(path: str, manifest: dict[str, Any], table: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The manifest's graph records, each checked to be one (PackageError naming the graph); given the
+    (checked) tensor table, each graph's tensors must also be those of the table: same offset and shape."""
     from .graphs.spec import specs_from_manifest
 
     mpath = os.path.join(path, MANIFEST)
@@ -234,6 +235,13 @@ def package_graphs(path: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     for spec in specs:
         if spec.file and isinstance(files, dict) and spec.file not in files:
             raise PackageError(f"{mpath}: graph {spec.name} names the file {spec.file!r}, which 'files' does not list")
+        if table is None:
+            continue
+        for t in spec.tensors:
+            e = table.get(t.name)
+            if e is None or e["offset"] != t.offset or tuple(e["shape"]) != tuple(t.shape):
+                raise PackageError(f"{mpath}: graph {spec.name} expects tensor {t.name} at offset "
+                                   f"{t.offset} with shape {list(t.shape)}; the tensor table has {e}")
     return graphs
 
 
@@ -330,18 +338,6 @@ def map_tensors(path: str, manifest: dict[str, Any], cfg: ModelConfig, q: QuantC
     return out
 
 
-def check_graph_tensors(path: str, graphs: list[dict[str, Any]], table: dict[str, Any]) -> None:
-    """Each graph record's tensors must be those of the (checked) tensor table: same offset and shape."""
-    from .graphs.spec import specs_from_manifest
-
-    for spec in specs_from_manifest(graphs):
-        for t in spec.tensors:
-            e = table.get(t.name)
-            if e is None or e["offset"] != t.offset or tuple(e["shape"]) != tuple(t.shape):
-                raise PackageError(f"{os.path.join(path, MANIFEST)}: graph {spec.name} expects tensor {t.name} at offset "
-                                   f"{t.offset} with shape {list(t.shape)}; the tensor table has {e}")
-
-
 def check_finite(path: str, table: dict[str, Any]) -> None:
     """Scales must be finite and >= 0, norms finite (a few MB of float32: cheap next to the int8 weights).
 
@@ -373,9 +369,8 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> Package:
     if verify:
         verify_files(path, manifest)
     cfg, qcfg = package_config(path, manifest)
-    graphs = package_graphs(path, manifest)
     tensors = map_tensors(path, manifest, cfg, qcfg)
-    check_graph_tensors(path, graphs, manifest["tensors"])
+    graphs = package_graphs(path, manifest, manifest["tensors"])
     check_finite(path, manifest["tensors"])
     weights = unflatten_weights(tensors, cfg, qcfg)
     tpath = os.path.join(path, TOKENIZER)

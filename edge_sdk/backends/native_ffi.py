@@ -371,9 +371,8 @@ class NativeCore:
             "sin": ffi.cast("const float *", self._sin.ctypes.data), "n_pos": self.ctx, "half_dim": half,
         })
         self.buffers = layer_buffers(cfg, self.max_tokens, self.ctx, self.n_threads, self.act_block)
-        # the scratch arena is laid out by the memory planner and checked by its verifier
+        # the scratch arena is laid out by the memory planner; set_plan checks it with the planner's verifier
         arena = plan_arena(self.buffers, ALIGN, "greedy_by_size")
-        verify_arena(self.buffers, arena, ALIGN)
         self.arena_plan = arena
         self.set_plan(arena.offsets_for(self.buffers), arena.arena_bytes)
         self._model: dict[str, Any] | None = None
@@ -418,12 +417,12 @@ class NativeCore:
         if len(offs) != len(self.buffers):
             raise BackendError(f"{len(offs)} offsets for {len(self.buffers)} buffers")
         size = int(arena_size) if arena_size is not None else arena_bytes(self.buffers, offs)
-        plan = ArenaPlan("caller's", ALIGN, {b.name: o for b, o in zip(self.buffers, offs)}, size)
-        try:
-            if verify:
+        if verify:
+            plan = ArenaPlan("caller's", ALIGN, {b.name: o for b, o in zip(self.buffers, offs)}, size)
+            try:
                 verify_arena(self.buffers, plan, ALIGN)
-        except PlanError as e:
-            raise BackendError(f"arena plan refused: {e}") from None
+            except PlanError as e:
+                raise BackendError(f"arena plan refused: {e}") from None
         self._offsets = np.array(offs, dtype=np.uint64)
         self._arena = _aligned_empty(max(size, 1))
         self.arena_size = size

@@ -159,7 +159,7 @@ def config_from_hf(c: dict[str, Any], source: str) -> ModelConfig:
 # library reads F32 and F16; numpy has no bfloat16, so BF16 tensors are widened to float32 from
 # their raw bits at the offsets of the header the library has just checked. A file may mix them.
 
-FLOAT_DTYPES = ("F32", "F16", "BF16")
+STORED_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}  # the float dtypes read; BF16 as its raw bits
 
 
 @dataclass(frozen=True)
@@ -170,44 +170,42 @@ class StoredTensor:
     name: str
     dtype: str  # safetensors dtype name: F32, F16, BF16, I8, ...
     shape: tuple[int, ...]
+    start: int  # absolute byte offset of its data in the file
+    nbytes: int
 
     def read(self) -> np.ndarray:
-        if self.dtype not in FLOAT_DTYPES:
+        if self.dtype not in STORED_DTYPES:
             raise UnsupportedModelError(
                 f"{self.path}: tensor {self.name} is stored as {self.dtype}; only float weights (F32, F16, BF16) "
                 "are supported (integer, bool and FP8 tensors are quantized or not weights)")
+        stored = np.dtype(STORED_DTYPES[self.dtype])
+        raw = np.fromfile(self.path, dtype=stored, count=self.nbytes // stored.itemsize, offset=self.start)
+        if raw.nbytes != self.nbytes:
+            raise ModelFileError(f"{self.path}: tensor {self.name} is cut short (the file changed while it was read)")
         if self.dtype == "BF16":
-            start, end = _bf16_offsets(self.path, self.name)
-            raw = np.fromfile(self.path, dtype="<u2", count=(end - start) // 2, offset=start)
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(self.shape)
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(self.path, framework="np") as f:
-                return np.ascontiguousarray(f.get_tensor(self.name), dtype=np.float32)
-        except (SafetensorError, OSError) as e:
-            raise ModelFileError(f"{self.path}: tensor {self.name} cannot be read ({e})") from None
-
-
-def _bf16_offsets(path: str, name: str) -> tuple[int, int]:
-    """Absolute [start, end) of a tensor in a safetensors file whose header the library has accepted:
-    an 8-byte little-endian length, then the JSON header, then the data its offsets point into."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        start, end = json.loads(f.read(n))[name]["data_offsets"]
-    return 8 + n + start, 8 + n + end
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        return np.ascontiguousarray(raw, dtype=np.float32).reshape(self.shape)
 
 
 def read_safetensors_header(path: str) -> dict[str, StoredTensor]:
-    """The tensor table of a safetensors file (checked by the library), nothing read yet."""
+    """The tensor table of a safetensors file, nothing read yet. The `safetensors` library checks the header
+    (offsets that cover the data exactly and match the shapes); the offsets are then taken from that header
+    (an 8-byte little-endian length, the JSON header, the data), parsed once per file."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(path, framework="np") as f:
-            table = {name: f.get_slice(name) for name in f.keys()}
-            return {name: StoredTensor(path, name, str(t.get_dtype()), tuple(t.get_shape())) for name, t in table.items()}
+            kinds = {name: (str(f.get_slice(name).get_dtype()), tuple(f.get_slice(name).get_shape())) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    out = {}
+    for name, (dtype, shape) in kinds.items():
+        begin, end = header[name]["data_offsets"]
+        out[name] = StoredTensor(path, name, dtype, shape, 8 + n + begin, end - begin)
+    return out
 
 
 def _shard_names(d: str) -> list[str]:

@@ -129,7 +129,7 @@ class SerialServer:
         self._retry_s = retry_s
         self._events: queue.Queue[Event] = queue.Queue()
         self._fault_lock = threading.Lock()
-        self._fault: list[Any] | None = None  # [first FrameFault not yet answered, how many more came since]
+        self._folded: int | None = None  # a FrameFault is queued: how many more came since (folded into its ERROR)
         self._active: _Active | None = None  # the streaming request; the reader cancels it directly
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
@@ -235,10 +235,10 @@ class SerialServer:
                 if isinstance(item, FrameFault):
                     self.stats["faults"] += 1
                     with self._fault_lock:
-                        if self._fault is not None:
-                            self._fault[1] += 1  # folded into the report still queued
+                        if self._folded is not None:
+                            self._folded += 1  # folded into the report still queued
                             continue
-                        self._fault = [item, 0]
+                        self._folded = 0
                     self._events.put(item)
                     continue
                 self.stats["frames_in"] += 1
@@ -269,8 +269,7 @@ class SerialServer:
         """Answer one event; `active` is the streaming request, if any."""
         if isinstance(event, FrameFault):
             with self._fault_lock:
-                more = self._fault[1] if self._fault is not None else 0
-                self._fault = None
+                more, self._folded = self._folded or 0, None
             detail = event.detail if not more else f"{event.detail} (and {more} more bad frame(s) since)"
             self._reply(ERROR, NO_SEQ, messages.encode_error(event.code, detail))
             return
