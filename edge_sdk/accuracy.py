@@ -46,6 +46,8 @@ class AccuracyReport:
     float_perplexity: float | None
     window: int
     quant: dict | None
+    backend: str = "numpy"
+    kv_dtype: str = "f32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +61,34 @@ def log_softmax_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return lse - z[np.arange(len(targets)), targets]
 
 
+EVAL_BACKENDS = ("numpy", "native")
+"""Where the int8 model runs: "numpy" (`Int8Eval`) or "native" (the C core, the arithmetic the device runs)."""
+
+EVAL_STEP = 64
+"""Tokens per forward call inside a window (the cache carries the window's earlier tokens); progress is
+reported after each step."""
+
+
+def _int8_forward(m: ImportedModel, qcfg: QuantConfig, backend: str, ctx: int, kv_dtype: str, quiet: bool):
+    qweights = quantize_weights(m.config, m.weights, qcfg, quiet=quiet)
+    if backend == "numpy":
+        return Int8Eval(m.config, qweights, ctx=ctx, kv_dtype=kv_dtype)
+    if backend == "native":
+        from .backends.native_backend import NativeBackend
+
+        return NativeBackend(m.config, qcfg, qweights, ctx, kv_dtype)
+    raise InvalidArgumentError(f"backend must be one of {', '.join(EVAL_BACKENDS)}, got {backend!r}")
+
+
 def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig(), window: int = 512,
-             max_tokens: int | None = None, float_only: bool = False) -> AccuracyReport:
+             max_tokens: int | None = None, float_only: bool = False, backend: str = "numpy",
+             kv_dtype: str = "f32", quiet: bool = True) -> AccuracyReport:
+    """Perplexity of the float model and of its int8 version on `backend`, and their top-1 agreement.
+
+    `kv_dtype`: the int8 model's KV cache (the float model keeps f32). `quiet=False`: progress on stderr.
+    """
+    from .progress import Progress
+
     ids = np.asarray(m.tokenizer.encode(text, add_bos=False), dtype=np.int64)
     if max_tokens:
         ids = ids[:max_tokens]
@@ -68,22 +96,33 @@ def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig
     if len(ids) < 2:
         raise InvalidArgumentError("the text is too short to measure perplexity (fewer than 2 tokens)")
     ffwd = FloatForward(m.config, m.weights, ctx=window)
-    qfwd = None if float_only else Int8Eval(m.config, quantize_weights(m.config, m.weights, qcfg), ctx=window)
+    qfwd = None if float_only else _int8_forward(m, qcfg, backend, window, kv_dtype, quiet)
+    windows = [ids[s : s + window] for s in range(0, len(ids) - 1, window)]
+    windows = [w for w in windows if len(w) >= 2]
+    n_pred = sum(len(w) - 1 for w in windows)
     nll_f, nll_q, agree, n = 0.0, 0.0, 0, 0
-    for start in range(0, len(ids) - 1, window):
-        chunk = ids[start : start + window]
-        if len(chunk) < 2:
-            break
-        targets = chunk[1:]
-        lf = ffwd.forward(chunk[:-1], 0)
-        nll_f += float(log_softmax_nll(lf, targets).sum())
-        if qfwd is not None:
-            lq = qfwd.forward(chunk[:-1], 0)
-            nll_q += float(log_softmax_nll(lq, targets).sum())
-            agree += int((lq.argmax(-1) == lf.argmax(-1)).sum())
-        n += len(targets)
+    passes = [ffwd] if qfwd is None else [ffwd, qfwd]
+    try:
+        with Progress("perplexity", n_pred * len(passes), enabled=False if quiet else None) as p:
+            for chunk in windows:
+                inputs, targets = chunk[:-1], chunk[1:]
+                logits = []
+                for fwd in passes:
+                    parts = []
+                    for s in range(0, len(inputs), EVAL_STEP):
+                        parts.append(np.array(fwd.forward(inputs[s : s + EVAL_STEP], s), dtype=np.float32))
+                        p.update(len(parts[-1]))
+                    logits.append(np.concatenate(parts))
+                nll_f += float(log_softmax_nll(logits[0], targets).sum())
+                if qfwd is not None:
+                    nll_q += float(log_softmax_nll(logits[1], targets).sum())
+                    agree += int((logits[1].argmax(-1) == logits[0].argmax(-1)).sum())
+                n += len(targets)
+    finally:
+        if qfwd is not None and hasattr(qfwd, "close"):
+            qfwd.close()
     fppl = float(np.exp(nll_f / n))
     if qfwd is None:
         return AccuracyReport(perplexity=fppl, tokens=n, top1_agreement=None, float_perplexity=fppl, window=window, quant=None)
     return AccuracyReport(perplexity=float(np.exp(nll_q / n)), tokens=n, top1_agreement=agree / n,
-                          float_perplexity=fppl, window=window, quant=qcfg.to_dict())
+                          float_perplexity=fppl, window=window, quant=qcfg.to_dict(), backend=backend, kv_dtype=kv_dtype)

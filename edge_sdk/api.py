@@ -40,7 +40,10 @@ class Model:
     """A loaded model: tokenizer + backend + generator. Create it with `edge_sdk.load()`."""
 
     def __init__(self, backend: Any, tokenizer: Tokenizer, config: ModelConfig, quant: QuantConfig | None,
-                 name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None) -> None:
+                 name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None,
+                 generation_defaults: dict[str, Any] | None = None) -> None:
+        from .sampling import checked_generation_defaults
+
         self.backend = backend
         self.tokenizer = tokenizer
         self.config = config
@@ -55,6 +58,19 @@ class Model:
         self._closed = False
         self._template: ChatTemplate | None = None
         self.last_stats: dict[str, Any] = {}
+        # the model's own sampling defaults (GGUF general.sampling.*, generation_config.json); a call's own
+        # arguments win, and fields neither gives take SamplingParams' defaults (greedy, no penalty)
+        self.generation_defaults = checked_generation_defaults(generation_defaults or {}, f"model {name}")
+
+    def __repr__(self) -> str:
+        q = self.quant
+        quant = "float32" if q is None else ("int8 per row" if q.group_size == 0 else f"int8 groups of {q.group_size}")
+        isa = getattr(self.backend, "isa", None)
+        backend = f"{self.backend.name} ({isa})" if isa else self.backend.name
+        state = ", closed" if self._closed else ""
+        kv = f" (KV {self.details['kv_dtype']})" if self.details.get("kv_dtype") else ""
+        return (f"<edge_sdk.Model {self.name!r}: {self.config.n_params() / 1e6:.1f} M parameters, {quant}, "
+                f"backend {backend}, ctx {self.backend.ctx}{kv}{state}>")
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = False, add_bos: bool | None = None) -> list[int]:
@@ -84,7 +100,8 @@ class Model:
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
             raise TypeError(f"unknown sampling parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS)}")
-        return SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
+        given = {k: v for k, v in sampling.items() if v is not None}
+        return SamplingParams(**{**self.generation_defaults, **given})
 
     def stream_ids(self, prompt_ids: Sequence[int], *, cancel: threading.Event | None = None,
                    timeout: float | None = None, **sampling: Any) -> Iterator[str]:
@@ -238,7 +255,8 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
                      group_size: int) -> tuple[int, int]:
     """Plan the model for `board` from metadata alone; refuse before loading anything if it does not fit.
 
-    Returns the thread count and context to use (the caller's, else the plan's choice).
+    Returns the thread count and context to use: the caller's, else the plan's (`plan_device`'s defaults,
+    the same `edge-sdk plan --board` shows).
     """
     from .boards import load_board
     from .errors import PlanError
@@ -252,13 +270,11 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
         qcfg = QuantConfig(group_size=group_size)
     profile = load_board(board)
     plan_backend = backend if backend in ("native", "onnx", "tflite") else None
-    want_ctx = ctx if ctx is not None else min(cfg.max_ctx, 2048)
-    dp = plan_device(cfg, qcfg, profile, ctx=want_ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
-    if not dp.fits and ctx is None and dp.max_ctx > 0:
-        want_ctx = min(want_ctx, dp.max_ctx)  # no context asked for: take the largest that fits
-        dp = plan_device(cfg, qcfg, profile, ctx=want_ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
+    if ctx is not None and ctx > cfg.max_ctx:
+        raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
+    dp = plan_device(cfg, qcfg, profile, ctx=ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
     if not dp.fits:
-        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {want_ctx}: " + "; ".join(dp.reasons))
+        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {dp.ctx}: " + "; ".join(dp.reasons))
     extra = load_extra_bytes(cfg, qcfg, backend, from_package)
     if dp.peak_bytes + extra > dp.budget_bytes:
         why = [] if from_package else [
@@ -267,10 +283,10 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
             "`edge-sdk convert MODEL -o DIR` on a larger machine and load DIR"]
         if backend in REFERENCE_COPY_FACTOR:
             why.append(f"the {backend} backend holds float32 copies of the weights; the native core does not")
-        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {want_ctx} with the {backend} backend: "
+        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {dp.ctx} with the {backend} backend: "
                         f"needs {(dp.peak_bytes + extra) / 2**20:.1f} MiB but {profile.id} leaves "
                         f"{dp.budget_bytes / 2**20:.1f} MiB; " + "; ".join(why))
-    return threads if threads is not None else dp.threads, want_ctx
+    return dp.threads, dp.ctx
 
 
 def is_package_path(path: Any) -> bool:
@@ -280,19 +296,24 @@ def is_package_path(path: Any) -> bool:
 
 
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
-         threads: int | None = None, ctx: int | None = None, kv_dtype: str = "f32", group_size: int = 32,
+         threads: int | None = None, ctx: int | None = None, kv_dtype: str = "auto", group_size: int = 32,
          busy_timeout: float | None = None, quiet: bool = True) -> Model:
     """Load a model for generation.
 
     `model`: a registered name (default `smollm2-135m`), a .gguf file, a Hugging Face
     directory or a converted package. `backend`: "auto" (the native core when built,
     else numpy), "native", "numpy" (int8 reference), "float", "onnx", "tflite".
-    `ctx`: context length (default min(model's, 2048)). `group_size`: 0 for per-row
-    int8 scales, or the group size for per-group scales. `board`: a board profile id
-    (`edge-sdk boards`): the memory plan for it is made from the model's metadata
-    before any weight is loaded, and a model that does not fit raises `PlanError`;
-    threads and, when `ctx` is not given, the context come from the plan.
+    `ctx`: context length (default min(model's, 2048); on a board, the plan's: the
+    largest that keeps every weight resident). `kv_dtype`: "auto" (f16 where the
+    backend stores it, else f32; `plan.budget.DEFAULT_KV_DTYPE`), "f32" or "f16".
+    `group_size`: 0 for per-row int8 scales, or the group size for per-group scales.
+    `board`: a board profile id (`edge-sdk boards`): the memory plan for it is made
+    from the model's metadata before any weight is loaded, and a model that does not
+    fit raises `PlanError`; threads and, when `ctx` is not given, the context come
+    from the plan, the same plan `edge-sdk plan --board` prints.
     """
+    from .plan.budget import DEFAULT_CTX, default_kv_dtype
+
     from . import models
     from .convert import cached_package, ready_package
     from .package import is_package, load_package
@@ -307,6 +328,9 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     if busy_timeout is not None:
         checked_timeout(busy_timeout, "busy_timeout")
     chosen = auto_backend() if backend == "auto" else backend
+    if kv_dtype not in ("auto", "f32", "f16"):
+        raise InvalidArgumentError(f"kv_dtype must be auto, f32 or f16, got {kv_dtype!r}")
+    kv_dtype = default_kv_dtype(chosen, kv_dtype)
     name = str(model or models.DEFAULT_MODEL)
     path = models.resolve(model, quiet=quiet)
     qcfg_wanted = QuantConfig(group_size=group_size)
@@ -324,19 +348,20 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
         pkg = load_package(path)
-        cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer
+        cfg, qcfg, qweights, tok, generation = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer, pkg.generation
     else:
         from .importers import import_model
         from .quantize import quantize_weights
 
-        imported = import_model(path)
-        cfg, tok, fweights = imported.config, imported.tokenizer, imported.weights
+        imported = import_model(path, quiet=quiet)
+        cfg, tok, fweights, generation = imported.config, imported.tokenizer, imported.weights, imported.generation
         qcfg = qcfg_wanted
-        qweights = None if chosen == "float" else quantize_weights(cfg, fweights, qcfg)
+        qweights = None if chosen == "float" else quantize_weights(cfg, fweights, qcfg, quiet=quiet)
         if chosen != "float":
             fweights = None
-    ctx = ctx if ctx is not None else min(cfg.max_ctx, 2048)
+    ctx = ctx if ctx is not None else min(cfg.max_ctx, DEFAULT_CTX)
     if ctx > cfg.max_ctx:
         raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
     be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board)
-    return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout)
+    return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout,
+                 details={"kv_dtype": kv_dtype, **({"board": board} if board else {})}, generation_defaults=generation)

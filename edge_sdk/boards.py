@@ -296,8 +296,12 @@ def list_boards() -> list[str]:
 def _read_raw(board_id: str) -> dict[str, Any]:
     path = boards_dir() / f"{board_id}.json"
     if not path.is_file():
-        known = ", ".join(list_boards())
-        raise BoardError(f"unknown board {board_id!r}; known boards: {known}")
+        import difflib
+
+        ids = list_boards()
+        close = difflib.get_close_matches(str(board_id), ids, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise BoardError(f"unknown board {board_id!r}{hint} (known boards: {', '.join(ids)})")
     try:
         raw = json.loads(path.read_text(), parse_constant=_no_constant)
     except (OSError, ValueError) as e:

@@ -28,7 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import TokenizerError
+from .errors import InvalidArgumentError, TokenizerError
 
 # ChatML without a default system prompt; used when a model carries no template.
 DEFAULT_CHATML_TEMPLATE = (
@@ -84,19 +84,19 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     Returns shallow copies of the messages; extra keys (``name``, ...) are kept.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise TokenizerError(f"messages must be a list of dicts, got {type(messages).__name__}")
+        raise InvalidArgumentError(f"messages must be a list of dicts, got {type(messages).__name__}")
     if not messages:
-        raise TokenizerError("messages is empty; a conversation needs at least one message")
+        raise InvalidArgumentError("messages is empty; a conversation needs at least one message")
     checked = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
-            raise TokenizerError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
+            raise InvalidArgumentError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
         role = m.get("role")
         if role not in ROLES:
-            raise TokenizerError(f"messages[{i}] has role {role!r}; supported roles: {', '.join(ROLES)}")
+            raise InvalidArgumentError(f"messages[{i}] has role {role!r}; supported roles: {', '.join(ROLES)}")
         content = m.get("content")
         if not isinstance(content, str):
-            raise TokenizerError(f"messages[{i}] content must be a string, got {type(content).__name__}")
+            raise InvalidArgumentError(f"messages[{i}] content must be a string, got {type(content).__name__}")
         checked.append(dict(m))
     return checked
 
@@ -139,7 +139,7 @@ class ChatTemplate:
                 **extra,
             )
         except _RaisedByTemplate as e:
-            raise TokenizerError(f"the chat template rejected the conversation: {e}") from e
+            raise InvalidArgumentError(f"the chat template rejected the conversation: {e}") from e
         except SecurityError as e:
             raise TokenizerError(f"the chat template tried an unsafe operation, refused by the sandbox: {e}") from e
         except (TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:

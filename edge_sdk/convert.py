@@ -36,7 +36,6 @@ from .graphs.spec import GraphSpec
 from .graphs.split import SplitPolicy
 from .importers import import_model
 from .package import MANIFEST, is_package, read_manifest, write_package
-from .progress import Progress
 from .quantize import quantize_weights
 
 
@@ -65,7 +64,7 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
     from .backends.onnx_export import check_exportable, write_onnx_graphs
 
     t0 = time.perf_counter()
-    imported = import_model(model)
+    imported = import_model(model, quiet=quiet)
     t_import = time.perf_counter() - t0
     cfg = imported.config
     specs = build_graphs(cfg, qcfg, policy)
@@ -77,9 +76,7 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
             onnx_graphs = False
             if not quiet:
                 print(f"not writing ONNX graphs: {e}", file=sys.stderr)
-    with Progress("quantizing", 1, enabled=False if quiet else None) as p:
-        qweights = quantize_weights(cfg, imported.weights, qcfg)
-        p.update(1)
+    qweights = quantize_weights(cfg, imported.weights, qcfg, quiet=quiet)
     t_quant = time.perf_counter() - t0 - t_import
     timings = {"onnx_s": 0.0, "tflite_s": 0.0}
 
@@ -107,7 +104,8 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
 
     def write(d: str) -> None:
         write_package(d, cfg, qcfg, qweights, imported.tokenizer, graphs=[s.to_dict() for s in specs],
-                      extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes)
+                      extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes,
+                      generation=imported.generation)
         _check_table(d, specs)
 
     _write_in_place_of(out, write)

@@ -90,7 +90,8 @@ def _installed_copy(entry: RegisteredModel) -> Path | None:
 def pull(name: str, quiet: bool = False) -> Path:
     """Make sure the registered model is in the cache, verified; return its path."""
     if name not in REGISTRY:
-        raise ModelFileError(f"unknown model name {name!r}; registered models: {', '.join(sorted(REGISTRY))}")
+        raise ModelFileError(f"unknown model name {name!r}{did_you_mean(name, REGISTRY)} "
+                             f"(registered models: {', '.join(sorted(REGISTRY))})")
     entry = REGISTRY[name]
     dest = cached_path(name)
     marker = dest.with_suffix(dest.suffix + ".sha256")
@@ -137,10 +138,18 @@ def resolve(model: str | os.PathLike | None, quiet: bool = False) -> Path:
     path = Path(model)
     if not path.exists():
         raise ModelFileError(
-            f"{model}: no such file or directory, and not a registered model name "
+            f"{model}: no such file or directory, and not a registered model name{did_you_mean(str(model), REGISTRY)} "
             f"(registered: {', '.join(sorted(REGISTRY))})"
         )
     return path
+
+
+def did_you_mean(name: str, known) -> str:
+    """"; did you mean X?" for the known name closest to a mistyped one ("" when none is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def describe(model: str | os.PathLike | None) -> dict:
@@ -151,15 +160,19 @@ def describe(model: str | os.PathLike | None) -> dict:
     path = resolve(model)
     p = str(path)
     if is_package(p):
+        from .package import package_generation
+
         m = read_manifest(p)
         cfg, qcfg = package_config(p, m)
         return {"kind": "package", "path": p, "config": cfg, "quant": qcfg, "graphs": package_graphs(p, m),
-                "format_version": m["format_version"]}
+                "format_version": m["format_version"], "generation_defaults": package_generation(p, m),
+                "source": m.get("source", "")}
     if path.is_dir():
+        from .importers import hf_generation_defaults
         from .importers.hf_import import config_from_hf, read_json
 
         return {"kind": "huggingface", "path": p, "config": config_from_hf(read_json(os.path.join(p, "config.json")), p),
-                "quant": QuantConfig()}
+                "quant": QuantConfig(), "generation_defaults": hf_generation_defaults(p)}
     from .importers.gguf_import import config_from_gguf_metadata
     from .importers.gguf_meta import open_gguf, reader_metadata
 
@@ -171,12 +184,33 @@ def describe(model: str | os.PathLike | None) -> dict:
         from .config import ModelConfig
 
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": True})
+    from .sampling import generation_defaults_from_gguf
+
     types: dict[str, int] = {}
     for t in reader.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     return {"kind": "gguf", "path": p, "config": cfg, "quant": QuantConfig(), "tensor_types": types,
             "tokenizer_model": meta.get("tokenizer.ggml.model"), "tokenizer_pre": meta.get("tokenizer.ggml.pre"),
-            "has_chat_template": "tokenizer.chat_template" in meta}
+            "has_chat_template": "tokenizer.chat_template" in meta,
+            "generation_defaults": generation_defaults_from_gguf(meta, p),
+            "float_reference": float_reference_note(types)}
+
+
+FLOAT_TENSOR_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def float_reference_note(tensor_types: dict[str, int]) -> str:
+    """What "float" means for a GGUF file: its weights as stored, or a quantized file's values dequantized.
+
+    Example::
+
+        float_reference_note({"Q4_1": 210, "Q8_0": 1, "F32": 61})
+        # 'the Q4_1 and Q8_0 values dequantized to float32 (int8 re-quantizes them)'
+    """
+    quantized = sorted(t for t in tensor_types if t not in FLOAT_TENSOR_TYPES)
+    if not quantized:
+        return "the file's float weights"
+    return f"the {' and '.join(quantized)} values dequantized to float32 (int8 re-quantizes them)"
 
 
 def model_config(model: str | os.PathLike | None):

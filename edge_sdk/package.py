@@ -118,6 +118,7 @@ class Package:
     tokenizer: Any
     manifest: dict[str, Any]
     graphs: list[dict[str, Any]] = field(default_factory=list)
+    generation: dict[str, Any] = field(default_factory=dict)  # the model's own sampling defaults
 
     def file(self, rel: str) -> str:
         return os.path.join(self.path, rel)
@@ -133,10 +134,12 @@ def write_package(
     extra_files: Callable[[str], list[str]] | None = None,
     source: str = "",
     runtimes: dict[str, Any] | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> str:
     """Write the package directory; `extra_files(dir)` may add files (ONNX graphs) and returns their relative paths.
 
     `runtimes`: how runtime-specific files were written (e.g. {"tflite": {"linear": "segments"}}).
+    `generation`: the model's own sampling defaults (`ImportedModel.generation`).
     """
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
@@ -151,6 +154,7 @@ def write_package(
         "model": cfg.to_dict(),
         "quant": qcfg.to_dict(),
         "tokenizer": tokenizer.meta(),
+        "generation": dict(generation or {}),
         "graphs": graphs or [],
         **({"runtimes": runtimes} if runtimes else {}),
         "tensors": {name: {**entry, "file": WEIGHTS} for name, entry in table.items()},
@@ -390,4 +394,19 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> Package:
         raise PackageError(f"{tpath}: {e} (with the manifest's 'tokenizer' fields)") from e
     if tok.vocab_size > cfg.vocab_size:
         raise PackageError(f"{tpath}: the tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size} embeddings")
-    return Package(path=path, config=cfg, quant=qcfg, weights=weights, tokenizer=tok, manifest=manifest, graphs=graphs)
+    return Package(path=path, config=cfg, quant=qcfg, weights=weights, tokenizer=tok, manifest=manifest, graphs=graphs,
+                   generation=package_generation(path, manifest))
+
+
+def package_generation(path: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's sampling defaults, checked (packages converted before they were recorded have none)."""
+    from .sampling import checked_generation_defaults
+
+    gen = manifest.get("generation", {})
+    mpath = os.path.join(path, MANIFEST)
+    if not isinstance(gen, dict):
+        raise PackageError(f"{mpath}: 'generation' should be an object of sampling defaults")
+    try:
+        return checked_generation_defaults(gen, f"{mpath}: generation")
+    except EdgeSDKError as e:
+        raise PackageError(str(e)) from None

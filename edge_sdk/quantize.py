@@ -110,25 +110,33 @@ def dequantize(m: QMat) -> np.ndarray:
     return (m.q.reshape(rows, m.n_groups, g).astype(np.float32) * m.scale[..., None]).reshape(rows, cols)
 
 
-def quantize_weights(cfg: ModelConfig, w: FloatWeights, qc: QuantConfig) -> QWeights:
-    """Quantize every linear layer, the embedding table and the head (tied heads share the table)."""
-    layers = [
-        QLayer(
-            attn_norm=np.ascontiguousarray(lw.attn_norm, dtype=np.float32),
-            wq=quantize_matrix(lw.wq, qc),
-            wk=quantize_matrix(lw.wk, qc),
-            wv=quantize_matrix(lw.wv, qc),
-            wo=quantize_matrix(lw.wo, qc),
-            ffn_norm=np.ascontiguousarray(lw.ffn_norm, dtype=np.float32),
-            w_gate=quantize_matrix(lw.w_gate, qc),
-            w_up=quantize_matrix(lw.w_up, qc),
-            w_down=quantize_matrix(lw.w_down, qc),
-        )
-        for lw in w.layers
-    ]
-    output = None if w.output is None else quantize_matrix(w.output, qc)
+def quantize_weights(cfg: ModelConfig, w: FloatWeights, qc: QuantConfig, quiet: bool = True) -> QWeights:
+    """Quantize every linear layer, the embedding table and the head (tied heads share the table).
+
+    `quiet=False` shows progress on standard error (`progress.Progress`)."""
+    from .progress import Progress
+
+    layers = []
+    with Progress("quantizing to int8", len(w.layers) + 2, enabled=False if quiet else None) as p:
+        tok_embd = quantize_matrix(w.tok_embd, qc)
+        p.update(1)
+        for lw in w.layers:
+            layers.append(QLayer(
+                attn_norm=np.ascontiguousarray(lw.attn_norm, dtype=np.float32),
+                wq=quantize_matrix(lw.wq, qc),
+                wk=quantize_matrix(lw.wk, qc),
+                wv=quantize_matrix(lw.wv, qc),
+                wo=quantize_matrix(lw.wo, qc),
+                ffn_norm=np.ascontiguousarray(lw.ffn_norm, dtype=np.float32),
+                w_gate=quantize_matrix(lw.w_gate, qc),
+                w_up=quantize_matrix(lw.w_up, qc),
+                w_down=quantize_matrix(lw.w_down, qc),
+            ))
+            p.update(1)
+        output = None if w.output is None else quantize_matrix(w.output, qc)
+        p.update(1)
     return QWeights(
-        tok_embd=quantize_matrix(w.tok_embd, qc),
+        tok_embd=tok_embd,
         layers=layers,
         out_norm=np.ascontiguousarray(w.out_norm, dtype=np.float32),
         output=output,

@@ -34,11 +34,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import EdgeSDKError
+from .errors import BackendError, InvalidArgumentError
 
 
-class SamplingError(EdgeSDKError, ValueError):
-    """A sampling parameter is out of range, or the logits cannot be sampled."""
+class SamplingError(InvalidArgumentError):
+    """A sampling parameter is out of range or of the wrong type (an `InvalidArgumentError`)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Sampler:
         if x.ndim != 1 or x.size == 0:
             raise SamplingError(f"logits must be a non-empty 1-D array (vocab,), got shape {x.shape}")
         if np.isnan(x).any() or np.isposinf(x).any():
-            raise SamplingError("logits contain NaN or +inf; the forward pass produced invalid numbers")
+            raise BackendError("logits contain NaN or +inf; the forward pass produced invalid numbers")
         p = self.params
         if p.repetition_penalty != 1.0 and p.repeat_last_n != 0 and len(history):
             window = list(history) if p.repeat_last_n < 0 else list(history)[-p.repeat_last_n :]
@@ -151,11 +151,11 @@ class Sampler:
         if p.temperature == 0:
             ids = np.array([int(np.argmax(x))], dtype=np.int64)
             if not np.isfinite(x[ids[0]]):
-                raise SamplingError("every logit is -inf; no token can be chosen")
+                raise BackendError("every logit is -inf; no token can be chosen")
             return ids, np.ones(1)
         ids = np.flatnonzero(np.isfinite(x)).astype(np.int64)
         if ids.size == 0:
-            raise SamplingError("every logit is -inf; no token can be chosen")
+            raise BackendError("every logit is -inf; no token can be chosen")
         lg = x[ids].astype(np.float64)  # (n,)
         if 0 < p.top_k < ids.size:
             ids, lg = _top_k(ids, lg, p.top_k)
@@ -212,3 +212,84 @@ def _top_p(ids: np.ndarray, lg: np.ndarray, top_p: float) -> tuple[np.ndarray, n
             keep = np.sort(order[: min(last, order.size - 1) + 1])
             return ids[keep], lg[keep]
         m *= 8
+
+
+# ---------------------------------------------------------------------------
+# A model's own sampling defaults
+# ---------------------------------------------------------------------------
+
+GENERATION_DEFAULT_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n")
+"""The sampling fields a model file may set defaults for (the rest: `SamplingParams`'s own defaults)."""
+
+GGUF_SAMPLING_KEYS: Mapping[str, str] = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+    "general.sampling.penalty_last_n": "repeat_last_n",
+}
+"""GGUF metadata keys (llama.cpp's `general.sampling.*`, gguf-py `Keys.General.SAMPLING_*`) -> our fields."""
+
+HF_SAMPLING_DEFAULTS: Mapping[str, float] = {"temperature": 1.0, "top_k": 50, "top_p": 1.0}
+"""What `transformers.GenerationConfig` samples with when `do_sample` is true and a field is absent."""
+
+
+def checked_generation_defaults(d: Mapping[str, object], source: str) -> dict[str, object]:
+    """`d` restricted to sampling fields, each valid for `SamplingParams`; else an error naming `source`."""
+    from .errors import ModelFileError
+
+    unknown = sorted(set(d) - set(GENERATION_DEFAULT_KEYS))
+    if unknown:
+        raise ModelFileError(f"{source}: unknown sampling defaults {unknown}; known: {', '.join(GENERATION_DEFAULT_KEYS)}")
+    try:
+        SamplingParams(**d)  # type: ignore[arg-type]
+    except SamplingError as e:
+        raise ModelFileError(f"{source}: invalid sampling default: {e}") from None
+    return dict(d)
+
+
+def generation_defaults_from_gguf(meta: Mapping[str, object], source: str) -> dict[str, object]:
+    """Sampling defaults a GGUF file carries (`general.sampling.*`); {} when it carries none.
+
+    Example::
+
+        generation_defaults_from_gguf({"general.sampling.temp": 0.6, "general.sampling.top_p": 0.9}, "m.gguf")
+        # {'temperature': 0.6, 'top_p': 0.9}
+    """
+    out: dict[str, object] = {}
+    for key, name in GGUF_SAMPLING_KEYS.items():
+        if key in meta:
+            v = meta[key]
+            if name not in ("top_k", "repeat_last_n") and isinstance(v, numbers.Real) and not isinstance(v, bool):
+                v = float(str(np.float32(v)))  # GGUF stores float32: the shortest decimal of it (0.9, not 0.8999...)
+            out[name] = v
+    return checked_generation_defaults(out, f"{source}: GGUF general.sampling")
+
+
+def generation_defaults_from_hf(gen: Mapping[str, object], source: str) -> dict[str, object]:
+    """Sampling defaults of a Hugging Face `generation_config.json`, read as `transformers` reads them.
+
+    Without `do_sample: true` transformers decodes greedily and ignores temperature, top-k and top-p (a
+    repetition penalty still applies); with it, absent fields take `HF_SAMPLING_DEFAULTS`. An empty or absent
+    file gives {} (the SDK's own defaults).
+
+    Example::
+
+        generation_defaults_from_hf({"do_sample": True, "temperature": 0.6, "top_p": 0.9}, "dir")
+        # {'temperature': 0.6, 'top_k': 50, 'top_p': 0.9}
+    """
+    out: dict[str, object] = {}
+    sampling_keys = ("do_sample", "temperature", "top_k", "top_p", "min_p")
+    if gen.get("do_sample") is True:
+        for name in ("temperature", "top_k", "top_p", "min_p"):
+            v = gen.get(name, HF_SAMPLING_DEFAULTS.get(name))
+            if v is not None:
+                out[name] = v
+        if out.get("top_k") == 0:
+            out.pop("top_k")
+    elif any(k in gen for k in sampling_keys):
+        out["temperature"] = 0.0  # transformers: greedy unless do_sample
+    if gen.get("repetition_penalty") is not None:
+        out["repetition_penalty"] = gen["repetition_penalty"]
+    return checked_generation_defaults(out, f"{source}: generation_config.json")

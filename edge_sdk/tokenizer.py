@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import TokenizerError
+from .errors import InvalidArgumentError, TokenizerError
 
 # ---------------------------------------------------------------------------
 # GGUF constants
@@ -564,7 +564,7 @@ class Tokenizer:
         add_bos / add_eos: prepend BOS / append EOS; None follows the model.
         """
         if not isinstance(text, str):
-            raise TokenizerError(f"encode() takes a str, got {type(text).__name__}")
+            raise InvalidArgumentError(f"encode() takes a str, got {type(text).__name__}")
         with self._lock:
             self._hf.encode_special_tokens = not special
             try:
@@ -645,9 +645,9 @@ class Tokenizer:
             except TypeError:
                 j = None
             if j is None or isinstance(i, bool):
-                raise TokenizerError(f"token ids must be integers, got {i!r}")
+                raise InvalidArgumentError(f"token ids must be integers, got {i!r}")
             if not 0 <= j < self._vocab_size:
-                raise TokenizerError(f"token id {j} is outside the vocabulary (size {self._vocab_size})")
+                raise InvalidArgumentError(f"token id {j} is outside the vocabulary (size {self._vocab_size})")
             out.append(j)
         return out
 

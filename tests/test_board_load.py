@@ -34,8 +34,9 @@ def test_refused_before_loading(tiny_board_dir, tiny_gguf, monkeypatch):
         raise AssertionError("weights were loaded before the plan was checked")
 
     monkeypatch.setattr(importers, "import_model", must_not_load)
-    # the runtime alone (Python, numpy, the SDK) is planned at more than 20 MiB
-    with pytest.raises(PlanError, match=r"does not fit tiny-board at ctx 128: needs .* MiB but tiny-board leaves 20.0 MiB"):
+    # the runtime alone (Python, numpy, the SDK) is planned at more than 20 MiB: not even the smallest plan fits
+    # (one prefill chunk of context, 64)
+    with pytest.raises(PlanError, match=r"does not fit tiny-board at ctx 64: needs .* MiB but tiny-board leaves 20.0 MiB"):
         edge_sdk.load(tiny_gguf, board="tiny-board", backend="native")
 
 
@@ -43,6 +44,40 @@ def test_board_sets_threads_and_context(tiny_gguf):
     with edge_sdk.load(tiny_gguf, board="raspberry-pi-5-8gb", backend="numpy") as m:
         assert m.backend.ctx == 128  # the tiny model's own maximum
         assert m.generate("The cat", max_tokens=3) != ""
+
+
+def test_a_plan_describes_the_run():
+    """`edge-sdk plan --board B` and `load(..., board=B)` take one set of defaults: the context is the largest that
+    keeps the weights resident (capped by the model's), the KV cache f16 where the backend stores it."""
+    from edge_sdk.api import check_board_plan
+    from edge_sdk.boards import load_board
+    from edge_sdk.config import ModelConfig, QuantConfig
+    from edge_sdk.plan.budget import plan_device
+
+    smollm2 = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,
+                          max_ctx=8192, tied_embeddings=True)
+    zero = plan_device(smollm2, QuantConfig(), load_board("raspberry-pi-zero-2w"))
+    # before: ctx 8192 with the weights streamed from the SD card (0.2 tok/s) although 3733 fit resident
+    assert (zero.ctx, zero.kv_dtype, zero.weights_mode, zero.fits) == (3733, "f16", "resident", True)
+    assert zero.max_ctx_resident == 3733 and zero.max_ctx == 8192
+    pi5 = plan_device(smollm2, QuantConfig(), load_board("raspberry-pi-5-8gb"))
+    assert (pi5.ctx, pi5.kv_dtype, pi5.weights_mode) == (8192, "f16", "resident")  # capped by the model's
+    onnx = plan_device(smollm2, QuantConfig(), load_board("raspberry-pi-5-8gb"), backend="onnx")
+    assert onnx.kv_dtype == "f32"
+
+
+def test_load_on_a_board_uses_the_plan(tiny_gguf):
+    from edge_sdk.boards import load_board
+    from edge_sdk.config import QuantConfig
+    from edge_sdk.models import model_config
+    from edge_sdk.plan.budget import plan_device
+
+    cfg, _ = model_config(tiny_gguf)
+    p = plan_device(cfg, QuantConfig(), load_board("raspberry-pi-zero-2w"))
+    with edge_sdk.load(tiny_gguf, board="raspberry-pi-zero-2w", backend="native") as m:
+        assert (m.backend.ctx, m.details["kv_dtype"], m.backend.threads) == (p.ctx, p.kv_dtype, p.threads) == (128, "f16", 4)
+    r = cli("plan", "-m", tiny_gguf, "--board", "raspberry-pi-zero-2w", "--json")
+    assert json.loads(r.stdout)["ctx"] == 128 and json.loads(r.stdout)["kv_dtype"] == "f16"
 
 
 def test_cli_run_refuses(tiny_board_dir, tiny_gguf):

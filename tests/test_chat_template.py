@@ -7,7 +7,7 @@ import re
 import pytest
 
 from edge_sdk.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate, render_chat
-from edge_sdk.errors import TokenizerError
+from edge_sdk.errors import InvalidArgumentError, TokenizerError
 
 # tokenizer.chat_template of SmolLM2-135M-Instruct (its GGUF and tokenizer_config.json).
 SMOLLM2_TEMPLATE = (
@@ -90,7 +90,7 @@ def test_sandbox_refuses_python_internals_and_mutation(template):
 
 
 def test_template_errors_are_tokenizer_errors():
-    with pytest.raises(TokenizerError, match="rejected the conversation: Conversation roles must alternate"):
+    with pytest.raises(InvalidArgumentError, match="rejected the conversation: Conversation roles must alternate"):
         render_chat("{{ raise_exception('Conversation roles must alternate') }}", [{"role": "user", "content": "a"}])
     with pytest.raises(TokenizerError, match="syntax error at line 1"):
         ChatTemplate("{% for m in messages %}")
@@ -111,7 +111,7 @@ def test_template_errors_are_tokenizer_errors():
     ],
 )  # fmt: skip
 def test_bad_messages(messages, message):
-    with pytest.raises(TokenizerError, match=re.escape(message)):
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
         render_chat(DEFAULT_CHATML_TEMPLATE, messages)
 
 

@@ -27,7 +27,7 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 def test_run_streams_only_the_completion(tiny_gguf):
-    r = cli("run", "-m", tiny_gguf, "--backend", "numpy", "--max-tokens", "10", "--stats", "The cat")
+    r = cli("run", "-m", tiny_gguf, "--backend", "numpy", "--max-tokens", "10", "--stats", "--raw", "The cat")
     assert r.returncode == 0, r.stderr
     with edge_sdk.load(tiny_gguf, backend="numpy") as m:
         expected = m.detokenize(GREEDY_IDS)
@@ -39,7 +39,7 @@ def test_run_errors_are_clear(tmp_path, tiny_gguf):
     r = cli("run", "-m", str(tmp_path / "nope.gguf"), "hi")
     assert r.returncode == 1 and r.stdout == ""
     assert "no such file or directory, and not a registered model name" in r.stderr
-    r = cli("run", "-m", tiny_gguf, "--backend", "numpy", "--ctx", "4", "Once upon a time")
+    r = cli("run", "-m", tiny_gguf, "--backend", "numpy", "--ctx", "4", "--raw", "Once upon a time")
     assert r.returncode == 1
     assert "the prompt has 13 tokens but the context holds 4" in r.stderr
 

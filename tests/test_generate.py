@@ -22,7 +22,7 @@ FILTERED_SEED7_IDS = [79, 263, 202, 46, 191, 269, 8, 217, 97, 92]  # + top_k 5, 
 
 @pytest.fixture()
 def model(tiny_gguf):
-    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=64) as m:
+    with edge_sdk.load(tiny_gguf, backend="numpy", ctx=64, kv_dtype="f32") as m:  # the ids below are for f32 KV
         yield m
 
 

@@ -128,7 +128,7 @@ def test_greedy_tokens_through_the_api(tiny_gguf, tmp_path, monkeypatch):
 
 def test_run_cli_with_onnx_backend(tiny_gguf, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
-    assert main(["run", "-m", tiny_gguf, "--backend", "onnx", "--max-tokens", "10", "--ctx", "64", "The cat"]) == 0
+    assert main(["run", "-m", tiny_gguf, "--backend", "onnx", "--max-tokens", "10", "--ctx", "64", "--raw", "The cat"]) == 0
     with edge_sdk.load(tiny_gguf, backend="numpy", ctx=64) as model:
         expected = model.detokenize(GREEDY_IDS)
     assert capsys.readouterr().out == expected + "\n"

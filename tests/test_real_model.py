@@ -17,9 +17,13 @@ from edge_sdk.config import QuantConfig
 pytestmark = pytest.mark.real_model
 
 GPL3 = "/usr/share/common-licenses/GPL-3"
-# greedy continuation of "The capital of France is" with the default int8 weights (groups of 32); the float
-# model (and llama.cpp Q8_0) continue " Paris.\n\nThe answer is:", int8 parts from it at a near tie
-FRANCE_IDS = [7042, 30, 198, 198, 504, 1797, 1918, 553]  # " Paris.\n\nThe United States has"
+# greedy continuation of "The capital of France is" with the default int8 weights (groups of 32) and KV cache (f16),
+# the same as the float model's and llama.cpp Q8_0's. With an f32 KV cache int8 continues " Paris.\n\nThe United
+# States has": at that 6th token the top two logits are 0.044 apart, less than what f16 rounding of the cache moves
+FRANCE_IDS = [7042, 30, 198, 198, 504, 2988, 314, 42]  # " Paris.\n\nThe answer is:"
+FRANCE_F32_KV_IDS = [7042, 30, 198, 198, 504, 1797, 1918, 553]
+# how many tokens greedy decoding gives before EOS (or the limit of 64) for the two prompts below
+GREEDY_64_LENGTHS = {"The capital of France is": 29, "Once upon a time": 64}
 PPL_MAX_INCREASE = 0.02  # int8 perplexity at most 2% above float
 TOP1_MIN = 0.95  # int8 picks the float model's most likely next token at least 95% of the time
 
@@ -35,7 +39,7 @@ def test_capital_of_france(smollm):
     from edge_sdk.sampling import SamplingParams
 
     got = list(smollm._gen.stream_tokens(ids, SamplingParams(max_tokens=8)))
-    assert got == FRANCE_IDS
+    assert got == FRANCE_IDS and smollm.details["kv_dtype"] == "f16"
     assert "Paris" in smollm.generate("The capital of France is", max_tokens=8)
 
 
@@ -53,7 +57,7 @@ def test_native_core_equals_the_reference_for_64_tokens(real_gguf_path, smollm):
             ids = nat.tokenize(prompt)
             got = list(nat._gen.stream_tokens(ids, SamplingParams(max_tokens=64)))
             ref = list(smollm._gen.stream_tokens(ids, SamplingParams(max_tokens=64)))
-            assert len(got) == 64 and got == ref, prompt
+            assert len(got) == GREEDY_64_LENGTHS[prompt] and got == ref, prompt
 
 
 def test_chat_two_plus_two(smollm):
@@ -95,3 +99,38 @@ def test_opening_the_package_does_not_read_the_weights_into_memory():
     # measured: +47 MiB (the tokenizer) next to 144 MiB of weights; reading the scales through the mapping made it +165 MiB
     assert grown < weights // 2, (grown, weights)
     assert embed == 49152 * 576
+
+
+# Why backends may part on greedy text: the native core is the numpy int8 reference bit for bit; ONNX Runtime's
+# MatMulNBits (8 bits, accuracy level 4) quantizes the activations and sums the products in its own way, so its
+# logits sit within ONNX_VS_NATIVE_LOGITS of the reference's (measured 0.49-0.74 along this path), and greedy decoding
+# picks the same token wherever the reference's two best logits are further apart than that.
+ONNX_VS_NATIVE_LOGITS = 1.0  # max |onnx - native| logit, teacher-forced along FRANCE_F32_KV_IDS; measured 0.74
+NEAR_TIE_STEP = 5  # the 6th token: " United" (native, f32 KV) or " answer" (float model, ONNX, native with f16 KV)
+
+
+def test_backends_part_only_at_a_near_tie(real_gguf_path):
+    """" Paris.\\n\\nThe United States has" (native, f32 KV) against " Paris.\\n\\nThe answer is:" (ONNX): not a tie
+    broken differently nor a bug, but two logits 0.044 apart, well inside the bound the backends agree within."""
+    import numpy as np
+
+    from edge_sdk.backends import native_ffi
+
+    if not native_ffi.available()[0]:
+        pytest.skip("native core unavailable")
+    prompt = "The capital of France is"
+    logits = {}
+    for backend in ("native", "onnx"):
+        with edge_sdk.load(real_gguf_path, backend=backend, kv_dtype="f32", ctx=64) as m:
+            ids = m.tokenize(prompt)
+            path = ids + FRANCE_F32_KV_IDS
+            logits[backend] = m.backend.forward(np.array(path), 0)[len(ids) - 1 : -1]  # (8, vocab)
+            greedy = list(m._gen.stream_tokens(ids, edge_sdk.sampling.SamplingParams(max_tokens=8)))
+            assert greedy == (FRANCE_F32_KV_IDS if backend == "native" else FRANCE_IDS), backend
+    diff = np.abs(logits["onnx"] - logits["native"]).max(axis=1)
+    assert diff.max() <= ONNX_VS_NATIVE_LOGITS, diff
+    top2 = np.sort(logits["native"], axis=1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0]
+    assert 0.03 < margins[NEAR_TIE_STEP] < 0.06  # measured 0.044
+    assert margins[NEAR_TIE_STEP] < diff[NEAR_TIE_STEP]  # the one step where the bound allows a different choice
+    assert all(margins[:NEAR_TIE_STEP] > 2 * ONNX_VS_NATIVE_LOGITS * 0.4)  # the first five are clear (>= 0.9)

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk.errors import BackendError, EdgeSDKError
 from edge_sdk.sampling import Sampler, SamplingError, SamplingParams
 
 # probabilities 0.1, 0.2, 0.3, 0.4 for ids 0..3
@@ -210,19 +210,31 @@ def test_repetition_penalty_changes_the_greedy_choice():
 
 
 @pytest.mark.parametrize(
-    "logits,history,message",
+    "logits,history,error,message",
     [
-        (np.array([0.0, np.nan], dtype=np.float32), (), "logits contain NaN or +inf"),
-        (np.array([0.0, np.inf], dtype=np.float32), (), "logits contain NaN or +inf"),
-        (np.zeros((2, 3), dtype=np.float32), (), "logits must be a non-empty 1-D array (vocab,), got shape (2, 3)"),
-        (np.full(3, -np.inf, dtype=np.float32), (), "every logit is -inf"),
-        (np.zeros(3, dtype=np.float32), (0, 3), "history holds token id 3, outside the 3 logits"),
+        # numbers a forward pass produced: a backend fault, not an argument error
+        (np.array([0.0, np.nan], dtype=np.float32), (), BackendError, "logits contain NaN or +inf"),
+        (np.array([0.0, np.inf], dtype=np.float32), (), BackendError, "logits contain NaN or +inf"),
+        (np.full(3, -np.inf, dtype=np.float32), (), BackendError, "every logit is -inf"),
+        (np.zeros((2, 3), dtype=np.float32), (), SamplingError,
+         "logits must be a non-empty 1-D array (vocab,), got shape (2, 3)"),
+        (np.zeros(3, dtype=np.float32), (0, 3), SamplingError, "history holds token id 3, outside the 3 logits"),
     ],
 )
-def test_bad_logits(logits, history, message):
+def test_bad_logits(logits, history, error, message):
     for temperature in (0.0, 1.0):
-        with pytest.raises(SamplingError, match=re.escape(message)):
+        with pytest.raises(error, match=re.escape(message)):
             _sampler(temperature=temperature, repetition_penalty=1.1).sample(logits, history)
+
+
+def test_sampling_errors_are_argument_errors():
+    """A bad sampling parameter is an InvalidArgumentError (and a ValueError), exported from edge_sdk."""
+    import edge_sdk
+
+    assert issubclass(SamplingError, edge_sdk.InvalidArgumentError) and issubclass(SamplingError, ValueError)
+    for bad in ({"max_tokens": -1}, {"temperature": -1}, {"top_p": 2}):
+        with pytest.raises(edge_sdk.InvalidArgumentError):
+            SamplingParams(**bad)
 
 
 @pytest.mark.parametrize("temperature", [1e-308, 5e-324])

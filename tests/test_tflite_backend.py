@@ -111,7 +111,7 @@ def test_greedy_tokens_through_the_api_and_cli(tiny_gguf, tmp_path, monkeypatch,
         assert model.generate("The cat", max_tokens=3) == model.detokenize(GREEDY_IDS[:3])
     converted = list((tmp_path / "cache" / "packages" / "converted").iterdir())
     assert len(converted) == 1 and has_tflite_graphs(converted[0])
-    assert main(["run", "-m", tiny_gguf, "--backend", "tflite", "--max-tokens", "3", "--ctx", "64", "The cat"]) == 0
+    assert main(["run", "-m", tiny_gguf, "--backend", "tflite", "--max-tokens", "3", "--ctx", "64", "--raw", "The cat"]) == 0
     assert capsys.readouterr().out == model.detokenize(GREEDY_IDS[:3]) + "\n"
 
 
@@ -343,7 +343,7 @@ def test_convert_cli_writes_tflite_graphs_on_request(tiny_gguf, tmp_path, capsys
         "embed.tflite", "head.tflite", "layers_0_2.tflite"]
     capsys.readouterr()
     assert main(["run", "-m", str(tmp_path / "pkg"), "--backend", "tflite", "--max-tokens", "3", "--ctx", "64",
-                 "The cat"]) == 0
+                 "--raw", "The cat"]) == 0
     assert capsys.readouterr().out == load_package(tmp_path / "pkg").tokenizer.decode(GREEDY_IDS[:3]) + "\n"
 
 

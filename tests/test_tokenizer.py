@@ -25,7 +25,7 @@ from tiny_vocab import (  # noqa: E402
     write_tiny_hf_tokenizer,
 )
 
-from edge_sdk.errors import TokenizerError  # noqa: E402
+from edge_sdk.errors import InvalidArgumentError, TokenizerError  # noqa: E402
 from edge_sdk.tokenizer import PRE_TOKENIZERS, Tokenizer  # noqa: E402
 
 # ---------------------------------------------------------------------------
@@ -312,13 +312,13 @@ def test_spm_without_scores():
 
 
 def test_bad_inputs(gpt2_tok, tmp_path):
-    with pytest.raises(TokenizerError, match="encode\\(\\) takes a str, got bytes"):
+    with pytest.raises(InvalidArgumentError, match="encode\\(\\) takes a str, got bytes"):
         gpt2_tok.encode(b"Hello")
-    with pytest.raises(TokenizerError, match="token id 306 is outside the vocabulary \\(size 306\\)"):
+    with pytest.raises(InvalidArgumentError, match="token id 306 is outside the vocabulary \\(size 306\\)"):
         gpt2_tok.decode([5, 306])
-    with pytest.raises(TokenizerError, match="token id -1 is outside"):
+    with pytest.raises(InvalidArgumentError, match="token id -1 is outside"):
         gpt2_tok.token_bytes(-1)
-    with pytest.raises(TokenizerError, match="token ids must be integers, got 'a'"):
+    with pytest.raises(InvalidArgumentError, match="token ids must be integers, got 'a'"):
         gpt2_tok.decode(["a"])
     with pytest.raises(TokenizerError, match="no tokenizer.json"):
         Tokenizer.from_hf_dir(tmp_path)

@@ -58,8 +58,11 @@ def permute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: str, cfg: ModelConfig, w: FloatWeights, vocab: dict | None, qtype: str = "F32", arch: str = "llama") -> str:
-    """Write a GGUF file; qtype is a gguf.GGMLQuantizationType name for the 2-D weights (F32, F16, Q8_0, ...)."""
+def write_gguf(path: str, cfg: ModelConfig, w: FloatWeights, vocab: dict | None, qtype: str = "F32", arch: str = "llama",
+               extra_kv: dict | None = None) -> str:
+    """Write a GGUF file; qtype is a gguf.GGMLQuantizationType name for the 2-D weights (F32, F16, Q8_0, ...).
+
+    `extra_kv`: more metadata, key -> float (written as float32) or int (uint32)."""
     from tiny_vocab import write_tiny_gguf_tokenizer
 
     qt = gguf.GGMLQuantizationType[qtype]
@@ -77,6 +80,8 @@ def write_gguf(path: str, cfg: ModelConfig, w: FloatWeights, vocab: dict | None,
     wr.add_vocab_size(cfg.vocab_size)
     if vocab is not None:
         write_tiny_gguf_tokenizer(wr, vocab)
+    for key, value in (extra_kv or {}).items():
+        (wr.add_float32 if isinstance(value, float) else wr.add_uint32)(key, value)
 
     def add(name: str, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=np.float32)

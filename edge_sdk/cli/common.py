@@ -11,26 +11,44 @@ def add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     if backend:
         p.add_argument("--backend", default="auto", choices=("auto", "native", "numpy", "float", "onnx", "tflite"))
         p.add_argument("--threads", type=int, default=None, help="threads for the native, ONNX and TFLite backends")
-        p.add_argument("--ctx", type=int, default=None, help="context length (default min(model's, 2048))")
-        p.add_argument("--kv", dest="kv_dtype", default="f32", choices=("f32", "f16"), help="KV cache dtype")
+        p.add_argument("--ctx", type=int, default=None,
+                       help="context length (default: min(model's, 2048); with --board, the largest that keeps the "
+                            "weights resident, as `edge-sdk plan` shows)")
+        p.add_argument("--kv", dest="kv_dtype", default="auto", choices=("auto", "f32", "f16"),
+                       help="KV cache dtype (default auto: f16 where the backend stores it, else f32)")
         p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row; default 32)")
         p.add_argument("--board", default=None, help="board profile id: plan memory for it and refuse what does not fit")
 
 
+SAMPLING_HELP = ("Sampling flags left out take the model's own defaults (GGUF general.sampling.*, Hugging Face "
+                 "generation_config.json; `edge-sdk info` shows them), else the values in brackets.")
+
+
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    from ..sampling import SamplingParams
+
+    d = SamplingParams()
+    g = p.add_argument_group("sampling", SAMPLING_HELP)
+    g.add_argument("--max-tokens", type=int, default=None, help=f"most tokens to generate [{d.max_tokens}]")
+    g.add_argument("--temperature", type=float, default=None,
+                   help=f"0 = greedy: the most likely token at every step, the same tokens every run [{d.temperature:g}]")
+    g.add_argument("--top-k", type=int, default=None, help=f"keep the K most likely tokens; 0 = off [{d.top_k}]")
+    g.add_argument("--top-p", type=float, default=None, help=f"nucleus threshold in (0, 1]; 1 = off [{d.top_p:g}]")
+    g.add_argument("--min-p", type=float, default=None,
+                   help=f"drop tokens below P x the most likely one's probability; 0 = off [{d.min_p:g}]")
+    g.add_argument("--repetition-penalty", type=float, default=None,
+                   help=f"penalty for tokens of the last --repeat-last-n; 1 = off [{d.repetition_penalty:g}]")
+    g.add_argument("--repeat-last-n", type=int, default=None,
+                   help=f"tokens the penalty looks back over; -1 = all, 0 = off [{d.repeat_last_n}]")
+    g.add_argument("--seed", type=int, default=None, help="seed of the sampler's random numbers [from the OS]")
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
 
 def sampling_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The sampling flags given on the command line (None: not given, the model's default applies)."""
     return dict(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
-                repetition_penalty=a.repetition_penalty, seed=a.seed, stop=tuple(a.stop or ()))
+                repetition_penalty=a.repetition_penalty, repeat_last_n=a.repeat_last_n, seed=a.seed,
+                stop=tuple(a.stop) if a.stop else None)
 
 
 def load_from_args(a: argparse.Namespace):

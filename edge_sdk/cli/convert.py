@@ -25,9 +25,23 @@ def cmd(a: argparse.Namespace) -> int:
     src = resolve(a.model, quiet=False)
     info = convert(src, a.output, qcfg, policy, quiet=False, onnx_graphs=False if a.no_onnx else None,
                    tflite_graphs="tflite" in (a.backend or []), tflite_linear=a.tflite_linear)
-    print(a.output)
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()}), file=sys.stderr)
+    report = {"output": a.output, **{k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()}}
+    if a.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(summary(report, qcfg))
     return 0
+
+
+def summary(r: dict, qcfg) -> str:
+    """The human summary of a conversion (what `--json` prints as fields)."""
+    quant = "per row" if qcfg.group_size == 0 else f"groups of {qcfg.group_size}"
+    files = [f"{len(r['onnx_files'])} ONNX" if r["onnx_files"] else "no ONNX"] + (["TFLite"] if r["tflite_s"] else [])
+    steps = ", ".join(f"{name} {r[key]:.1f} s" for name, key in (("import", "import_s"), ("quantize", "quantize_s"),
+                                                                    ("ONNX", "onnx_s"), ("TFLite", "tflite_s")) if r[key])
+    return (f"wrote {r['output']}: {r['package_bytes'] / 1e6:.1f} MB on disk, {r['weights_bytes'] / 2**20:.1f} MiB of "
+            f"int8 weights ({quant}), {r['graphs']} graph(s), {' + '.join(files)} graph files; "
+            f"{r['total_s']:.1f} s ({steps})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,4 +60,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="int8 products of the .tflite graphs: segments (default: per-segment activation scales over "
                         "192 values, weights re-quantized per segment), blocks (the int8 reference's per-block "
                         "scales: ~1.4x slower decode) or rows (one activation scale per token: least exact)")
+    p.add_argument("--json", action="store_true", help="print the conversion's figures as JSON on stdout")
     p.set_defaults(func=cmd)

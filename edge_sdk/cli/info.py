@@ -35,6 +35,10 @@ def cmd(a: argparse.Namespace) -> int:
     for key in ("tensor_types", "tokenizer_model", "tokenizer_pre"):
         if key in d:
             print(f"  {key}: {d[key]}")
+    if d.get("float_reference"):
+        print(f"  float reference (what int8 accuracy is measured against): {d['float_reference']}")
+    gen = d.get("generation_defaults") or {}
+    print(f"  sampling defaults: {', '.join(f'{k} {v}' for k, v in gen.items()) if gen else 'none in the file (greedy)'}")
     if d.get("graphs"):
         print(f"  graphs: {', '.join(g['name'] for g in d['graphs'])}")
     return 0

@@ -32,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", default=DEFAULT_MODEL,
                    help=f"registered name, .gguf file, Hugging Face directory or converted package (default {DEFAULT_MODEL})")
     p.add_argument("--board", metavar="ID", help="board profile id (see `edge-sdk boards`); default: detect")
-    p.add_argument("--ctx", type=int, help="context length to plan for (default: the largest that fits)")
-    p.add_argument("--kv", choices=["f32", "f16", "int8"], default="f16", help="KV cache dtype (default f16)")
+    p.add_argument("--ctx", type=int,
+                   help="context length to plan for (default: the largest that keeps every weight resident, "
+                        "capped by the model's; the same as `edge-sdk run --board`)")
+    p.add_argument("--kv", choices=["auto", "f32", "f16", "int8"], default="auto",
+                   help="KV cache dtype (default auto: f16 where the backend stores it, else f32, as `run` uses)")
     p.add_argument("--backend", choices=["native", "onnx", "tflite"], help="default: the board's first")
     p.add_argument("--threads", type=int, help="default: the cores of the board's fastest cluster")
     p.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="prompt tokens per prefill call")

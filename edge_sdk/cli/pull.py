@@ -21,7 +21,7 @@ def cmd(a: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="download a registered model into the cache and convert it")
-    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(REGISTRY))
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"a registered model: {', '.join(sorted(REGISTRY))}")
     p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row)")
     p.add_argument("--no-convert", action="store_true", help="only download and verify")
     p.set_defaults(func=cmd)

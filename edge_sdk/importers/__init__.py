@@ -9,8 +9,8 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..config import ModelConfig
 from ..errors import ModelFileError, TokenizerError
@@ -26,6 +26,7 @@ class ImportedModel:
     weights: FloatWeights
     tokenizer: Tokenizer
     source: str
+    generation: dict[str, Any] = field(default_factory=dict)  # the model's own sampling defaults (may be empty)
 
 
 def is_hf_dir(path: str) -> bool:
@@ -42,8 +43,8 @@ def with_source(source: str, build, *args):
         raise TokenizerError(f"{source}: {e}") from e
 
 
-def import_model(path: str | os.PathLike) -> ImportedModel:
-    """A .gguf file or a Hugging Face directory -> config, float weights, tokenizer."""
+def import_model(path: str | os.PathLike, quiet: bool = True) -> ImportedModel:
+    """A .gguf file or a Hugging Face directory -> config, float weights, tokenizer (`quiet=False`: progress)."""
     from ..tokenizer import Tokenizer
 
     p = os.fspath(path)
@@ -57,13 +58,31 @@ def import_model(path: str | os.PathLike) -> ImportedModel:
             )
         from .hf_import import import_hf_dir
 
-        cfg, weights = import_hf_dir(p)
+        cfg, weights = import_hf_dir(p, quiet=quiet)
         tok = with_source(p, Tokenizer.from_hf_dir, p)
+        generation = hf_generation_defaults(p)
     else:
         from .gguf_import import import_gguf
 
-        cfg, weights, meta = import_gguf(p)
+        from ..sampling import generation_defaults_from_gguf
+
+        cfg, weights, meta = import_gguf(p, quiet=quiet)
         tok = with_source(p, Tokenizer.from_gguf_metadata, meta)
+        generation = generation_defaults_from_gguf(meta, p)
     if tok.vocab_size > cfg.vocab_size:
         raise ModelFileError(f"{p}: the tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size} embeddings")
-    return ImportedModel(config=cfg, weights=weights, tokenizer=tok, source=p)
+    return ImportedModel(config=cfg, weights=weights, tokenizer=tok, source=p, generation=generation)
+
+
+def hf_generation_defaults(path: str) -> dict[str, Any]:
+    """The sampling defaults of a Hugging Face directory's `generation_config.json` ({} when it has none)."""
+    from ..sampling import generation_defaults_from_hf
+    from .hf_import import read_json
+
+    gpath = os.path.join(path, "generation_config.json")
+    if not os.path.isfile(gpath):
+        return {}
+    gen = read_json(gpath)
+    if not isinstance(gen, dict):
+        raise ModelFileError(f"{gpath}: expected a JSON object, got {type(gen).__name__}")
+    return generation_defaults_from_hf(gen, path)

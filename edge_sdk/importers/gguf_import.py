@@ -132,12 +132,23 @@ def _dequantize(t: Any, source: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def import_gguf(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights, dict[str, Any]]:
-    """Read a GGUF file: its config, float32 weights and metadata (for the tokenizer)."""
+def import_gguf(path: str | os.PathLike, quiet: bool = True) -> tuple[ModelConfig, FloatWeights, dict[str, Any]]:
+    """Read a GGUF file: its config, float32 weights and metadata (for the tokenizer).
+
+    `quiet=False` shows progress on standard error (`progress.Progress`)."""
+    from ..progress import Progress
+
     source = os.fspath(path)
+    with Progress(f"reading {os.path.basename(source)}", 1, enabled=False if quiet else None) as p:
+        return _import_gguf(source, p)
+
+
+def _import_gguf(source: str, p: Any) -> tuple[ModelConfig, FloatWeights, dict[str, Any]]:
     reader = open_gguf(source)
     meta = reader_metadata(reader)
     cfg = config_from_gguf_metadata(meta, source)
+    p.total = 2 * cfg.n_layers + 1  # the header (done: about as long as all the layers), the layers, the rest
+    p.update(cfg.n_layers)
 
     file_size = os.path.getsize(source)
     tensors = {}
@@ -163,6 +174,7 @@ def import_gguf(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights, dic
         fields["wq"] = unpermute_rope_rows(fields["wq"], cfg.n_heads)
         fields["wk"] = unpermute_rope_rows(fields["wk"], cfg.n_kv_heads)
         layers.append(LayerWeights(**fields))
+        p.update(1)
 
     output = get("output.weight") if "output.weight" in tensors else None
     if "rope_freqs.weight" in tensors:
@@ -178,4 +190,5 @@ def import_gguf(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights, dic
     if output is None:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": True})
     check_weights(cfg, weights, source)
+    p.update(1)
     return cfg, weights, meta

@@ -236,7 +236,10 @@ def load_tensors(d: str) -> dict[str, StoredTensor]:
     return tensors
 
 
-def import_hf_dir(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights]:
+def import_hf_dir(path: str | os.PathLike, quiet: bool = True) -> tuple[ModelConfig, FloatWeights]:
+    """Read a Hugging Face directory: its config and float32 weights (`quiet=False`: progress on stderr)."""
+    from ..progress import Progress
+
     d = os.fspath(path)
     cfg = config_from_hf(read_json(os.path.join(d, "config.json")), d)
     tensors = load_tensors(d)
@@ -246,7 +249,11 @@ def import_hf_dir(path: str | os.PathLike) -> tuple[ModelConfig, FloatWeights]:
             raise ModelFileError(f"{d}: required tensor {name!r} is missing")
         return tensors[name].read()
 
-    layers = [LayerWeights(**{f: get(f"model.layers.{i}.{n}") for f, n in LAYER_TENSORS.items()}) for i in range(cfg.n_layers)]
+    layers = []
+    with Progress(f"reading {os.path.basename(os.path.abspath(d))}", cfg.n_layers, enabled=False if quiet else None) as p:
+        for i in range(cfg.n_layers):
+            layers.append(LayerWeights(**{f: get(f"model.layers.{i}.{n}") for f, n in LAYER_TENSORS.items()}))
+            p.update(1)
     output = None
     if "lm_head.weight" in tensors and not cfg.tied_embeddings:
         output = get("lm_head.weight")

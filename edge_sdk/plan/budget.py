@@ -117,6 +117,20 @@ KV_DTYPES: Mapping[str, tuple[str, ...]] = {"native": ("f32", "f16"), "onnx": ("
 """KV cache dtypes each backend stores. Other dtypes are still planned (what the cache
 would need) but the plan does not fit, with the reason."""
 
+DEFAULT_KV_DTYPE: Mapping[str, str] = {"native": "f16", "numpy": "f16", "float": "f32", "onnx": "f32", "tflite": "f32"}
+"""The KV cache dtype when none is asked for (`kv_dtype="auto"`), the same for `load()` and `plan`:
+f16 where the backend stores it (half the bytes of f32; the numpy int8 reference mirrors the native
+core), f32 for the float oracle and the runtimes that keep f32 only."""
+
+DEFAULT_CTX = 2048
+"""Context when no board is given: min(the model's, 2048). On a board the default is the largest
+context that keeps every weight resident (`plan_device(ctx=None)`), capped by the model's."""
+
+
+def default_kv_dtype(backend: str, kv_dtype: str | None = "auto") -> str:
+    """`kv_dtype`, or the backend's default for "auto"/None."""
+    return DEFAULT_KV_DTYPE.get(backend, "f32") if kv_dtype in (None, "auto") else kv_dtype
+
 DEFAULT_DECODE_POSITION = 256
 """Position at which decode speed is estimated (KV cache read grows with it)."""
 
@@ -350,7 +364,7 @@ def plan_device(
     q: QuantConfig,
     board: BoardProfile,
     ctx: int | None = None,
-    kv_dtype: str = "f16",
+    kv_dtype: str | None = None,
     backend: str | None = None,
     threads: int | None = None,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
@@ -358,24 +372,28 @@ def plan_device(
 ) -> DevicePlan:
     """Plan memory and estimate speed for `cfg` on `board`.
 
-    `ctx=None` plans for the largest context that fits (`max_ctx`). Backend and
-    threads default to the board's first backend and its fastest cluster.
+    `ctx=None` plans for the largest context that keeps every weight resident
+    (`max_ctx_resident`), or, when none does, the largest that fits streaming them
+    (`max_ctx`). `kv_dtype=None` (or "auto") takes the backend's `DEFAULT_KV_DTYPE`.
+    Backend and threads default to the board's first backend and its fastest
+    cluster. `load(..., board=)` uses the same defaults, so a plan describes the run.
 
     Example::
 
         p = plan_device(cfg, QuantConfig(), load_board("raspberry-pi-zero-2w"), ctx=8192, kv_dtype="f32")
         p.fits, p.reasons[0]   # (False, 'needs ... MiB but raspberry-pi-zero-2w leaves 320.0 MiB ...')
     """
+    backend = choose_backend(board, backend)
+    kv_dtype = default_kv_dtype(backend, kv_dtype)
     if kv_dtype not in ("f32", "f16", "int8"):
         raise PlanError(f"kv dtype must be f32, f16 or int8, got {kv_dtype!r}")
     if prefill_chunk < 1:
         raise PlanError(f"prefill_chunk must be positive, got {prefill_chunk}")
-    backend = choose_backend(board, backend)
     threads = choose_threads(board, threads)
     max_ctx = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=True)
     max_ctx_resident = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=False)
     if ctx is None:
-        ctx = max_ctx or min(cfg.max_ctx, prefill_chunk)
+        ctx = max_ctx_resident or max_ctx or min(cfg.max_ctx, prefill_chunk)
     if not 1 <= ctx <= cfg.max_ctx:
         raise PlanError(f"ctx must be between 1 and the model's maximum context {cfg.max_ctx}, got {ctx}")
     chunk = min(prefill_chunk, ctx)
