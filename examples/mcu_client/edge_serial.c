@@ -573,8 +573,9 @@ static int send_tx(es_client *c, size_t n) {
     return ES_OK;
 }
 
-/* Next frame that answers `seq`; frames of other seqs, and requests (our own,
- * heard back on a line that echoes), are skipped. An ERROR with seq 0 (the
+/* Next frame that answers `seq`; frames of other seqs, requests (our own,
+ * heard back on a line that echoes) and chunks that are not frames (a reply
+ * cut short, noise: counted in c->dropped) are skipped. An ERROR with seq 0 (the
  * server could not read some frame) counts only while `unattributed` is set:
  * before the first TOKEN it may be about our request, after it the request was
  * clearly received. A build whose ES_MAX_PAYLOAD is below the server's cannot

@@ -119,6 +119,9 @@ def vectors() -> list[tuple[str, str, bytes]]:
         ("vec_done_truncated_1", "the DONE of vec_stream_1 with its last 5 body bytes cut (bad length)", _truncated(done, 5)),
         ("vec_pong_v2_1", "PONG seq 1 in protocol version 2", _frame(PONG, 1, version=2)),
         ("vec_short", "a 3-byte chunk: COBS-valid but shorter than header + CRC", b"\x00" + cobs.encode(b"\x01\x83\x01") + b"\x00"),
+        # Writes cut short (the server's write timeout): the next frame's leading 0x00 ends them.
+        ("vec_pong_cut_1", "the first 6 bytes of PONG seq 1 (vec_pong_1), no closing delimiter", _frame(PONG, 1)[:6]),
+        ("vec_token_cut_1", "the first 5 bytes of TOKEN seq 1 'a' (vec_token_a_1), no closing delimiter", _frame(TOKEN, 1, b"a")[:5]),
     ]
 
 

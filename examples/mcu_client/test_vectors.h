@@ -191,4 +191,14 @@ static const uint8_t vec_short[6] = {
     0x00, 0x04, 0x01, 0x83, 0x01, 0x00
 };
 
+/* the first 6 bytes of PONG seq 1 (vec_pong_1), no closing delimiter */
+static const uint8_t vec_pong_cut_1[6] = {
+    0x00, 0x04, 0x01, 0x81, 0x01, 0x01
+};
+
+/* the first 5 bytes of TOKEN seq 1 'a' (vec_token_a_1), no closing delimiter */
+static const uint8_t vec_token_cut_1[5] = {
+    0x00, 0x04, 0x01, 0x83, 0x01
+};
+
 #endif
