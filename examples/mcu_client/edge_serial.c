@@ -425,7 +425,8 @@ int es_parse_done(const es_frame *frame, es_done *out) {
             out->present |= ES_DONE_STOP_REASON;
             continue;
         }
-        if (tag < ES_TAG_PROMPT_TOKENS || tag > ES_TAG_DECODE_TOK_S) {
+        if (tag != ES_TAG_PROMPT_TOKENS && tag != ES_TAG_GENERATED_TOKENS && tag != ES_TAG_PREFILL_TOK_S &&
+            tag != ES_TAG_DECODE_TOK_S && tag != ES_TAG_CAPPED_MAX_TOKENS) {
             continue; /* unknown to this client: skip */
         }
         if (n != 4) {
@@ -435,7 +436,8 @@ int es_parse_done(const es_frame *frame, es_done *out) {
         case ES_TAG_PROMPT_TOKENS: out->prompt_tokens = rd_u32(v); out->present |= ES_DONE_PROMPT_TOKENS; break;
         case ES_TAG_GENERATED_TOKENS: out->generated_tokens = rd_u32(v); out->present |= ES_DONE_GENERATED_TOKENS; break;
         case ES_TAG_PREFILL_TOK_S: out->prefill_tok_s = rd_f32(v); out->present |= ES_DONE_PREFILL_TOK_S; break;
-        default: out->decode_tok_s = rd_f32(v); out->present |= ES_DONE_DECODE_TOK_S; break;
+        case ES_TAG_DECODE_TOK_S: out->decode_tok_s = rd_f32(v); out->present |= ES_DONE_DECODE_TOK_S; break;
+        default: out->capped_max_tokens = rd_u32(v); out->present |= ES_DONE_CAPPED_MAX_TOKENS; break;
         }
     }
     return r < 0 ? r : ES_OK;

@@ -89,6 +89,7 @@ extern "C" {
 #define ES_TAG_PREFILL_TOK_S 0x32u
 #define ES_TAG_DECODE_TOK_S 0x33u
 #define ES_TAG_STOP_REASON 0x34u
+#define ES_TAG_CAPPED_MAX_TOKENS 0x35u
 
 /* ------------------------------------------- ERROR codes from the server */
 
@@ -196,6 +197,7 @@ int es_build_chat(uint16_t seq, const es_message *messages, size_t n_messages, c
 #define ES_DONE_PREFILL_TOK_S (1u << 2)
 #define ES_DONE_DECODE_TOK_S (1u << 3)
 #define ES_DONE_STOP_REASON (1u << 4)
+#define ES_DONE_CAPPED_MAX_TOKENS (1u << 5)
 
 typedef struct {
     uint32_t present; /* ES_DONE_* bits of the fields the server sent */
@@ -204,6 +206,8 @@ typedef struct {
     float prefill_tok_s;
     float decode_tok_s;
     char stop_reason[ES_STOP_REASON_MAX]; /* "stop", "length", "cancelled", ...; cut to fit, NUL-terminated */
+    uint32_t capped_max_tokens; /* with ES_DONE_CAPPED_MAX_TOKENS: the server lowered the request's max_tokens
+                                   to this (the context's room after the prompt, or its own limit) */
 } es_done;
 
 typedef struct {

@@ -42,6 +42,7 @@ FULL_SAMPLING = dict(
 )
 DONE_STATS = dict(prompt_tokens=5, generated_tokens=3, prefill_tok_s=120.5, decode_tok_s=33.25, stop_reason="stop")
 INFO_FIELDS = dict(name="SmolLM2-135M-Instruct", ctx=8192, backend="native", protocol_version=1, max_payload=1024)
+CAPPED_STATS = dict(prompt_tokens=4, generated_tokens=125, stop_reason="context", capped_max_tokens=125)
 
 
 def _frame(t: int, seq: int, payload: bytes = b"", version: int = 1) -> bytes:
@@ -112,6 +113,11 @@ def vectors() -> list[tuple[str, str, bytes]]:
             "vec_done_unknown_tag_1",
             "DONE seq 1: generated_tokens 7, then a field with unknown tag 0x7f, then stop_reason 'eos'",
             _frame(DONE, 1, bytes.fromhex("31 04 00 07 00 00 00 7f 02 00 aa bb 34 03 00") + b"eos"),
+        ),
+        (
+            "vec_done_capped_1",
+            "DONE seq 1: prompt 4, generated 125, stop_reason 'context', capped_max_tokens 125 (max_tokens 0xFFFFFFFF asked)",
+            _frame(DONE, 1, messages.encode_done(CAPPED_STATS)),
         ),
         # Faults: each must be dropped with the right status, and what follows kept.
         ("vec_noise", "40 bytes of 0xff, no delimiter (fails COBS)", b"\xff" * 40),

@@ -256,6 +256,19 @@ static void test_receiver(void) {
     CHECK(done.present == (ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON) && done.generated_tokens == 7);
     CHECK(strcmp(done.stop_reason, "eos") == 0);
 
+    /* A DONE whose request the server capped (max_tokens 0xFFFFFFFF; room for 125 after a 4-token prompt). */
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_done_capped_1, sizeof vec_done_capped_1, &log);
+    CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
+    CHECK(done.present == (ES_DONE_PROMPT_TOKENS | ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON | ES_DONE_CAPPED_MAX_TOKENS));
+    CHECK(done.prompt_tokens == 4 && done.generated_tokens == 125 && done.capped_max_tokens == 125);
+    CHECK(strcmp(done.stop_reason, "context") == 0);
+    /* ...and one that was not: the field is absent and its bit clear. */
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_done_cancelled_1, sizeof vec_done_cancelled_1, &log);
+    CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
+    CHECK((done.present & ES_DONE_CAPPED_MAX_TOKENS) == 0 && done.capped_max_tokens == 0);
+
     memset(&log, 0, sizeof log);
     push_all(&rx, vec_error_busy_1, sizeof vec_error_busy_1, &log);
     CHECK(log.n_frames == 1 && es_parse_error(&log.frames[0], &err) == ES_OK);
