@@ -617,6 +617,51 @@ def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
     assert [c[1] for c in model.calls] == ["still there?"]
 
 
+def test_random_garbage_never_stops_the_server(serve) -> None:
+    """600 seeded pieces of garbage: random bytes, floods without a delimiter, frames with a valid CRC but
+    any version, type, seq and payload, requests whose fields are random, GENERATEs with raw sampling values. The server reads every byte (its counts are those of
+    a FrameReader fed the same bytes) and still answers a PING."""
+    rng = random.Random(20240611)
+    model = FakeModel()
+    srv, path = serve(model)
+    line = RawLine(path)
+    sent = bytearray()
+
+    def rand(n: int) -> bytes:
+        return bytes(rng.randrange(256) for _ in range(n))
+
+    for _ in range(600):
+        kind = rng.random()
+        if kind < 0.02:  # a run without delimiters, longer than any frame
+            data = bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1100, 3000)))
+        elif kind < 0.35:
+            data = rand(rng.randrange(1, 90))
+        elif kind < 0.45:  # a GENERATE with a prompt and raw u32/f32 sampling values (NaN, 0xFFFFFFFF, ...)
+            sampling = b"".join(bytes([tag]) + b"\x04\x00" + rand(4) for tag in sorted(rng.sample(range(0x10, 0x17), 2)))
+            data = _wire(_body(1, GENERATE, rng.randrange(1, 0x10000), b"\x01\x02\x00hi" + sampling))
+        elif kind < 0.7:
+            data = _wire(_body(rng.choice([1, 1, 1, 0, 2, 255]), rng.randrange(256), rng.randrange(0x10000), rand(rng.randrange(60))))
+        else:  # a request of a real type, with random fields (tag u8 | len u16 | value)
+            fields = b"".join(bytes([rng.choice([1, 2, 3, 0x10, 0x11, 0x16, 0x17, 0x34, rng.randrange(256)])])
+                              + struct.pack("<H", n) + rand(n) for n in (rng.randrange(6) for _ in range(rng.randrange(4))))
+            data = _wire(_body(1, rng.choice([GENERATE, 0x04, CANCEL, PING, 0x02, GENERATE | 0x40]), rng.randrange(1, 0x10000), fields))
+        line.send(data)
+        sent += data
+    line.send(b"\x00" + ping(0xBEEF, b"alive"))
+    sent += b"\x00" + ping(0xBEEF, b"alive")
+    deadline = time.monotonic() + 20
+    got: list[Frame | FrameFault] = []
+    while Frame(PONG, 0xBEEF, b"alive") not in got:
+        assert time.monotonic() < deadline, "no PONG after the garbage"
+        got += line.frames(1, timeout=deadline - time.monotonic())
+    expected = FrameReader().feed(bytes(sent))
+    assert srv.stats["bytes_in"] == len(sent)
+    assert srv.stats["faults"] == sum(isinstance(x, FrameFault) for x in expected)
+    assert srv.stats["frames_in"] == sum(isinstance(x, Frame) for x in expected)
+    assert srv._thread is not None and srv._thread.is_alive() and srv._reader is not None and srv._reader.is_alive()
+    line.close()
+
+
 def test_line_noise_is_answered_in_batches(serve) -> None:
     """20,000 empty frames of noise (0x01 decodes to nothing): every fault is reported, but one ERROR covers all that arrived
     while it waited, so the reply is far shorter than the noise and the PING after it is answered."""
