@@ -262,9 +262,12 @@ def test_robot_over_serial_pty(tiny_gguf_512, tmp_path):
     path = os.ttyname(slave)
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "wb") as err:
+        # The Ctrl-C below reaches the robot only if SIGINT is not ignored there. A child inherits an ignored
+        # SIGINT (pytest run as a background job of a script, under nohup, by some CI runners), and Python
+        # then installs no KeyboardInterrupt handler: the robot would never see it (no STOP, nothing read).
         proc = subprocess.Popen([sys.executable, str(EXAMPLES / "robot.py"), "--port", path, "--baud", "57600",
                                  "-m", tiny_gguf_512, "--backend", "numpy", "--constrained"],
-                                stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+                                stdout=subprocess.PIPE, stderr=err, cwd=ROOT, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while b"listening on" not in err_path.read_bytes():
@@ -288,6 +291,11 @@ def test_robot_over_serial_pty(tiny_gguf_512, tmp_path):
     assert err_path.read_text().splitlines() == [
         f"robot: listening on {path} at 57600 baud", *SKIPS,
         "robot: interrupted; stopped"]
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, whatever the test process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_lines(fd: int, n: int, timeout: float = 60.0) -> list[bytes]:
