@@ -21,6 +21,8 @@ tokens that keep the reply a prefix of a valid action.
 Acting is `Actuator.act`: it prints the action and, in serial mode, writes it
 back on the line (``FORWARD 20\\n``). Undecodable or non-printable lines are
 skipped with a message on stderr; Ctrl-C sends a last ``STOP`` and exits.
+Before it reads the first command the robot decides a made-up one (see
+`warm_up`), so that the first real command is as quick as the others.
 
 Usage::
 
@@ -412,6 +414,22 @@ def run(lines: Iterator[bytes], actuator: Actuator, decide: Callable[[str], tupl
     return n
 
 
+def warm_up(decide_within: Callable[[str, float | None], tuple[Action, str, str]]) -> None:
+    """Decide one made-up command, with no time limit, before the first real one arrives.
+
+    Every prompt starts with the same system rule and worked examples (about
+    380 tokens); the model keeps them cached between commands, so only the
+    first command would pay for computing them, inside its ``--seconds``
+    limit: on a slow or busy board that command alone would time out and
+    fall back to STOP. A prompt that does not fit the context is left for
+    each command to report.
+    """
+    try:
+        decide_within(EXAMPLES[0][0], None)
+    except (EdgeSDKError, ValueError):
+        pass
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Steer a robot with a language model, one command line at a time.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -446,13 +464,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.constrained:
         decoder = ActionDecoder(model, a.max_tokens)
 
-        def decide(c: str) -> tuple[Action, str, str]:
-            return decoder.decide(model.chat_prompt(build_messages(c)), a.seconds)
+        def decide_within(c: str, seconds: float | None) -> tuple[Action, str, str]:
+            return decoder.decide(model.chat_prompt(build_messages(c)), seconds)
     else:
 
-        def decide(c: str) -> tuple[Action, str, str]:
-            return chat_decide(model, c, a.max_tokens, a.seconds)
+        def decide_within(c: str, seconds: float | None) -> tuple[Action, str, str]:
+            return chat_decide(model, c, a.max_tokens, seconds)
 
+    def decide(c: str) -> tuple[Action, str, str]:
+        return decide_within(c, a.seconds)
+
+    warm_up(decide_within)
     port = None
     stop = threading.Event()
     try:

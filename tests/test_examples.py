@@ -253,6 +253,63 @@ def test_robot_constrained_decoding_gives_valid_actions(tiny_gguf_512, robot):
         assert n > 300
 
 
+class CountingLines(io.BytesIO):
+    """stdin for the robot that counts the lines read from it."""
+
+    read_so_far = 0
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = super().readline(size)
+        self.read_so_far += bool(line)
+        return line
+
+
+@pytest.mark.parametrize("mode", [["--constrained"], []], ids=["constrained", "chat"])
+def test_robot_computes_the_shared_prompt_before_the_first_command(tiny_gguf_512, robot, monkeypatch, capsys, mode):
+    """Every prompt starts with the same system rule and worked examples. The robot computes them before it
+    reads a command, so the first command's prefill (inside its --seconds limit) is only its own tokens, as
+    for every later command; on a busy machine the first command otherwise timed out into STOP."""
+    import edge_sdk
+
+    stdin = CountingLines(b"the goal is behind you\nturn\n")
+    forwards: list[tuple[int, int, int]] = []  # (tokens, first position, lines read when the pass ran)
+    real_load = edge_sdk.load
+
+    def load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        inner = model.backend.forward
+
+        def forward(ids, pos, **kw):
+            forwards.append((len(ids), pos, stdin.read_so_far))
+            return inner(ids, pos, **kw)
+
+        model.backend.forward = forward
+        load.model = model
+        return model
+
+    monkeypatch.setattr(edge_sdk, "load", load)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stdin))
+    assert robot.main(["--stdin", "-m", tiny_gguf_512, "--backend", "numpy", *mode]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # the same actions as without the made-up command first (see the tests above)
+    if mode:
+        assert out == ["command: the goal is behind you", "action: BACK", "command: turn", "action: BACK"]
+    else:
+        reply = "\ufffd\ufffdE'\ufffdJ"  # the tiny model's greedy reply to this command
+        assert out[:2] == ["command: the goal is behind you", f"action: STOP  (fallback: no valid action in the reply {reply!r})"]
+        assert out[2] == "command: turn" and out[3].startswith("action: STOP  (fallback: ")
+
+    tok = load.model.tokenizer
+    ids = [tok.encode(load.model.chat_prompt(robot.build_messages(c)), special=True)
+           for c in (robot.EXAMPLES[0][0], "the goal is behind you")]
+    shared = next(i for i, (a, b) in enumerate(zip(*ids)) if a != b)
+    assert (len(ids[0]), len(ids[1]), shared) == (397, 378, 352)  # the prompts part where the commands start
+    before = [f for f in forwards if f[2] == 0]
+    assert sum(n for n, pos, _ in before if pos < len(ids[0])) == len(ids[0])  # the whole made-up prompt, at start-up
+    first = next(f for f in forwards if f[2] >= 1)
+    assert first[:2] == (len(ids[1]) - shared, shared)  # the first command computes its own 26 tokens only
+
+
 # ------------------------------------------------------------------ the robot, serial line
 
 
@@ -262,9 +319,12 @@ def test_robot_over_serial_pty(tiny_gguf_512, tmp_path):
     path = os.ttyname(slave)
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "wb") as err:
+        # The Ctrl-C below reaches the robot only if SIGINT is not ignored there. A child inherits an ignored
+        # SIGINT (pytest run as a background job of a script, under nohup, by some CI runners), and Python
+        # then installs no KeyboardInterrupt handler: the robot would never see it (no STOP, nothing read).
         proc = subprocess.Popen([sys.executable, str(EXAMPLES / "robot.py"), "--port", path, "--baud", "57600",
                                  "-m", tiny_gguf_512, "--backend", "numpy", "--constrained"],
-                                stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+                                stdout=subprocess.PIPE, stderr=err, cwd=ROOT, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while b"listening on" not in err_path.read_bytes():
@@ -288,6 +348,11 @@ def test_robot_over_serial_pty(tiny_gguf_512, tmp_path):
     assert err_path.read_text().splitlines() == [
         f"robot: listening on {path} at 57600 baud", *SKIPS,
         "robot: interrupted; stopped"]
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, whatever the test process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_lines(fd: int, n: int, timeout: float = 60.0) -> list[bytes]:

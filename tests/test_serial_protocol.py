@@ -294,6 +294,10 @@ def test_response_payloads() -> None:
     assert messages.decode_done(done) == stats
     # A client skips tags it does not know.
     assert messages.decode_done(done + bytes.fromhex("7f 01 00 00")) == stats
+    # A capped request's DONE: CAPPED_MAX_TOKENS (0x35) after STOP_REASON, in tag order.
+    capped = messages.encode_done({"generated_tokens": 125, "stop_reason": "context", "capped_max_tokens": 125})
+    assert capped.hex(" ") == "31 04 00 7d 00 00 00 34 07 00 63 6f 6e 74 65 78 74 35 04 00 7d 00 00 00"
+    assert messages.decode_done(capped) == {"generated_tokens": 125, "stop_reason": "context", "capped_max_tokens": 125}
     info = {"name": "SmolLM2", "ctx": 8192, "backend": "native", "protocol_version": 1, "max_payload": 1024}
     assert messages.decode_info_reply(messages.encode_info_reply(info)) == info
     assert messages.encode_cancel(513) == b"\x01\x02" and messages.decode_cancel(b"\x01\x02") == 513
@@ -359,6 +363,16 @@ def test_specification_examples_are_what_the_encoder_writes() -> None:
     assert "body 01 83 07 00 02 00 48 69 5a cb b4 ab" in flat
     for n in (1, 5, 243):
         assert len(encode_frame(Frame(TOKEN, 1, b"x" * n))) == n + 13  # "n + 13 bytes on the wire (n < 244)"
+
+
+def test_specification_lists_every_field_tag() -> None:
+    """Section 3's table has a row for each tag of messages.Tag, with its value and kind."""
+    flat = " ".join((ROOT / "docs" / "serial-protocol.md").read_text().split())
+    kinds = {tag: kind for spec in (messages.SAMPLING_FIELDS, messages.INFO_FIELDS, messages.DONE_FIELDS)
+             for tag, kind in spec.values()}
+    for tag in messages.Tag:
+        kind = kinds.get(tag, messages.TEXT)  # PROMPT, ROLE, CONTENT are text
+        assert f"| 0x{tag:02x} | {tag.name} | {kind} |" in flat, tag.name
 
 
 @pytest.mark.parametrize("module", ["cobs", "protocol", "messages"])

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import serial
 
-from edge_sdk.errors import ContextOverflowError, ProtocolError
+from edge_sdk.errors import ContextOverflowError, InvalidArgumentError, ModelFileError, ProtocolError, TokenizerError
 from edge_sdk.serial import RemoteError, SerialClient, SerialServer, cobs, messages
 from edge_sdk.serial.protocol import (
     CANCEL,
@@ -53,8 +53,9 @@ STATS = {"prefill_tok_s": 250.0, "decode_tok_s": 12.5}
 class FakeModel:
     """Yields `words` one per step; a prompt containing "overflow" or "crash" fails."""
 
-    def __init__(self, words: list[str] = WORDS, gated: bool = False, delay_s: float = 0.0) -> None:
+    def __init__(self, words: list[str] = WORDS, gated: bool = False, delay_s: float = 0.0, ctx: int = 2048) -> None:
         self.words = words
+        self.ctx = ctx
         self.gate = threading.Semaphore(0) if gated else None
         self.delay_s = delay_s
         self.calls: list[tuple[str, Any, dict[str, Any]]] = []
@@ -62,7 +63,15 @@ class FakeModel:
         self.last_stats: dict[str, Any] = {}
 
     def info(self) -> dict[str, Any]:
-        return {"name": "fake-words", "ctx": 2048, "backend": "fake", "vocab_size": 10}
+        return {"name": "fake-words", "ctx": self.ctx, "backend": "fake", "vocab_size": 10}
+
+    def tokenize(self, text: str, special: bool = False) -> list[str]:
+        if "untokenizable" in text:
+            raise TokenizerError("byte 0xff at offset 3 is not in the vocabulary")
+        return text.split()  # one token per word
+
+    def chat_prompt(self, messages_: list[dict[str, str]]) -> str:
+        return " ".join(m["content"] for m in messages_)
 
     def stream(self, prompt: str, *, cancel: threading.Event | None = None, **sampling: Any) -> Iterator[str]:
         self.calls.append(("stream", prompt, sampling))
@@ -71,15 +80,18 @@ class FakeModel:
             raise ContextOverflowError("prompt of 5000 tokens does not fit the 2048-token context")
         if sampling.get("top_p", 1.0) > 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {sampling['top_p']}")
-        return self._words(len(prompt.split()), sampling, crash="crash" in prompt)
+        crash = RuntimeError("kernel exploded") if "crash" in prompt else None
+        if "unreadable" in prompt:
+            crash = ModelFileError("/models/tiny.gguf: cannot read tensor blk.1.ffn_up.weight: [Errno 5] Input/output error")
+        return self._words(len(prompt.split()), sampling, crash=crash)
 
     def chat_stream(self, messages_: list[dict[str, str]], *, cancel: threading.Event | None = None,
                     **sampling: Any) -> Iterator[str]:
         self.calls.append(("chat", messages_, sampling))
         self.cancel = cancel
-        return self._words(sum(len(m["content"].split()) for m in messages_), sampling, crash=False)
+        return self._words(sum(len(m["content"].split()) for m in messages_), sampling, crash=None)
 
-    def _words(self, n_prompt: int, sampling: dict[str, Any], crash: bool) -> Iterator[str]:
+    def _words(self, n_prompt: int, sampling: dict[str, Any], crash: Exception | None) -> Iterator[str]:
         limit = sampling.get("max_tokens", len(self.words))
         n = 0
         reason = "closed"
@@ -89,8 +101,8 @@ class FakeModel:
                     raise RuntimeError("test gate never opened")
                 if self.delay_s:
                     time.sleep(self.delay_s)
-                if crash and n == 2:
-                    raise RuntimeError("kernel exploded")
+                if crash is not None and n == 2:
+                    raise crash
                 n += 1
                 yield w
             reason = "length" if limit < len(self.words) else "eos"
@@ -314,29 +326,84 @@ def test_unattributed_error_mid_stream_does_not_end_it(serve) -> None:
         assert client.last_stats["stop_reason"] == "eos"
 
 
-def test_bad_frame_from_the_server_raises_and_cancels(serve, pty) -> None:
+def test_bad_frame_from_the_server_is_skipped_mid_stream(serve, pty) -> None:
     master, _ = pty
     model = FakeModel(gated=True)
     srv, path = serve(model)
-
-    def open_gate_once_cancel_arrived() -> None:
-        wait_for(lambda: srv.stats["frames_in"] == 2)
-        model.gate.release(len(WORDS))
-
     with SerialClient(path, timeout=5) as client:
         it = client.stream("hi")
         model.gate.release(1)
         assert next(it) == "The"
         master.write(b"\x00\xff\xff\x00")  # garbage from the server's side of the wire
-        helper = threading.Thread(target=open_gate_once_cancel_arrived)
-        helper.start()
-        with pytest.raises(ProtocolError, match="bad frame from server while waiting for request 1: COBS: group at offset 0 needs 254 bytes, only 1 left"):
-            next(it)
-        helper.join()
-        # The stream was cancelled and drained before the error reached the caller.
-        assert client.last_stats["stop_reason"] == "cancelled"
-        assert model.closed_early == 1
-        assert client.generate("again", max_tokens=2) == "The quick"
+        model.gate.release(len(WORDS))
+        assert "".join(it) == TEXT[3:]
+        assert client.last_stats["stop_reason"] == "eos"
+        assert client.stats == {"bad_frames": 1, "skipped_frames": 0}
+        assert model.closed_early == 0 and srv.stats["cancelled"] == 0
+
+
+class ScriptedServer:
+    """The server end of a pty as a script: each request frame that arrives
+    is answered with the next bytes of `replies` (cut frames included)."""
+
+    def __init__(self, master: serial.Serial, replies: list[bytes]) -> None:
+        self.master = master
+        self.replies = list(replies)
+        self.requests: list[Frame] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        reader = FrameReader()
+        while not self._stop.is_set() and self.replies:
+            try:
+                data = self.master.read(max(1, self.master.in_waiting))
+            except serial.SerialException:  # the client closed its end
+                return
+            for item in reader.feed(data):
+                if isinstance(item, Frame) and self.replies:
+                    self.requests.append(item)
+                    self.master.write(self.replies.pop(0))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def cut(wire: bytes, keep: int) -> bytes:
+    """The first `keep` bytes of a frame on the wire: what a write that timed out leaves."""
+    assert 1 < keep < len(wire) - 1
+    return wire[:keep]
+
+
+def test_client_skips_a_reply_cut_short_and_takes_the_next(pty) -> None:
+    """A frame cut short (the server's write timed out in the middle of it) is
+    followed by the next frame's leading 0x00: the client counts the bad chunk
+    and takes the valid reply after it."""
+    master, path = pty
+    pong = encode_frame(Frame(PONG, 1, b"hb"))
+    tokens = [encode_frame(token(2, w)) for w in ("The", " quick")]
+    stale = encode_frame(token(9, "late"))  # a valid frame for another request: skipped, counted apart
+    reply = tokens[0] + cut(tokens[1], 7) + stale + tokens[1] + encode_frame(done(2, generated_tokens=2, stop_reason="length"))
+    script = ScriptedServer(master, [cut(pong, 6) + pong, reply, cut(encode_frame(Frame(PONG, 3)), 5), encode_frame(Frame(PONG, 4))])
+    try:
+        with SerialClient(path, timeout=0.5) as client:
+            client.ping(b"hb")
+            assert client.stats == {"bad_frames": 1, "skipped_frames": 0}
+            assert client.generate("hi", max_tokens=2) == "The quick"
+            assert client.last_stats == {"generated_tokens": 2, "stop_reason": "length"}
+            assert client.stats == {"bad_frames": 2, "skipped_frames": 1}
+            # A reply that never comes after its cut start still ends with the timeout; the cut
+            # chunk waits for a delimiter, and the next frame's leading 0x00 makes it a bad frame.
+            with pytest.raises(ProtocolError, match=r"no reply to PING \(seq 3\) within 0.5 s on /dev/pts/\d+"):
+                client.ping()
+            assert client.stats == {"bad_frames": 2, "skipped_frames": 1}
+            client.ping()
+            assert client.stats == {"bad_frames": 3, "skipped_frames": 1}
+        assert [(f.type, f.seq) for f in script.requests] == [(PING, 1), (GENERATE, 2), (PING, 3), (PING, 4)]
+    finally:
+        script.close()
 
 
 class CorruptFirstWrite:
@@ -422,6 +489,67 @@ def test_model_errors_become_error_frames(serve) -> None:
         assert client.generate("fine", max_tokens=1) == "The"
 
 
+def test_a_model_that_fails_mid_request_gets_an_error_frame_and_service_continues(serve) -> None:
+    """An edge_sdk error raised by the model in the middle of a stream (its file became unreadable) or
+    while the server counts the prompt ends that request with ERROR MODEL_ERROR; the next request is served."""
+    model = FakeModel()
+    srv, path = serve(model)
+    line = RawLine(path)
+    line.send(encode_frame(Frame(GENERATE, 1, messages.encode_generate("unreadable now", max_tokens=5))))
+    assert line.frames(3) == [
+        token(1, "The"),
+        token(1, " quick"),
+        error(1, ErrorCode.MODEL_ERROR,
+              "ModelFileError: /models/tiny.gguf: cannot read tensor blk.1.ffn_up.weight: [Errno 5] Input/output error"),
+    ]
+    assert model.closed_early == 1
+    line.send(encode_frame(Frame(GENERATE, 2, messages.encode_generate("untokenizable \xff", max_tokens=5))))
+    assert line.frames(1) == [error(2, ErrorCode.MODEL_ERROR, "TokenizerError: byte 0xff at offset 3 is not in the vocabulary")]
+    line.send(encode_frame(Frame(GENERATE, 3, messages.encode_generate("fine", max_tokens=1))))
+    assert line.frames(2) == [token(3, "The"), done(3, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length")]
+    line.send(ping(4))
+    assert line.frames(1) == [Frame(PONG, 4)]
+    assert srv.stats["requests"] == 3 and srv.stats["write_errors"] == 0
+    line.close()
+
+
+def test_max_tokens_is_capped_at_the_context_and_the_server_limit(serve) -> None:
+    """A context of 6 tokens leaves a 3-word prompt room for 6 - 3 + 1 = 4 tokens (the last needs no
+    cache slot); the server's own limit is 5. The model is asked for the capped value, and DONE says it."""
+    model = FakeModel(ctx=6)
+    srv, path = serve(model, max_tokens=5)
+    with SerialClient(path, timeout=5) as client:
+        assert client.generate("a b c", max_tokens=0xFFFFFFFF) == "The quick brown fox"
+        assert model.calls[-1] == ("stream", "a b c", {"max_tokens": 4})
+        assert client.last_stats == {"prompt_tokens": 3, "generated_tokens": 4, **STATS, "stop_reason": "length",
+                                     "capped_max_tokens": 4}
+        client.generate("a", max_tokens=100)  # room for 6; the limit is 5
+        assert model.calls[-1][2] == {"max_tokens": 5} and client.last_stats["capped_max_tokens"] == 5
+        client.chat([{"role": "user", "content": "x y"}], max_tokens=9, temperature=0)  # room for 5
+        assert model.calls[-1][2] == {"max_tokens": 5, "temperature": 0.0} and client.last_stats["capped_max_tokens"] == 5
+        client.generate("a", top_k=3)  # no max_tokens: the model's default (128) is over the limit
+        assert model.calls[-1][2] == {"max_tokens": 5, "top_k": 3} and client.last_stats["capped_max_tokens"] == 5
+        assert client.generate("a b", max_tokens=3) == "The quick brown"  # fits: runs as asked, no field
+        assert model.calls[-1][2] == {"max_tokens": 3} and "capped_max_tokens" not in client.last_stats
+        client.generate("a", max_tokens=0)  # never raised: the model refuses it (a real one with MODEL_ERROR)
+        assert model.calls[-1][2] == {"max_tokens": 0} and "capped_max_tokens" not in client.last_stats
+    assert srv.stats["requests"] == 6
+
+
+def test_max_tokens_without_a_server_limit(serve) -> None:
+    model = FakeModel(ctx=6)
+    srv, path = serve(model)
+    with SerialClient(path, timeout=5) as client:
+        client.generate("a", top_k=3)  # the default stands: no limit here, the context bounds it as before
+        assert model.calls[-1][2] == {"top_k": 3} and "capped_max_tokens" not in client.last_stats
+        client.generate("a", max_tokens=7)  # exactly the room: 6 - 1 + 1
+        assert model.calls[-1][2] == {"max_tokens": 6} and client.last_stats["capped_max_tokens"] == 6
+        client.generate("a b c d e f", max_tokens=1 << 31)  # a prompt that fills the context leaves room for 1
+        assert model.calls[-1][2] == {"max_tokens": 1} and client.last_stats["capped_max_tokens"] == 1
+    with pytest.raises(InvalidArgumentError, match=r"max_tokens must be an int >= 1 \(or None for no limit but the context\), got 0"):
+        SerialServer(model, path, max_tokens=0)
+
+
 # ---------------------------------------------------------- hostile line
 
 
@@ -487,6 +615,51 @@ def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
     with SerialClient(path, timeout=5) as client:
         assert client.generate("still there?") == TEXT
     assert [c[1] for c in model.calls] == ["still there?"]
+
+
+def test_random_garbage_never_stops_the_server(serve) -> None:
+    """600 seeded pieces of garbage: random bytes, floods without a delimiter, frames with a valid CRC but
+    any version, type, seq and payload, requests whose fields are random, GENERATEs with raw sampling values. The server reads every byte (its counts are those of
+    a FrameReader fed the same bytes) and still answers a PING."""
+    rng = random.Random(20240611)
+    model = FakeModel()
+    srv, path = serve(model)
+    line = RawLine(path)
+    sent = bytearray()
+
+    def rand(n: int) -> bytes:
+        return bytes(rng.randrange(256) for _ in range(n))
+
+    for _ in range(600):
+        kind = rng.random()
+        if kind < 0.02:  # a run without delimiters, longer than any frame
+            data = bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1100, 3000)))
+        elif kind < 0.35:
+            data = rand(rng.randrange(1, 90))
+        elif kind < 0.45:  # a GENERATE with a prompt and raw u32/f32 sampling values (NaN, 0xFFFFFFFF, ...)
+            sampling = b"".join(bytes([tag]) + b"\x04\x00" + rand(4) for tag in sorted(rng.sample(range(0x10, 0x17), 2)))
+            data = _wire(_body(1, GENERATE, rng.randrange(1, 0x10000), b"\x01\x02\x00hi" + sampling))
+        elif kind < 0.7:
+            data = _wire(_body(rng.choice([1, 1, 1, 0, 2, 255]), rng.randrange(256), rng.randrange(0x10000), rand(rng.randrange(60))))
+        else:  # a request of a real type, with random fields (tag u8 | len u16 | value)
+            fields = b"".join(bytes([rng.choice([1, 2, 3, 0x10, 0x11, 0x16, 0x17, 0x34, rng.randrange(256)])])
+                              + struct.pack("<H", n) + rand(n) for n in (rng.randrange(6) for _ in range(rng.randrange(4))))
+            data = _wire(_body(1, rng.choice([GENERATE, 0x04, CANCEL, PING, 0x02, GENERATE | 0x40]), rng.randrange(1, 0x10000), fields))
+        line.send(data)
+        sent += data
+    line.send(b"\x00" + ping(0xBEEF, b"alive"))
+    sent += b"\x00" + ping(0xBEEF, b"alive")
+    deadline = time.monotonic() + 20
+    got: list[Frame | FrameFault] = []
+    while Frame(PONG, 0xBEEF, b"alive") not in got:
+        assert time.monotonic() < deadline, "no PONG after the garbage"
+        got += line.frames(1, timeout=deadline - time.monotonic())
+    expected = FrameReader().feed(bytes(sent))
+    assert srv.stats["bytes_in"] == len(sent)
+    assert srv.stats["faults"] == sum(isinstance(x, FrameFault) for x in expected)
+    assert srv.stats["frames_in"] == sum(isinstance(x, Frame) for x in expected)
+    assert srv._thread is not None and srv._thread.is_alive() and srv._reader is not None and srv._reader.is_alive()
+    line.close()
 
 
 def test_line_noise_is_answered_in_batches(serve) -> None:
@@ -727,7 +900,7 @@ def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
     monkeypatch.setattr(serve_serial, "SerialServer", Recorded)
     parser = argparse.ArgumentParser(prog="edge-sdk")
     serve_serial.register(parser.add_subparsers())
-    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2"])
+    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2", "--max-tokens", "1"])
     assert (args.port, args.baud, args.model, args.threads, args.backend, args.write_timeout) == (path, 57600, "tiny", 2, "auto", 2.0)
     rc: list[int] = []
     runner = threading.Thread(target=lambda: rc.append(args.func(args)))
@@ -737,9 +910,10 @@ def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
     master.write(encode_frame(Frame(GENERATE, 1, messages.encode_generate("hi", max_tokens=2))))
     got: list[Frame | FrameFault] = []
     deadline = time.monotonic() + 5
-    while len(got) < 3 and time.monotonic() < deadline:
+    while len(got) < 2 and time.monotonic() < deadline:
         got += reader.feed(master.read(64))
-    assert got == [token(1, "The"), token(1, " quick"), done(1, prompt_tokens=1, generated_tokens=2, **STATS, stop_reason="length")]
+    # --max-tokens 1: the request for 2 runs with 1, and its DONE says so
+    assert got == [token(1, "The"), done(1, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length", capped_max_tokens=1)]
     started[0].stop()
     runner.join(5)
     assert rc == [0]
@@ -764,6 +938,20 @@ def test_cli_bad_port_fails_before_loading_the_model(monkeypatch) -> None:
         args.func(args)
 
 
+def test_cli_max_tokens_below_one_fails_before_loading_the_model(monkeypatch) -> None:
+    import argparse
+
+    from edge_sdk.cli import serve_serial
+    from edge_sdk.errors import InvalidArgumentError
+
+    monkeypatch.setattr(serve_serial, "load_from_args", lambda a: pytest.fail("the model must not be loaded"))
+    parser = argparse.ArgumentParser(prog="edge-sdk")
+    serve_serial.register(parser.add_subparsers())
+    args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty", "--max-tokens", "0"])
+    with pytest.raises(InvalidArgumentError, match="^--max-tokens must be >= 1, got 0$"):
+        args.func(args)
+
+
 # ------------------------------------------------- a real (tiny) model
 # `tiny_gguf` (tests/conftest.py): a 2-layer random LLaMA with a byte-level BPE
 # vocabulary, written as a GGUF file.
@@ -783,6 +971,10 @@ def test_serves_a_real_tiny_model(pty, tiny_gguf) -> None:
     assert long_stats["generated_tokens"] > 10  # enough to cancel in the middle
     chat = [{"role": "user", "content": "hi"}]
     direct_chat = model.chat(chat, max_tokens=4, temperature=0)
+    to_the_end = model.generate("hello world", max_tokens=0xFFFFFFFF, temperature=0)
+    n_prompt = len(model.tokenize("hello world"))
+    # 4 prompt tokens in a 128-token context: 125 generated (the last needs no cache slot)
+    assert (n_prompt, model.last_stats["generated_tokens"], model.last_stats["stop_reason"]) == (4, 125, "context")
     srv = SerialServer(model, master).start()
     try:
         with SerialClient(path, timeout=10) as client:
@@ -802,6 +994,11 @@ def test_serves_a_real_tiny_model(pty, tiny_gguf) -> None:
             assert client.last_stats["stop_reason"] == "cancelled"
             assert client.last_stats["generated_tokens"] < long_stats["generated_tokens"]
             assert list(client.stream("hello world", max_tokens=8, temperature=0)) == direct
+            # max_tokens 0xFFFFFFFF runs with what the context has room for: the same text, and DONE says so
+            assert client.generate("hello world", max_tokens=0xFFFFFFFF, temperature=0) == to_the_end
+            keys = ("prompt_tokens", "generated_tokens", "stop_reason", "capped_max_tokens")
+            assert {k: client.last_stats[k] for k in keys} == {
+                "prompt_tokens": 4, "generated_tokens": 125, "stop_reason": "context", "capped_max_tokens": 125}
     finally:
         srv.stop()
         model.close()

@@ -17,7 +17,7 @@ from types import FrameType
 
 import serial
 
-from ..errors import ProtocolError
+from ..errors import InvalidArgumentError, ProtocolError
 from ..serial import PROTOCOL_VERSION, SerialServer
 from .common import add_model_args, load_from_args
 
@@ -29,6 +29,8 @@ def cmd(a: argparse.Namespace) -> int:
         handler.setFormatter(logging.Formatter("edge-sdk serve-serial: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+    if a.max_tokens is not None and a.max_tokens < 1:
+        raise InvalidArgumentError(f"--max-tokens must be >= 1, got {a.max_tokens}")
     # Open the port before the (slow) model load, so a wrong --port fails at once.
     try:
         port = serial.serial_for_url(a.port, baudrate=a.baud)
@@ -48,7 +50,7 @@ def cmd(a: argparse.Namespace) -> int:
 
 
 def _serve(model: object, port: serial.SerialBase, a: argparse.Namespace) -> None:
-    server = SerialServer(model, port, a.baud, write_timeout=a.write_timeout)  # type: ignore[arg-type]
+    server = SerialServer(model, port, a.baud, write_timeout=a.write_timeout, max_tokens=a.max_tokens)  # type: ignore[arg-type]
     info = server.model.info()
     print(
         f"[serving {info.get('name')} (backend {info.get('backend')}, ctx {info.get('ctx')}) on {a.port} "
@@ -84,5 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--write-timeout", type=float, default=2.0, help="seconds a blocked write may wait before the client counts as gone"
     )
+    p.add_argument(
+        "--max-tokens", type=int, default=None,
+        help="most tokens one request may generate; a request asking for more runs with this many "
+             "(default: what the context has room for)")
     add_model_args(p)
     p.set_defaults(func=cmd)

@@ -3,8 +3,12 @@
 The client is what a microcontroller does (see `examples/mcu_client/`), in
 Python: number requests, send them, read frames until the reply for that
 seq. Frames with another seq (a late reply to a cancelled or timed-out
-request) are skipped. `cancel()` may be called from another thread while a
-`stream()` is being read; the stream then ends with the server's DONE.
+request) are skipped, and so are chunks that do not decode as frames (a
+reply the server's write timeout cut short, line noise): the next valid
+frame is taken, and a reply that never comes ends with the client's timeout
+error. Both are counted in `stats`. `cancel()` may be called from another
+thread while a `stream()` is being read; the stream then ends with the
+server's DONE.
 """
 
 from __future__ import annotations
@@ -73,6 +77,11 @@ class SerialClient:
     `timeout` is how long to wait for each frame of a reply (the first token
     of a long prompt can take a while on a small board).
 
+    `stats` counts what was skipped over the client's life: bad_frames
+    (chunks between delimiters that are not valid frames: a reply cut short,
+    noise) and skipped_frames (valid frames for other requests: late replies,
+    our own requests heard back on a line that echoes).
+
         >>> with SerialClient("/dev/ttyUSB0", 115200) as c:   # doctest: +SKIP
         ...     c.ping()
         ...     for piece in c.stream("Say hi.", max_tokens=16, temperature=0):
@@ -96,6 +105,7 @@ class SerialClient:
         self.baud = baud
         self.timeout = timeout
         self.last_stats: dict[str, Any] = {}
+        self.stats: dict[str, int] = {"bad_frames": 0, "skipped_frames": 0}
         self._reader = FrameReader()
         self._pending: list[Frame | FrameFault] = []
         self._seq = 0
@@ -214,6 +224,7 @@ class SerialClient:
             while True:
                 item = self._next_item(deadline, seq, msg_type)
                 if isinstance(item, FrameFault):
+                    self.stats["bad_frames"] += 1
                     continue
                 if item.seq == seq and item.type == DONE:
                     self.last_stats = messages.decode_done(item.payload)
@@ -239,19 +250,22 @@ class SerialClient:
 
     def _expect(self, seq: int, msg_type: int, want: tuple[int, ...], *, unattributed: bool) -> Frame:
         """Next frame for `seq` of a type in `want`; its ERROR raises, and so
-        does an ERROR with seq 0 when `unattributed` (it may be about our request)."""
+        does an ERROR with seq 0 when `unattributed` (it may be about our request).
+        Chunks that are not frames are skipped: the reply may still follow."""
         deadline = time.monotonic() + self.timeout
         while True:
             item = self._next_item(deadline, seq, msg_type)
             if isinstance(item, FrameFault):
-                raise ProtocolError(f"bad frame from server while waiting for request {seq}: {item.detail}")
+                self.stats["bad_frames"] += 1
+                continue
             if item.version != PROTOCOL_VERSION:
                 raise ProtocolError(f"server speaks protocol version {item.version}; this client speaks {PROTOCOL_VERSION}")
             if item.type == ERROR and (item.seq == seq or (item.seq == NO_SEQ and unattributed)):
                 code, text = messages.decode_error(item.payload)
                 raise RemoteError(code, item.seq, text)
             if item.seq != seq or item.type not in RESPONSE_TYPES:
-                continue  # stale reply, or an answer to a CANCEL that crossed DONE
+                self.stats["skipped_frames"] += 1
+                continue  # stale reply, an answer to a CANCEL that crossed DONE, or an echo
             if item.type not in want:
                 raise ProtocolError(f"expected {'/'.join(type_name(t) for t in want)} for request {seq}, got {type_name(item.type)}")
             return item

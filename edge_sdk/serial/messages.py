@@ -53,6 +53,7 @@ class Tag(IntEnum):
     PREFILL_TOK_S = 0x32
     DECODE_TOK_S = 0x33
     STOP_REASON = 0x34
+    CAPPED_MAX_TOKENS = 0x35
 
 
 U32, F32, TEXT = "u32", "f32", "text"
@@ -82,6 +83,7 @@ DONE_FIELDS: dict[str, tuple[Tag, str]] = {
     "prefill_tok_s": (Tag.PREFILL_TOK_S, F32),
     "decode_tok_s": (Tag.DECODE_TOK_S, F32),
     "stop_reason": (Tag.STOP_REASON, TEXT),
+    "capped_max_tokens": (Tag.CAPPED_MAX_TOKENS, U32),
 }
 
 _U16 = struct.Struct("<H")

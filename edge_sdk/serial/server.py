@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import serial
 
 from ..errors import EdgeSDKError, InvalidArgumentError, ProtocolError
+from ..sampling import SamplingParams
 from . import messages
 from .protocol import (
     CANCEL,
@@ -61,7 +62,12 @@ Event = Message | MessageFault | FrameFault
 
 
 class StreamingModel(Protocol):
-    """What the server drives; `edge_sdk.load(...)` returns one."""
+    """What the server drives; `edge_sdk.load(...)` returns one.
+
+    `tokenize` and `chat_prompt` count a request's prompt tokens the way
+    `stream` and `chat_stream` do, so that its max_tokens can be capped at
+    what the context has room for; `info()["ctx"]` is the context length.
+    """
 
     last_stats: dict[str, Any]
 
@@ -69,6 +75,10 @@ class StreamingModel(Protocol):
 
     def chat_stream(self, messages: list[dict[str, str]], *, cancel: threading.Event | None = None,
                     **sampling: Any) -> Iterator[str]: ...
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]: ...
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str: ...
 
     def info(self) -> dict[str, Any]: ...
 
@@ -91,6 +101,11 @@ class SerialServer:
     open). `write_timeout` is how long a blocked write may wait before the
     peer counts as gone and the stream is abandoned.
 
+    A request's max_tokens is capped at what it can get: the context's room
+    after its prompt, and `max_tokens` when given (the most one request may
+    generate here). A capped request's DONE carries `capped_max_tokens`, the
+    value it ran with.
+
         >>> model = edge_sdk.load("SmolLM2-135M-Instruct")        # doctest: +SKIP
         >>> with SerialServer(model, "/dev/ttyAMA0", 115200) as srv:  # doctest: +SKIP
         ...     srv.serve_forever()   # until Ctrl-C or srv.stop() from another thread
@@ -108,11 +123,15 @@ class SerialServer:
         *,
         write_timeout: float = 2.0,
         max_message: int = MAX_MESSAGE,
+        max_tokens: int | None = None,
         poll_s: float = 0.05,
         retry_s: float = 0.2,
     ) -> None:
         if write_timeout <= 0 or poll_s <= 0 or retry_s <= 0:
             raise InvalidArgumentError("write_timeout, poll_s and retry_s must be positive")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+            raise InvalidArgumentError(f"max_tokens must be an int >= 1 (or None for no limit but the context), got {max_tokens!r}")
+        self._max_tokens = max_tokens
         self.model = model
         self._owned = isinstance(port, str)
         if isinstance(port, str):
@@ -329,7 +348,10 @@ class SerialServer:
         reason = "stop"
         t0 = time.perf_counter()
         it: Iterator[str] | None = None
+        capped: int | None = None
         try:
+            capped = self._cap_max_tokens(sampling, prompt if req.type == GENERATE else None,
+                                          chat if req.type != GENERATE else None)
             it = (self.model.stream(prompt, cancel=active.cancel, **sampling) if req.type == GENERATE
                   else self.model.chat_stream(chat, cancel=active.cancel, **sampling))
             for piece in it:
@@ -365,7 +387,40 @@ class SerialServer:
         stats = self._final_stats(before, before_copy, pieces, time.perf_counter() - t0)
         if reason != "stop" or "stop_reason" not in stats:
             stats["stop_reason"] = reason
+        if capped is not None:
+            stats["capped_max_tokens"] = capped
         self._reply(DONE, seq, messages.encode_done(stats))
+
+    def _cap_max_tokens(self, sampling: dict[str, Any], prompt: str | None, chat: list[dict[str, str]] | None) -> int | None:
+        """Lower `sampling["max_tokens"]` to what the request can get; the new value, or None when it stands.
+
+        After a prompt of P tokens a context of ctx tokens lets the model
+        generate ctx - P + 1 (the last token needs no room in the cache): a
+        larger max_tokens (up to 0xFFFFFFFF on the wire) would end there
+        anyway, with stop_reason "context", which it still does. The
+        server's own limit bounds it further ("length"). An absent
+        max_tokens is the model's default: it stands when the server has no
+        limit of its own (the context bounds it as before), and is capped
+        like a requested one when it has. A max_tokens the model will refuse
+        (0) and a prompt that does not fit stand too: the model says why.
+        """
+        asked = sampling.get("max_tokens")
+        if asked is None:
+            if self._max_tokens is None:
+                return None
+            asked = SamplingParams.max_tokens  # the default of edge_sdk models
+        limit = asked if self._max_tokens is None else min(asked, self._max_tokens)
+        if chat is not None:  # counted as chat_stream and stream count them
+            n_prompt = len(self.model.tokenize(self.model.chat_prompt(chat), special=True))
+        else:
+            n_prompt = len(self.model.tokenize(prompt or ""))
+        room = int(self.model.info()["ctx"]) - n_prompt + 1
+        if room >= 1:
+            limit = min(limit, room)
+        if limit >= asked:
+            return None
+        sampling["max_tokens"] = limit
+        return limit
 
     def _final_stats(self, before: Any, before_copy: dict | None, pieces: int, elapsed: float) -> dict[str, Any]:
         # Use the model's own numbers when this stream updated them; otherwise

@@ -425,7 +425,8 @@ int es_parse_done(const es_frame *frame, es_done *out) {
             out->present |= ES_DONE_STOP_REASON;
             continue;
         }
-        if (tag < ES_TAG_PROMPT_TOKENS || tag > ES_TAG_DECODE_TOK_S) {
+        if (tag != ES_TAG_PROMPT_TOKENS && tag != ES_TAG_GENERATED_TOKENS && tag != ES_TAG_PREFILL_TOK_S &&
+            tag != ES_TAG_DECODE_TOK_S && tag != ES_TAG_CAPPED_MAX_TOKENS) {
             continue; /* unknown to this client: skip */
         }
         if (n != 4) {
@@ -435,7 +436,8 @@ int es_parse_done(const es_frame *frame, es_done *out) {
         case ES_TAG_PROMPT_TOKENS: out->prompt_tokens = rd_u32(v); out->present |= ES_DONE_PROMPT_TOKENS; break;
         case ES_TAG_GENERATED_TOKENS: out->generated_tokens = rd_u32(v); out->present |= ES_DONE_GENERATED_TOKENS; break;
         case ES_TAG_PREFILL_TOK_S: out->prefill_tok_s = rd_f32(v); out->present |= ES_DONE_PREFILL_TOK_S; break;
-        default: out->decode_tok_s = rd_f32(v); out->present |= ES_DONE_DECODE_TOK_S; break;
+        case ES_TAG_DECODE_TOK_S: out->decode_tok_s = rd_f32(v); out->present |= ES_DONE_DECODE_TOK_S; break;
+        default: out->capped_max_tokens = rd_u32(v); out->present |= ES_DONE_CAPPED_MAX_TOKENS; break;
         }
     }
     return r < 0 ? r : ES_OK;
@@ -573,8 +575,9 @@ static int send_tx(es_client *c, size_t n) {
     return ES_OK;
 }
 
-/* Next frame that answers `seq`; frames of other seqs, and requests (our own,
- * heard back on a line that echoes), are skipped. An ERROR with seq 0 (the
+/* Next frame that answers `seq`; frames of other seqs, requests (our own,
+ * heard back on a line that echoes) and chunks that are not frames (a reply
+ * cut short, noise: counted in c->dropped) are skipped. An ERROR with seq 0 (the
  * server could not read some frame) counts only while `unattributed` is set:
  * before the first TOKEN it may be about our request, after it the request was
  * clearly received. A build whose ES_MAX_PAYLOAD is below the server's cannot

@@ -89,6 +89,7 @@ extern "C" {
 #define ES_TAG_PREFILL_TOK_S 0x32u
 #define ES_TAG_DECODE_TOK_S 0x33u
 #define ES_TAG_STOP_REASON 0x34u
+#define ES_TAG_CAPPED_MAX_TOKENS 0x35u
 
 /* ------------------------------------------- ERROR codes from the server */
 
@@ -196,6 +197,7 @@ int es_build_chat(uint16_t seq, const es_message *messages, size_t n_messages, c
 #define ES_DONE_PREFILL_TOK_S (1u << 2)
 #define ES_DONE_DECODE_TOK_S (1u << 3)
 #define ES_DONE_STOP_REASON (1u << 4)
+#define ES_DONE_CAPPED_MAX_TOKENS (1u << 5)
 
 typedef struct {
     uint32_t present; /* ES_DONE_* bits of the fields the server sent */
@@ -204,6 +206,8 @@ typedef struct {
     float prefill_tok_s;
     float decode_tok_s;
     char stop_reason[ES_STOP_REASON_MAX]; /* "stop", "length", "cancelled", ...; cut to fit, NUL-terminated */
+    uint32_t capped_max_tokens; /* with ES_DONE_CAPPED_MAX_TOKENS: the server lowered the request's max_tokens
+                                   to this (the context's room after the prompt, or its own limit) */
 } es_done;
 
 typedef struct {
@@ -262,7 +266,7 @@ typedef struct {
     es_hal hal;
     uint32_t timeout_ms; /* longest wait for each frame of a reply */
     uint16_t seq;        /* seq of the last request sent; the next is seq + 1, never 0 */
-    uint32_t dropped;    /* bad chunks received and dropped */
+    uint32_t dropped;    /* bad chunks received and skipped (a reply cut short, line noise) */
     es_rx rx;
     uint8_t tx[ES_MAX_WIRE];
 } es_client;
@@ -270,10 +274,13 @@ typedef struct {
 void es_client_init(es_client *c, const es_hal *hal, uint32_t timeout_ms);
 
 /* Each call sends one request and reads up to its reply, skipping frames of
- * other seqs. An ERROR with seq 0 (some frame was unreadable) ends the call
- * with ES_E_REMOTE until the first TOKEN of a stream arrives, and is skipped
- * after it. Frames that are requests (our own, on a line that echoes) are
- * skipped. A generate or chat that ends without its DONE sends a CANCEL for it.
+ * other seqs, and chunks that are not frames (counted in c->dropped: a reply
+ * the server's write timeout cut short is followed by the next valid frame,
+ * and a reply that never comes ends in ES_E_TIMEOUT). An ERROR with seq 0
+ * (some frame was unreadable) ends the call with ES_E_REMOTE until the first
+ * TOKEN of a stream arrives, and is skipped after it. Frames that are
+ * requests (our own, on a line that echoes) are skipped. A generate or chat
+ * that ends without its DONE sends a CANCEL for it.
  * ES_OK, ES_E_TIMEOUT, ES_E_IO, ES_E_REMOTE (err filled, when err is not NULL),
  * ES_E_FIELD (an ERROR whose payload is malformed), ES_E_VERSION,
  * ES_E_UNEXPECTED, ES_E_TOO_LARGE (a reply frame over this build's

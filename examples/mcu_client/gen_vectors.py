@@ -42,6 +42,7 @@ FULL_SAMPLING = dict(
 )
 DONE_STATS = dict(prompt_tokens=5, generated_tokens=3, prefill_tok_s=120.5, decode_tok_s=33.25, stop_reason="stop")
 INFO_FIELDS = dict(name="SmolLM2-135M-Instruct", ctx=8192, backend="native", protocol_version=1, max_payload=1024)
+CAPPED_STATS = dict(prompt_tokens=4, generated_tokens=125, stop_reason="context", capped_max_tokens=125)
 
 
 def _frame(t: int, seq: int, payload: bytes = b"", version: int = 1) -> bytes:
@@ -113,12 +114,20 @@ def vectors() -> list[tuple[str, str, bytes]]:
             "DONE seq 1: generated_tokens 7, then a field with unknown tag 0x7f, then stop_reason 'eos'",
             _frame(DONE, 1, bytes.fromhex("31 04 00 07 00 00 00 7f 02 00 aa bb 34 03 00") + b"eos"),
         ),
+        (
+            "vec_done_capped_1",
+            "DONE seq 1: prompt 4, generated 125, stop_reason 'context', capped_max_tokens 125 (max_tokens 0xFFFFFFFF asked)",
+            _frame(DONE, 1, messages.encode_done(CAPPED_STATS)),
+        ),
         # Faults: each must be dropped with the right status, and what follows kept.
         ("vec_noise", "40 bytes of 0xff, no delimiter (fails COBS)", b"\xff" * 40),
         ("vec_token_flipped_1", "TOKEN seq 1 ' world' with bit 4 of body byte 7 flipped (bad CRC)", _flip_bit(tok[2], 7)),
         ("vec_done_truncated_1", "the DONE of vec_stream_1 with its last 5 body bytes cut (bad length)", _truncated(done, 5)),
         ("vec_pong_v2_1", "PONG seq 1 in protocol version 2", _frame(PONG, 1, version=2)),
         ("vec_short", "a 3-byte chunk: COBS-valid but shorter than header + CRC", b"\x00" + cobs.encode(b"\x01\x83\x01") + b"\x00"),
+        # Writes cut short (the server's write timeout): the next frame's leading 0x00 ends them.
+        ("vec_pong_cut_1", "the first 6 bytes of PONG seq 1 (vec_pong_1), no closing delimiter", _frame(PONG, 1)[:6]),
+        ("vec_token_cut_1", "the first 5 bytes of TOKEN seq 1 'a' (vec_token_a_1), no closing delimiter", _frame(TOKEN, 1, b"a")[:5]),
     ]
 
 

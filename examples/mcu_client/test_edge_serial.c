@@ -256,6 +256,19 @@ static void test_receiver(void) {
     CHECK(done.present == (ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON) && done.generated_tokens == 7);
     CHECK(strcmp(done.stop_reason, "eos") == 0);
 
+    /* A DONE whose request the server capped (max_tokens 0xFFFFFFFF; room for 125 after a 4-token prompt). */
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_done_capped_1, sizeof vec_done_capped_1, &log);
+    CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
+    CHECK(done.present == (ES_DONE_PROMPT_TOKENS | ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON | ES_DONE_CAPPED_MAX_TOKENS));
+    CHECK(done.prompt_tokens == 4 && done.generated_tokens == 125 && done.capped_max_tokens == 125);
+    CHECK(strcmp(done.stop_reason, "context") == 0);
+    /* ...and one that was not: the field is absent and its bit clear. */
+    memset(&log, 0, sizeof log);
+    push_all(&rx, vec_done_cancelled_1, sizeof vec_done_cancelled_1, &log);
+    CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
+    CHECK((done.present & ES_DONE_CAPPED_MAX_TOKENS) == 0 && done.capped_max_tokens == 0);
+
     memset(&log, 0, sizeof log);
     push_all(&rx, vec_error_busy_1, sizeof vec_error_busy_1, &log);
     CHECK(log.n_frames == 1 && es_parse_error(&log.frames[0], &err) == ES_OK);
@@ -396,6 +409,27 @@ static void test_client(void) {
     memset(&sink, 0, sizeof sink);
     CHECK(es_client_generate(&c, "Hello, robot!", &s, on_token, &sink, &done, &err) == ES_OK);
     CHECK(strcmp(sink.text, "a") == 0 && done.generated_tokens == 1);
+
+    /* A reply cut short (the server's write timed out in it), then the whole reply: the cut chunk,
+       ended by the next frame's leading 0x00, is skipped and counted; the call takes the reply. */
+    client_on(&c, &line);
+    feed(&line, vec_pong_cut_1, sizeof vec_pong_cut_1);
+    feed(&line, vec_pong_1, sizeof vec_pong_1);
+    CHECK(es_client_ping(&c, &err) == ES_OK && c.dropped == 1);
+    client_on(&c, &line);
+    feed(&line, vec_token_a_1, sizeof vec_token_a_1);
+    feed(&line, vec_token_cut_1, sizeof vec_token_cut_1);
+    feed(&line, vec_stream_1, sizeof vec_stream_1);
+    memset(&sink, 0, sizeof sink);
+    CHECK(es_client_generate(&c, "Hello, robot!", &s, on_token, &sink, &done, &err) == ES_OK);
+    CHECK(strcmp(sink.text, "aHello, world") == 0 && sink.calls == 4 && c.dropped == 1);
+    CHECK(done.generated_tokens == 3 && strcmp(done.stop_reason, "stop") == 0);
+    CHECK_BYTES(line.out, line.out_len, vec_generate_1); /* no CANCEL: the stream ended with its DONE */
+    /* A reply that never comes after its cut start still times out (the chunk waits for a delimiter). */
+    client_on(&c, &line);
+    feed(&line, vec_pong_cut_1, sizeof vec_pong_cut_1);
+    CHECK(es_client_ping(&c, &err) == ES_E_TIMEOUT && c.dropped == 0);
+    CHECK(line.now >= 100 && line.now <= 110);
 
     /* Silence: a timeout after timeout_ms clock ticks. */
     client_on(&c, &line);
