@@ -525,3 +525,20 @@ def test_model_config_bounds_and_types():
     ]:
         with pytest.raises(UnsupportedModelError, match=r"invalid LLaMA config: " + message):
             ModelConfig(**{**base, **change})
+
+
+# -- found by fuzzing (tools/fuzz.py; each input is also in tests/fuzz/corpus/) ---------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda g: g[0]["tensors"][0].update(shape=[float("inf"), 64]),
+     r"graph record 'embed' is incomplete \(OverflowError: cannot convert float infinity to integer\)"),
+    (lambda g: g[0]["tensors"][0].update(name=["tok_embd.q"]),
+     r"graph record 'embed' is incomplete \(TypeError: name should be a string, got list\)"),
+    (lambda g: g[1].update(file={"a": 1}), r"graph record 'layers_0_2' is incomplete \(TypeError: file should be a string, got dict\)"),
+    (lambda g: g[2]["ops"][0].update(kind=[1]), r"graph record 'head' is incomplete \(TypeError: kind should be a string, got list\)"),
+])
+def test_graph_record_fields_of_the_wrong_type(pkg, change, message):
+    edit(pkg, lambda m: change(m["graphs"]))
+    with pytest.raises(PackageError, match=r"manifest.json: " + message):
+        load_package(pkg)
