@@ -180,6 +180,8 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise PackageError(f"{mpath}: missing; not an edge package") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PackageError(f"{mpath}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise PackageError(f"{mpath}: JSON nested too deeply for a manifest") from None
     except OSError as e:
         raise PackageError(f"{mpath}: unreadable ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -191,7 +193,11 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise PackageError(
             f"{mpath}: format version {version} is newer than this edge_sdk reads ({FORMAT_VERSION}); upgrade edge_sdk"
         )
-    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
+    try:
+        digest = manifest_digest(manifest) if MANIFEST_DIGEST in manifest else None
+    except RecursionError:  # json.load took it, json.dumps (deeper in the stack) does not
+        raise PackageError(f"{mpath}: JSON nested too deeply for a manifest") from None
+    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != digest:
         raise PackageError(f"{mpath}: {MANIFEST_DIGEST} does not match the manifest's content "
                            "(the manifest was edited or corrupted); convert the model again")
     return manifest

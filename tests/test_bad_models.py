@@ -530,6 +530,27 @@ def test_model_config_bounds_and_types():
 # -- found by fuzzing (tools/fuzz.py; each input is also in tests/fuzz/corpus/) ---------------------
 
 
+def test_manifest_nested_too_deeply(pkg):
+    """JSON nesting that json.load (or, a few frames deeper, json.dumps for manifest_sha256) cannot follow."""
+    def fails(depth: int) -> bool:
+        try:
+            json.loads("[" * depth + "]" * depth)
+        except RecursionError:
+            return True
+        return False
+
+    lo, hi = 1, 1 << 20  # the shallowest nesting json.loads refuses at this stack depth
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
+    good = (pkg / "manifest.json").read_text().rstrip()
+    for depth in range(lo - 24, lo + 4):  # each side of where json.load, and json.dumps, stop
+        (pkg / "manifest.json").write_text(good[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}")
+        with pytest.raises(PackageError, match=r"manifest.json: (JSON nested too deeply for a manifest|"
+                                               r"manifest_sha256 does not match)"):
+            load_package(pkg)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda g: g[0]["tensors"][0].update(shape=[float("inf"), 64]),
      r"graph record 'embed' is incomplete \(OverflowError: cannot convert float infinity to integer\)"),
