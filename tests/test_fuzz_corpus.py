@@ -92,6 +92,20 @@ def test_mutators_keep_the_input_format():
     assert sum(all(isinstance(f, Frame) for f in FrameReader().feed(w)) and w != wire for w in framed) >= 10
 
 
+def test_gguf_mutator_edits_header_fields():
+    import random
+
+    seed = (fuzz.CORPUS / "gguf" / "f32_no_tokenizer.gguf").read_bytes()
+    fields = fuzz.gguf_fields(seed)
+    # version, tensor count, key count; 12 keys x (key length, type, value); 11 tensors
+    # x (name length, rank, 1 or 2 dimensions, type, offset): 3 + 36 + 63 fields, the last ending at byte 1146
+    assert fields[:3] == [(4, 4), (8, 8), (16, 8)] and len(fields) == 102 and fields[-1] == (1138, 8)
+    rng = random.Random(0)
+    outs = [fuzz.mutate_gguf(seed, 1 << 16, rng, lambda d, n: d) for _ in range(40)]
+    edited = [o for o in outs if o != seed]
+    assert len(edited) >= 20 and all(len(o) == len(seed) and o[1146:] == seed[1146:] for o in edited)
+
+
 def test_the_tool_runs_a_bounded_random_campaign(tmp_path):
     """The engine used where atheris is not installed; the atheris run is .ci/run's."""
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz.py"), "serial", "--seconds", "2", "--engine", "random",

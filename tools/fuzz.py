@@ -315,8 +315,79 @@ def mutate_serial(data: bytes, max_size: int, rng: random.Random, bytes_mutate: 
     return b"".join(encode_frame(x) for x in frames)[:max_size]
 
 
-MUTATORS = {"package": mutate_package, "serial": mutate_serial}
-DEFAULT_MAX_LEN = {"package": 65536, "serial": 8192}
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_fields(data: bytes) -> list[tuple[int, int]]:
+    """(offset, width) of the counts, lengths, types, dimensions and numeric values in a GGUF header
+    (little-endian, as far as it parses): where a mutation changes what the reader is told."""
+    out: list[tuple[int, int]] = [(4, 4), (8, 8), (16, 8)]
+    pos = 24
+
+    def take(width: int) -> int:
+        nonlocal pos
+        if pos + width > len(data):
+            raise IndexError
+        out.append((pos, width))
+        pos += width
+        return int.from_bytes(data[pos - width : pos], "little")
+
+    def string() -> None:
+        nonlocal pos
+        n = take(8)
+        pos += n
+
+    def value(vtype: int) -> None:
+        nonlocal pos
+        if vtype in _GGUF_SCALARS:
+            take(_GGUF_SCALARS[vtype])
+        elif vtype == 8:
+            string()
+        elif vtype == 9:
+            itype, n = take(4), take(8)
+            for k in range(n):
+                if k < 4 or itype not in _GGUF_SCALARS:
+                    value(itype)
+                else:  # the rest of a numeric array in one step
+                    pos += (n - k) * _GGUF_SCALARS[itype]
+                    break
+        else:
+            raise IndexError
+
+    try:
+        n_tensors, n_kv = int.from_bytes(data[8:16], "little"), int.from_bytes(data[16:24], "little")
+        for _ in range(min(n_kv, 4096)):
+            string()
+            value(take(4))
+        for _ in range(min(n_tensors, 4096)):
+            string()
+            for _ in range(min(take(4), 8)):
+                take(8)
+            take(4)
+            take(8)
+    except IndexError:
+        pass
+    return out
+
+
+def mutate_gguf(data: bytes, max_size: int, rng: random.Random, bytes_mutate: Callable[[bytes, int], bytes]) -> bytes:
+    fields = gguf_fields(data) if data[:4] == b"GGUF" else []
+    if not fields or rng.random() < 0.4:
+        return bytes_mutate(data, max_size)
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        pos, width = rng.choice(fields)
+        old = int.from_bytes(b[pos : pos + width], "little")
+        if width == 4 and rng.random() < 0.3:  # maybe a float32
+            new = struct.unpack("<I", struct.pack("<f", rng.choice((0.0, -1.0, 1e-30, 1e30, float("nan"), float("inf")))))[0]
+        else:
+            new = rng.choice(INTERESTING + [old + 1, old - 1, old * 2, old // 2, old + 32, old ^ 0x80])
+        b[pos : pos + width] = (new % (1 << 8 * width)).to_bytes(width, "little")
+    return bytes(b[:max_size])
+
+
+MUTATORS = {"gguf": mutate_gguf, "package": mutate_package, "serial": mutate_serial}
+DEFAULT_MAX_LEN = {"gguf": 65536, "package": 65536, "serial": 8192}
 
 # ------------------------------------------------------------------- engines
 
