@@ -563,3 +563,20 @@ def test_graph_record_fields_of_the_wrong_type(pkg, change, message):
     edit(pkg, lambda m: change(m["graphs"]))
     with pytest.raises(PackageError, match=r"manifest.json: " + message):
         load_package(pkg)
+
+
+@pytest.mark.parametrize("change, lists_onnx", [
+    (lambda m: m.update(graphs=5), False),
+    (lambda m: m.update(files=5), True),
+    (lambda m: m.update(graphs=[5]), False),
+    (lambda m: m["graphs"][0].update(file=["graph_embed.onnx"]), False),
+    (lambda m: m.update(runtimes={"tflite": {"linear": ["blocks"]}}), True),
+])
+def test_cache_questions_answer_no_for_a_manifest_of_the_wrong_shape(pkg, change, lists_onnx):
+    """What the loader asks of a cached package before loading it: a wrong shape is "no", never a TypeError."""
+    from edge_sdk.convert import _ready, has_onnx_graphs, has_tflite_graphs, tflite_linear_of
+
+    assert has_onnx_graphs(pkg) and _ready(pkg, tflite=False)
+    edit(pkg, change)
+    assert (has_onnx_graphs(pkg), _ready(pkg, tflite=False)) == (lists_onnx, lists_onnx)
+    assert (has_tflite_graphs(pkg), tflite_linear_of(pkg), _ready(pkg, tflite=True)) == (False, None, False)
