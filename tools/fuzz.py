@@ -17,8 +17,10 @@ Targets:
            pre-scan, `gguf.GGUFReader`, config, tensors, the tokenizer from the metadata)
   package  the bytes are `flags u8 | manifest_len u32 LE | manifest.json | weights.bin` of a tiny
            converted package (its tokenizer.json is tests/fuzz/package_tokenizer.json), opened with
-           `load_package`; flags bit 0 rewrites the files' sha256 in the manifest and bit 1 its
-           manifest_sha256, so that mutations get past the checksums to the checks behind them
+           `load_package` and `edge-sdk info`'s `describe`, and asked what the cache asks of it
+           (`has_onnx_graphs`, `has_tflite_graphs`, `tflite_linear_of`: answers, never errors);
+           flags bit 0 rewrites the files' sha256 in the manifest and bit 1 its manifest_sha256, so
+           that mutations get past the checksums to the checks behind them
   serial   the bytes are a serial line: `FrameReader` (fed in pieces, which must give what one feed
            gives), `RequestAssembler` and every payload decoder (requests and replies) on each frame
            and on the raw bytes; frames, COBS and messages that decode must encode back to themselves
@@ -139,6 +141,8 @@ class PackageTarget:
             return manifest
 
     def __call__(self, data: bytes) -> None:
+        from edge_sdk.convert import has_onnx_graphs, has_tflite_graphs, tflite_linear_of
+        from edge_sdk.models import describe
         from edge_sdk.package import load_package
 
         flags, manifest, weights = unpack_package_input(data)
@@ -147,6 +151,10 @@ class PackageTarget:
         (self.dir / "manifest.json").write_bytes(manifest)
         (self.dir / "weights.bin").write_bytes(weights)
         expect_clean(lambda: load_package(self.dir), str(self.dir))
+        expect_clean(lambda: describe(self.dir), str(self.dir))  # edge-sdk info
+        # what the loader asks of a cached package before using it: answers, never errors
+        for ask in (has_onnx_graphs, has_tflite_graphs, tflite_linear_of):
+            ask(self.dir)
 
 
 # -------------------------------------------------------------- target: serial
@@ -415,7 +423,10 @@ def child_atheris(args: argparse.Namespace) -> None:
     import atheris
 
     with atheris.instrument_imports(include=INSTRUMENTED):
+        import edge_sdk.convert  # noqa: F401
+        import edge_sdk.graphs.spec  # noqa: F401
         import edge_sdk.importers  # noqa: F401
+        import edge_sdk.models  # noqa: F401
         import edge_sdk.importers.gguf_import  # noqa: F401
         import edge_sdk.package  # noqa: F401
         import edge_sdk.serial.protocol  # noqa: F401
