@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import ModelConfig, QuantConfig
+from .config import ModelConfig, QuantConfig, RopeScaling
 from .errors import EdgeSDKError, PackageError
 from .quantize import QLayer, QMat, QWeights
 from .weights import expected_shapes
@@ -209,6 +210,14 @@ def package_config(path: str, manifest: dict[str, Any]) -> tuple[ModelConfig, Qu
     for section in ("model", "quant"):
         if not isinstance(manifest.get(section), dict):
             raise PackageError(f"{mpath}: the {section!r} section is missing or not an object")
+    # the writer lists every field: one left out would load as its default (rope_theta=10000.0 for a
+    # model trained with another), silently
+    rope = manifest["model"].get("rope_scaling")
+    for section, fields, have in (("model", ModelConfig, manifest["model"]), ("quant", QuantConfig, manifest["quant"]),
+                                  ("model.rope_scaling", RopeScaling, rope if isinstance(rope, dict) else None)):
+        missing = [f.name for f in dataclasses.fields(fields) if have is not None and f.name not in have]
+        if missing:
+            raise PackageError(f"{mpath}: {section}: missing {', '.join(missing)} (a package lists every field)")
     try:
         cfg = ModelConfig.from_dict(manifest["model"])
     except (TypeError, ValueError, EdgeSDKError) as e:
@@ -383,6 +392,9 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> Package:
     meta = manifest.get("tokenizer")
     if not isinstance(meta, dict):
         raise PackageError(f"{os.path.join(path, MANIFEST)}: the 'tokenizer' section is missing or not an object")
+    for flag in ("add_bos", "add_eos"):  # the tokenizer takes any value's truth: "no" would add the token
+        if flag in meta and type(meta[flag]) is not bool:
+            raise PackageError(f"{os.path.join(path, MANIFEST)}: tokenizer {flag}={meta[flag]!r} should be true or false")
     try:
         with open(tpath, encoding="utf-8") as f:
             text = f.read()

@@ -580,3 +580,17 @@ def test_cache_questions_answer_no_for_a_manifest_of_the_wrong_shape(pkg, change
     edit(pkg, change)
     assert (has_onnx_graphs(pkg), _ready(pkg, tflite=False)) == (lists_onnx, lists_onnx)
     assert (has_tflite_graphs(pkg), tflite_linear_of(pkg), _ready(pkg, tflite=True)) == (False, None, False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["model"].pop("rope_theta"), r"model: missing rope_theta \(a package lists every field\)"),
+    (lambda m: m["model"]["rope_scaling"].pop("kind"), r"model.rope_scaling: missing kind \(a package lists every field\)"),
+    (lambda m: m.update(quant={}), r"quant: missing group_size, act_block, bits \(a package lists every field\)"),
+    (lambda m: m["tokenizer"].update(add_bos="no"), r"tokenizer add_bos='no' should be true or false"),
+    (lambda m: m["tokenizer"].update(add_eos=1), r"tokenizer add_eos=1 should be true or false"),
+])
+def test_manifest_fields_never_load_as_defaults_or_truth_values(pkg, change, message):
+    """A field left out loaded as its default (rope_theta 10000.0, group_size 32) and add_bos "no" as True."""
+    edit(pkg, change)
+    with pytest.raises(PackageError, match=r"manifest.json: " + message):
+        load_package(pkg)
