@@ -20,7 +20,9 @@ Targets:
            `load_package` and `edge-sdk info`'s `describe`, and asked what the cache asks of it
            (`has_onnx_graphs`, `has_tflite_graphs`, `tflite_linear_of`: answers, never errors);
            flags bit 0 rewrites the files' sha256 in the manifest and bit 1 its manifest_sha256, so
-           that mutations get past the checksums to the checks behind them
+           that mutations get past the checksums to the checks behind them; a package that loads
+           must hold the manifest's model, quant and tokenizer fields as written (no defaults, no
+           coercions)
   serial   the bytes are a serial line: `FrameReader` (fed in pieces, which must give what one feed
            gives), `RequestAssembler` and every payload decoder (requests and replies) on each frame
            and on the raw bytes; frames, COBS and messages that decode must encode back to themselves
@@ -150,7 +152,17 @@ class PackageTarget:
             manifest = self._rewrite_checksums(flags, manifest, weights)
         (self.dir / "manifest.json").write_bytes(manifest)
         (self.dir / "weights.bin").write_bytes(weights)
-        expect_clean(lambda: load_package(self.dir), str(self.dir))
+        pkg = expect_clean(lambda: load_package(self.dir), str(self.dir))
+        if pkg is not None:  # what loaded is what the manifest says, not a coercion of it
+            m = pkg.manifest
+            t = m["tokenizer"]  # the model's own EOS is always one of the tokens that end generation
+            eos = set(t["eos_ids"]) | ({t["eos_id"]} if t.get("eos_id") is not None else set())
+            if pkg.tokenizer.meta() != {**t, "eos_id": pkg.tokenizer.eos_id, "eos_ids": sorted(eos)}:
+                raise Finding(f"tokenizer fields {m['tokenizer']} load as {pkg.tokenizer.meta()}")
+            if json.loads(json.dumps(pkg.config.to_dict())) != m["model"]:
+                raise Finding(f"model config {m['model']} loads as {pkg.config.to_dict()}")
+            if pkg.quant.to_dict() != m["quant"]:
+                raise Finding(f"quant config {m['quant']} loads as {pkg.quant.to_dict()}")
         expect_clean(lambda: describe(self.dir), str(self.dir))  # edge-sdk info
         # what the loader asks of a cached package before using it: answers, never errors
         for ask in (has_onnx_graphs, has_tflite_graphs, tflite_linear_of):
@@ -259,7 +271,12 @@ def _json_nodes(v: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
 
 
 def mutate_json(doc: Any, rng: random.Random) -> Any:
+    """One to three edits; half the time all inside one top-level section (a small section such as the
+    tokenizer's fields is then edited as often as the tensor table, which holds most of the values)."""
     nodes = _json_nodes(doc, [])
+    if isinstance(doc, dict) and doc and rng.random() < 0.5:
+        section = rng.choice(list(doc))
+        nodes = [(doc, section)] + _json_nodes(doc[section], [])
     if not nodes:
         return rng.choice(JSON_VALUES)
     for _ in range(rng.randint(1, 3)):
