@@ -161,26 +161,35 @@ def _manifest(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+# The three questions below are asked of a cached package before it is loaded (and checked in full):
+# a manifest of the wrong shape answers "no", never raises.
+
+
 def _lists_onnx(manifest: dict[str, Any]) -> bool:
     graphs = manifest.get("graphs", [])
-    return bool(graphs) and all(isinstance(g, dict) and g.get("file") for g in graphs)
+    return isinstance(graphs, list) and bool(graphs) and all(
+        isinstance(g, dict) and isinstance(g.get("file"), str) and g["file"] for g in graphs)
 
 
 def _lists_tflite(manifest: dict[str, Any]) -> bool:
     from .backends.tflite_export import graph_file_name
     from .graphs.spec import specs_from_manifest
 
+    graphs, files = manifest.get("graphs", []), manifest.get("files", {})
+    if not isinstance(graphs, list) or not isinstance(files, dict):
+        return False
     try:
-        specs = specs_from_manifest(manifest.get("graphs", []))
+        specs = specs_from_manifest(graphs)
     except PackageError:
         return False
-    return bool(specs) and all(graph_file_name(s) in manifest.get("files", {}) for s in specs)
+    return bool(specs) and all(graph_file_name(s) in files for s in specs)
 
 
 def _tflite_linear(manifest: dict[str, Any]) -> str | None:
     runtimes = manifest.get("runtimes")
     tflite = runtimes.get("tflite") if isinstance(runtimes, dict) else None
-    return tflite.get("linear") if isinstance(tflite, dict) else None
+    linear = tflite.get("linear") if isinstance(tflite, dict) else None
+    return linear if isinstance(linear, str) else None
 
 
 def has_onnx_graphs(path: str | os.PathLike) -> bool:

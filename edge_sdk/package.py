@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import ModelConfig, QuantConfig
+from .config import ModelConfig, QuantConfig, RopeScaling
 from .errors import EdgeSDKError, PackageError
 from .quantize import QLayer, QMat, QWeights
 from .weights import expected_shapes
@@ -184,6 +185,8 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise PackageError(f"{mpath}: missing; not an edge package") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PackageError(f"{mpath}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise PackageError(f"{mpath}: JSON nested too deeply for a manifest") from None
     except OSError as e:
         raise PackageError(f"{mpath}: unreadable ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -195,7 +198,11 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise PackageError(
             f"{mpath}: format version {version} is newer than this edge_sdk reads ({FORMAT_VERSION}); upgrade edge_sdk"
         )
-    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
+    try:
+        digest = manifest_digest(manifest) if MANIFEST_DIGEST in manifest else None
+    except RecursionError:  # json.load took it, json.dumps (deeper in the stack) does not
+        raise PackageError(f"{mpath}: JSON nested too deeply for a manifest") from None
+    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != digest:
         raise PackageError(f"{mpath}: {MANIFEST_DIGEST} does not match the manifest's content "
                            "(the manifest was edited or corrupted); convert the model again")
     return manifest
@@ -207,6 +214,14 @@ def package_config(path: str, manifest: dict[str, Any]) -> tuple[ModelConfig, Qu
     for section in ("model", "quant"):
         if not isinstance(manifest.get(section), dict):
             raise PackageError(f"{mpath}: the {section!r} section is missing or not an object")
+    # the writer lists every field: one left out would load as its default (rope_theta=10000.0 for a
+    # model trained with another), silently
+    rope = manifest["model"].get("rope_scaling")
+    for section, fields, have in (("model", ModelConfig, manifest["model"]), ("quant", QuantConfig, manifest["quant"]),
+                                  ("model.rope_scaling", RopeScaling, rope if isinstance(rope, dict) else None)):
+        missing = [f.name for f in dataclasses.fields(fields) if have is not None and f.name not in have]
+        if missing:
+            raise PackageError(f"{mpath}: {section}: missing {', '.join(missing)} (a package lists every field)")
     try:
         cfg = ModelConfig.from_dict(manifest["model"])
     except (TypeError, ValueError, EdgeSDKError) as e:
@@ -381,6 +396,9 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> Package:
     meta = manifest.get("tokenizer")
     if not isinstance(meta, dict):
         raise PackageError(f"{os.path.join(path, MANIFEST)}: the 'tokenizer' section is missing or not an object")
+    for flag in ("add_bos", "add_eos"):  # the tokenizer takes any value's truth: "no" would add the token
+        if flag in meta and type(meta[flag]) is not bool:
+            raise PackageError(f"{os.path.join(path, MANIFEST)}: tokenizer {flag}={meta[flag]!r} should be true or false")
     try:
         with open(tpath, encoding="utf-8") as f:
             text = f.read()

@@ -525,3 +525,72 @@ def test_model_config_bounds_and_types():
     ]:
         with pytest.raises(UnsupportedModelError, match=r"invalid LLaMA config: " + message):
             ModelConfig(**{**base, **change})
+
+
+# -- found by fuzzing (tools/fuzz.py; each input is also in tests/fuzz/corpus/) ---------------------
+
+
+def test_manifest_nested_too_deeply(pkg):
+    """JSON nesting that json.load (or, a few frames deeper, json.dumps for manifest_sha256) cannot follow."""
+    def fails(depth: int) -> bool:
+        try:
+            json.loads("[" * depth + "]" * depth)
+        except RecursionError:
+            return True
+        return False
+
+    lo, hi = 1, 1 << 20  # the shallowest nesting json.loads refuses at this stack depth
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
+    good = (pkg / "manifest.json").read_text().rstrip()
+    for depth in range(lo - 24, lo + 4):  # each side of where json.load, and json.dumps, stop
+        (pkg / "manifest.json").write_text(good[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}")
+        with pytest.raises(PackageError, match=r"manifest.json: (JSON nested too deeply for a manifest|"
+                                               r"manifest_sha256 does not match)"):
+            load_package(pkg)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda g: g[0]["tensors"][0].update(shape=[float("inf"), 64]),
+     r"graph record 'embed' is incomplete \(OverflowError: cannot convert float infinity to integer\)"),
+    (lambda g: g[0]["tensors"][0].update(name=["tok_embd.q"]),
+     r"graph record 'embed' is incomplete \(TypeError: name should be a string, got list\)"),
+    (lambda g: g[1].update(file={"a": 1}), r"graph record 'layers_0_2' is incomplete \(TypeError: file should be a string, got dict\)"),
+    (lambda g: g[2]["ops"][0].update(kind=[1]), r"graph record 'head' is incomplete \(TypeError: kind should be a string, got list\)"),
+])
+def test_graph_record_fields_of_the_wrong_type(pkg, change, message):
+    edit(pkg, lambda m: change(m["graphs"]))
+    with pytest.raises(PackageError, match=r"manifest.json: " + message):
+        load_package(pkg)
+
+
+@pytest.mark.parametrize("change, lists_onnx", [
+    (lambda m: m.update(graphs=5), False),
+    (lambda m: m.update(files=5), True),
+    (lambda m: m.update(graphs=[5]), False),
+    (lambda m: m["graphs"][0].update(file=["graph_embed.onnx"]), False),
+    (lambda m: m.update(runtimes={"tflite": {"linear": ["blocks"]}}), True),
+])
+def test_cache_questions_answer_no_for_a_manifest_of_the_wrong_shape(pkg, change, lists_onnx):
+    """What the loader asks of a cached package before loading it: a wrong shape is "no", never a TypeError."""
+    from edge_sdk.convert import _ready, has_onnx_graphs, has_tflite_graphs, tflite_linear_of
+
+    assert has_onnx_graphs(pkg) and _ready(pkg, tflite=False)
+    edit(pkg, change)
+    assert (has_onnx_graphs(pkg), _ready(pkg, tflite=False)) == (lists_onnx, lists_onnx)
+    assert (has_tflite_graphs(pkg), tflite_linear_of(pkg), _ready(pkg, tflite=True)) == (False, None, False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["model"].pop("rope_theta"), r"model: missing rope_theta \(a package lists every field\)"),
+    (lambda m: m["model"]["rope_scaling"].pop("kind"), r"model.rope_scaling: missing kind \(a package lists every field\)"),
+    (lambda m: m.update(quant={}), r"quant: missing group_size, act_block, bits \(a package lists every field\)"),
+    (lambda m: m["tokenizer"].update(add_bos="no"), r"tokenizer add_bos='no' should be true or false"),
+    (lambda m: m["tokenizer"].update(add_eos=1), r"tokenizer add_eos=1 should be true or false"),
+])
+def test_manifest_fields_never_load_as_defaults_or_truth_values(pkg, change, message):
+    """A field left out loaded as its default (rope_theta 10000.0, group_size 32) and add_bos "no" as True."""
+    edit(pkg, change)
+    with pytest.raises(PackageError, match=r"manifest.json: " + message):
+        load_package(pkg)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.errors import ProtocolError
+from edge_sdk.errors import InvalidArgumentError, ProtocolError
 from edge_sdk.serial import cobs, messages
 from edge_sdk.serial.protocol import (
     CANCEL,
@@ -316,6 +316,17 @@ def test_split_utf8_keeps_characters_whole() -> None:
     assert b"".join(parts).decode("utf-8") == text
     for p in parts:
         p.decode("utf-8")
+
+
+def test_split_utf8_refuses_pieces_too_small_for_a_character() -> None:
+    """Found by review: a piece shorter than the next character, or of 0 bytes, made it loop forever."""
+    assert messages.split_utf8("a€", 3) == [b"a", "€".encode()]
+    with pytest.raises(InvalidArgumentError, match="a 3-byte character does not fit in pieces of 2 bytes"):
+        messages.split_utf8("a€", 2)
+    with pytest.raises(InvalidArgumentError, match="a 4-byte character does not fit in pieces of 3 bytes"):
+        messages.split_utf8("\U0001F600", 3)
+    with pytest.raises(InvalidArgumentError, match="pieces of 0 bytes cannot hold any text"):
+        messages.split_utf8("a", 0)
 
 
 def test_split_message_rejects_big_control_frames() -> None:

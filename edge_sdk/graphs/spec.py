@@ -32,6 +32,14 @@ GRAPH_KINDS = ("embed", "layers", "head")
 OP_KINDS = ("embed_q8", "rmsnorm", "linear_q8", "attention", "add", "swiglu")
 
 
+def _text(d: dict[str, Any], key: str, default: str | None = None) -> str:
+    """`d[key]` (or `default` when absent), which must be a string: names are compared and hashed."""
+    v = d[key] if default is None else d.get(key, default)
+    if not isinstance(v, str):
+        raise TypeError(f"{key} should be a string, got {type(v).__name__}")
+    return v
+
+
 @dataclass(frozen=True)
 class TensorRef:
     """A weight tensor stored in `file` (relative to the package) at byte `offset`."""
@@ -49,8 +57,8 @@ class TensorRef:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorRef":
-        return cls(name=d["name"], shape=tuple(int(s) for s in d["shape"]), dtype=d["dtype"], offset=int(d["offset"]),
-                   nbytes=int(d["nbytes"]), file=d.get("file", "weights.bin"))
+        return cls(name=_text(d, "name"), shape=tuple(int(s) for s in d["shape"]), dtype=_text(d, "dtype"),
+                   offset=int(d["offset"]), nbytes=int(d["nbytes"]), file=_text(d, "file", "weights.bin"))
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class ValueInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ValueInfo":
-        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
+        return cls(name=_text(d, "name"), shape=tuple(d["shape"]), dtype=_text(d, "dtype"))
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class OpRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OpRecord":
-        return cls(kind=d["kind"], inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]), attrs=dict(d.get("attrs", {})))
+        return cls(kind=_text(d, "kind"), inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]), attrs=dict(d.get("attrs", {})))
 
 
 @dataclass(frozen=True)
@@ -136,14 +144,14 @@ class GraphSpec:
         """Read a manifest entry; raises PackageError when it is not a graph record."""
         try:
             spec = cls(
-                name=d["name"], kind=d["kind"], first_layer=int(d.get("first_layer", 0)),
-                end_layer=int(d.get("end_layer", 0)), file=d.get("file", ""),
+                name=_text(d, "name"), kind=_text(d, "kind"), first_layer=int(d.get("first_layer", 0)),
+                end_layer=int(d.get("end_layer", 0)), file=_text(d, "file", ""),
                 inputs=tuple(ValueInfo.from_dict(v) for v in d["inputs"]),
                 outputs=tuple(ValueInfo.from_dict(v) for v in d["outputs"]),
                 tensors=tuple(TensorRef.from_dict(t) for t in d["tensors"]),
                 ops=tuple(OpRecord.from_dict(o) for o in d["ops"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # OverflowError: int(Infinity)
             name = d.get("name", "?") if isinstance(d, dict) else "?"
             raise PackageError(f"graph record {name!r} is incomplete ({type(e).__name__}: {e}); convert the model again") from e
         if spec.kind not in GRAPH_KINDS:

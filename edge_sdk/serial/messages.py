@@ -334,12 +334,17 @@ def split_utf8(text: str, limit: int) -> list[bytes]:
     >>> split_utf8("aé" * 2, 3)
     [b'a\\xc3\\xa9', b'a\\xc3\\xa9']
     """
+    if limit < 1:
+        raise InvalidArgumentError(f"pieces of {limit} bytes cannot hold any text")
     raw = text.encode("utf-8")
     out = []
     while raw:
         cut = min(limit, len(raw))
         while cut < len(raw) and (raw[cut] & 0xC0) == 0x80:
             cut -= 1
+        if cut == 0:  # the next character is longer than a piece: cutting would never advance
+            size = 1 + len(raw[1:4]) - len(raw[1:4].lstrip(bytes(range(0x80, 0xC0))))
+            raise InvalidArgumentError(f"a {size}-byte character does not fit in pieces of {limit} bytes")
         out.append(raw[:cut])
         raw = raw[cut:]
     return out
