@@ -122,8 +122,11 @@ class _Session:
 
 def _medians(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
     prefill, decode = [r["prefill_tok_s"] for r in runs], [r["decode_tok_s"] for r in runs]
-    return {"prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode),
-            "prefill_runs": prefill, "decode_runs": decode}
+    out = {"prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode),
+           "prefill_runs": prefill, "decode_runs": decode}
+    if runs and "bandwidth_gbps" in runs[0]:
+        out["bandwidth_runs"] = [r["bandwidth_gbps"] for r in runs]
+    return out
 
 
 PROTOCOL = "@edge_sdk.bench "  # prefix of the worker's reply lines (anything else a library prints is skipped)
@@ -196,31 +199,63 @@ def _thread_env(threads: int | None) -> dict[str, str]:
 # ---- the machine ---------------------------------------------------------------------------------
 
 
-def read_bandwidth_gbps(threads: int = 1, mib: int = 256, repeats: int = 5) -> float:
-    """Memory read bandwidth in GB/s: `max` over a 256 MiB float32 array, one slice per thread, median.
+class BandwidthProbe:
+    """The machine's read bandwidth, measured again in every round: `max` over a float32 array (256 MiB), one
+    slice per thread.
 
     numpy's float32 `max` is vectorized (AVX-512 / AVX2 / NEON) and so reads as fast as one core can stream;
     an int64 `max` or a float `sum` (pairwise summation) is compute-bound below that on this x86 machine.
+    The array is written once (every page resident) and kept, so a round costs one pass per repeat.
     """
-    if threads < 1:
-        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
-    a = np.ones(mib * 2**20 // 4, dtype=np.float32)  # written once, so every page is resident
-    parts = np.array_split(a, threads)
 
-    def read_all() -> None:
-        workers = [threading.Thread(target=np.max, args=(p,)) for p in parts]  # numpy releases the GIL
+    def __init__(self, threads: int = 1, mib: int = 256) -> None:
+        if threads < 1:
+            raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
+        self.a = np.ones(mib * 2**20 // 4, dtype=np.float32)
+        self.parts = np.array_split(self.a, threads)
+        self._read_all()  # warm-up
+
+    def _read_all(self) -> None:
+        workers = [threading.Thread(target=np.max, args=(p,)) for p in self.parts]  # numpy releases the GIL
         for w in workers:
             w.start()
         for w in workers:
             w.join()
 
-    read_all()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        read_all()
-        times.append(time.perf_counter() - t)
-    return a.nbytes / statistics.median(times) / 1e9
+    def measure(self, repeats: int = 3) -> float:
+        """GB/s: the median of `repeats` passes."""
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            self._read_all()
+            times.append(time.perf_counter() - t)
+        return self.a.nbytes / statistics.median(times) / 1e9
+
+
+def read_bandwidth_gbps(threads: int = 1, mib: int = 256, repeats: int = 5) -> float:
+    """Memory read bandwidth in GB/s (`BandwidthProbe`), the median of `repeats` passes."""
+    return BandwidthProbe(threads, mib).measure(repeats)
+
+
+ROOFLINE_SUSPECT = 1.0
+"""A decode faster than the bandwidth measured beside it allows is impossible: the bandwidth read was low
+(another process took the memory bus or a core during it). Such a fraction is reported as suspect."""
+
+
+def roofline(decode_runs: Sequence[float], bandwidth_runs: Sequence[float], bytes_per_token: int) -> dict[str, Any]:
+    """Decode as a fraction of the read-bandwidth roofline, round by round (bandwidth measured in the same round).
+
+    Returns the median fraction, its range, and `suspect` when the median is above `ROOFLINE_SUSPECT`.
+
+    Example::
+
+        roofline([60.0, 62.0], [20.0, 18.0], 140_000_000)["fraction"]   # 0.44 (median of 0.42 and 0.48)
+    """
+    fractions = [d * bytes_per_token / (bw * 1e9) for d, bw in zip(decode_runs, bandwidth_runs, strict=True)]
+    median = statistics.median(fractions)
+    return {"fraction": median, "fraction_range": [min(fractions), max(fractions)],
+            "roofline_decode_tok_s": statistics.median(bw * 1e9 / bytes_per_token for bw in bandwidth_runs),
+            "suspect": median > ROOFLINE_SUSPECT}
 
 
 # ---- llama.cpp -------------------------------------------------------------------------------------
@@ -364,7 +399,7 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
         quantize = find_quantize(peer, peer_quantize)
     package = str(prepare_package(model, info, tflite="tflite" in backends))
     n_threads = threads or os.cpu_count() or 1
-    bandwidth = read_bandwidth_gbps(n_threads)
+    probe = BandwidthProbe(n_threads)
     q8 = q8_0_copy(info["path"], quantize) if peer else None
     sources = [str(info["path"]) if name == "float" else package for name in backends]
     schedule_note = ""
@@ -375,17 +410,23 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
             schedule_note = (f"sequential: the backends together need about {need / 2**20:.0f} MiB, more than 80% of "
                              f"the {avail / 2**20:.0f} MiB available")
     results, peer_runs = _measure(sources, backends, threads, prompt_tokens, gen_tokens, repeats,
-                                  (peer, q8, n_threads) if peer else None, timeout_s, interleave)
+                                  (peer, q8, n_threads) if peer else None, timeout_s, interleave, probe)
+    all_bandwidth = [bw for r in results for bw in r["bandwidth_runs"]]
     for r in results:
         q = QuantConfig.from_dict(r["quant"]) if r.get("quant") else None
         per_token = decode_bytes_per_token(cfg, q) if q else None
         r["decode_bytes_per_token"] = per_token
-        r["roofline_decode_tok_s"] = bandwidth * 1e9 / per_token if per_token else None
-        r["roofline_fraction"] = r["decode_tok_s"] / r["roofline_decode_tok_s"] if per_token else None
+        roof = roofline(r["decode_runs"], r["bandwidth_runs"], per_token) if per_token else None
+        r["roofline_decode_tok_s"] = roof["roofline_decode_tok_s"] if roof else None
+        r["roofline_fraction"] = roof["fraction"] if roof else None
+        r["roofline_fraction_range"] = roof["fraction_range"] if roof else None
+        r["roofline_suspect"] = bool(roof and roof["suspect"])
         r["vs_first"] = _ratios(r, results[0], paired=interleave)
     report: dict[str, Any] = {
         "model": str(info["path"]), "threads": n_threads, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
-        "repeats": repeats, "schedule": "interleaved" if interleave else "sequential", "bandwidth_gbps": bandwidth,
+        "repeats": repeats, "schedule": "interleaved" if interleave else "sequential",
+        "bandwidth_gbps": statistics.median(all_bandwidth),
+        "bandwidth_range_gbps": [min(all_bandwidth), max(all_bandwidth)],
     }
     if schedule_note:
         report["schedule_note"] = schedule_note
@@ -416,12 +457,14 @@ def _ratios(r: dict[str, Any], base: dict[str, Any], paired: bool) -> dict[str, 
 
 def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | None, prompt_tokens: int,
              gen_tokens: int, repeats: int, peer: tuple[str, Path, int] | None, timeout_s: float,
-             interleave: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+             interleave: bool, probe: BandwidthProbe) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Each backend in its worker; `repeats` rounds each, and the peer's runs.
 
     Interleaved: all workers loaded (one after the other, so each load's peak is its own), then round r runs
     each backend and the peer once, in an order rotated by r. Sequential: one worker at a time runs all its
-    rounds and ends before the next loads; then llama-bench runs its `repeats` in one call.
+    rounds and ends before the next loads; then llama-bench runs its `repeats` in one call. Right after each
+    backend's round the read bandwidth is measured (`bandwidth_runs`), so each round's roofline uses the
+    machine of its own moment.
     """
     results: list[dict[str, Any]] = []
     peer_runs: list[dict[str, Any]] = []
@@ -430,7 +473,9 @@ def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | Non
         if not interleave:
             for src, name in zip(sources, backends):
                 workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s)]
-                rounds = [workers[0].round() for _ in range(repeats)]
+                rounds = []
+                for _ in range(repeats):
+                    rounds.append({**workers[0].round(), "bandwidth_gbps": probe.measure()})
                 results.append({**workers[0].info, **_medians(rounds), **workers[0].finish()})
             if peer:
                 peer_runs.append(run_llama_bench(*peer, prompt_tokens, gen_tokens, repeats))
@@ -445,7 +490,7 @@ def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | Non
                     assert peer is not None
                     peer_runs.append(run_llama_bench(*peer, prompt_tokens, gen_tokens, 1))
                 else:
-                    runs[p].append(workers[p].round())
+                    runs[p].append({**workers[p].round(), "bandwidth_gbps": probe.measure()})
         results = [{**w.info, **_medians(rounds), **w.finish()} for w, rounds in zip(workers, runs)]
         return results, peer_runs
     finally:

@@ -15,10 +15,14 @@ Made to run unattended on a small board:
 * Ctrl-C during an answer stops that answer; Ctrl-C at the prompt (or end of
   input) leaves.
 
+The default persona (`SYSTEM_PROMPT`) answers any question; ``--system`` gives
+the kiosk its own instructions, for example to keep it to one subject.
+
 Usage::
 
     python examples/kiosk.py                                   # SmolLM2-135M-Instruct
     python examples/kiosk.py --answer-seconds 20 --max-rss-mb 400 --history-turns 4
+    python examples/kiosk.py --system "You are the guide of the city museum. Answer only questions about the museum and politely decline others."
     printf 'What is a robot?\\nName one.\\n' | python examples/kiosk.py -m model.gguf --backend numpy
 """
 
@@ -31,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 from edge_sdk.errors import EdgeSDKError
 
-SYSTEM_PROMPT = "You are a helpful assistant at a museum kiosk. Answer briefly and politely."
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and politely."
 Turn = tuple[str, str]  # (question, answer)
 
 
@@ -113,8 +117,9 @@ class Kiosk:
     """
 
     def __init__(self, model: Any, answer_seconds: float, max_rss_mb: float | None, history_turns: int,
-                 max_tokens: int, out: Any = None) -> None:
+                 max_tokens: int, out: Any = None, system: str = SYSTEM_PROMPT) -> None:
         self.model = model
+        self.system = system
         self.answer_seconds = answer_seconds
         self.max_rss_mb = max_rss_mb
         self.history_turns = history_turns
@@ -137,7 +142,7 @@ class Kiosk:
                          "I have cleared our conversation; please ask again in a moment.")
                 return None
         budget = self.model.backend.ctx - self.max_tokens
-        kept = trim_history(self.history, question, self.count, budget, self.history_turns)
+        kept = trim_history(self.history, question, self.count, budget, self.history_turns, self.system)
         if kept is None:
             self.say("Sorry, that question is too long for me. Could you ask it in fewer words?")
             return None
@@ -145,7 +150,7 @@ class Kiosk:
         self.history = kept
         pieces: list[str] = []
         interrupted = False
-        stream = self.model.chat(build_messages(kept, question), stream=True, max_tokens=self.max_tokens,
+        stream = self.model.chat(build_messages(kept, question, self.system), stream=True, max_tokens=self.max_tokens,
                                  timeout=self.answer_seconds)
         try:
             for piece in stream:
@@ -179,6 +184,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-rss-mb", type=float, default=None, help="refuse to answer while the process uses more memory than this")
     p.add_argument("--history-turns", type=int, default=4, help="earlier exchanges kept in the conversation")
     p.add_argument("--max-tokens", type=int, default=128, help="longest answer in tokens")
+    p.add_argument("--system", default=SYSTEM_PROMPT,
+                   help=f"the kiosk's instructions (default: {SYSTEM_PROMPT!r}); e.g. keep it to one subject")
     a = p.parse_args(argv)
     if a.answer_seconds < 0:
         p.error("--answer-seconds must be >= 0")
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kiosk: --max-tokens {a.max_tokens} leaves no room for a question in the {model.backend.ctx}-token context", file=sys.stderr)
         model.close()
         return 2
-    kiosk = Kiosk(model, a.answer_seconds, a.max_rss_mb, a.history_turns, a.max_tokens)
+    kiosk = Kiosk(model, a.answer_seconds, a.max_rss_mb, a.history_turns, a.max_tokens, system=a.system)
     sys.stdin.reconfigure(errors="replace")  # a stray byte must not end the kiosk
     interactive = sys.stdin.isatty()
     try:

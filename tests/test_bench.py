@@ -75,7 +75,11 @@ def test_bench_report_with_peer(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
     for x in r["results"]:
         assert len(x["prefill_runs"]) == 2 and len(x["decode_runs"]) == 2
         assert x["decode_bytes_per_token"] == per_token
-        assert x["roofline_fraction"] == pytest.approx(x["decode_tok_s"] * per_token / (r["bandwidth_gbps"] * 1e9))
+        # the bandwidth is read right after each round: the roofline fraction is the median of per-round fractions
+        assert len(x["bandwidth_runs"]) == 2
+        fractions = [d * per_token / (bw * 1e9) for d, bw in zip(x["decode_runs"], x["bandwidth_runs"])]
+        assert x["roofline_fraction"] == pytest.approx(sum(fractions) / 2)
+        assert x["roofline_fraction_range"] == [min(fractions), max(fractions)]
         # side by side: the median of the per-round ratios (the fake peer: 500 and 80 tok/s every round)
         assert x["vs_peer"]["prefill"] == pytest.approx(x["prefill_tok_s"] / 500.0)
         assert x["vs_peer"]["decode"] == pytest.approx(x["decode_tok_s"] / 80.0)
@@ -89,6 +93,21 @@ def test_bench_report_with_peer(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
     assert r["peer"]["decode_runs"] == [80.0, 80.0]
     # one llama-bench run per round, between our backends' rounds
     assert open(q8 + ".args").read() == f"-m {q8} -t 1 -p 8 -n 4 -r 1 -o json\n" * 2
+
+
+def test_a_roofline_above_100_percent_is_marked_suspect():
+    from edge_sdk.bench import roofline
+
+    ok = roofline([60.0, 62.0], [20.0, 18.0], 140_000_000)
+    assert ok["fraction"] == pytest.approx((0.42 + 62 * 0.14 / 18) / 2) and not ok["suspect"]
+    # a round whose bandwidth read was starved by another process: 152% of an impossible roofline
+    bad = roofline([46.7, 47.0], [4.3, 4.4], 140_000_000)
+    assert bad["fraction"] > 1.0 and bad["suspect"]
+    from edge_sdk.cli.bench import _roofline
+
+    text = _roofline({"roofline_fraction": bad["fraction"], "roofline_fraction_range": bad["fraction_range"],
+                      "roofline_suspect": True})
+    assert "SUSPECT" in text and "lower than decode achieved" in text
 
 
 def test_bench_one_backend_after_the_other(tmp_path, tiny_gguf, monkeypatch):

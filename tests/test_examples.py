@@ -386,9 +386,9 @@ def test_trim_history_drops_oldest_turns(kiosk):
     assert kiosk.trim_history(hist, "new q", count, budget=1, max_turns=8, **kw) is None
     assert kiosk.trim_history(hist, "new q", count, budget=100, max_turns=1, **kw) == hist[2:]
     assert kiosk.trim_history(hist, "new q", count, budget=100, max_turns=0, **kw) == []
-    # the default system prompt counts too: 13 words
-    assert kiosk.trim_history(hist, "new q", count, budget=26, max_turns=8) == hist
-    assert kiosk.trim_history(hist, "new q", count, budget=25, max_turns=8) == hist[1:]
+    # the default system prompt counts too: 9 words
+    assert kiosk.trim_history(hist, "new q", count, budget=22, max_turns=8) == hist
+    assert kiosk.trim_history(hist, "new q", count, budget=21, max_turns=8) == hist[1:]
     with pytest.raises(ValueError, match="max_turns must be >= 0"):
         kiosk.trim_history(hist, "q", count, budget=100, max_turns=-1)
 
@@ -416,6 +416,28 @@ def test_kiosk_answers_and_trims_to_context(tiny_gguf, kiosk):
         k.ask("Name one.")
         assert k.history[0][0] == "Name one." and len(k.history) == 1
     assert r.stdout.decode() == out.getvalue()
+
+
+def test_kiosk_takes_its_instructions_from_system(tiny_gguf, kiosk):
+    """--system replaces the default persona (which answers any question) in every prompt."""
+    import edge_sdk
+
+    rule = "Answer only questions about the museum."
+    with edge_sdk.load(tiny_gguf, backend="numpy") as model:
+        expected = model.chat([{"role": "system", "content": rule}, {"role": "user", "content": "What is a robot?"}],
+                              max_tokens=16)
+    r = run_example("kiosk", ["-m", tiny_gguf, *KIOSK_ARGS, "--system", rule], b"What is a robot?\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == expected + "\n"
+    assert kiosk.SYSTEM_PROMPT == "You are a helpful assistant. Answer briefly and politely."
+
+
+@pytest.mark.real_model
+def test_kiosk_default_persona_answers_general_questions(real_gguf_path):
+    """The old museum persona made SmolLM2 refuse "What is the capital of France?"; the default one answers it."""
+    r = run_example("kiosk", ["-m", real_gguf_path], b"What is the capital of France?\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == "The capital of France is Paris.\n"
 
 
 def test_kiosk_time_limit(tiny_gguf):

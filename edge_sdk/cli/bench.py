@@ -7,8 +7,18 @@ import json
 import sys
 
 
+def _roofline(r: dict) -> str:
+    if not r.get("roofline_fraction"):
+        return ""
+    lo, hi = r["roofline_fraction_range"]
+    if r.get("roofline_suspect"):
+        return (f", decode roofline SUSPECT ({r['roofline_fraction'] * 100:.0f}%: the bandwidth read beside it was "
+                "lower than decode achieved; the machine was busy)")
+    return f", {r['roofline_fraction'] * 100:.0f}% of the decode roofline ({lo * 100:.0f}-{hi * 100:.0f}% by round)"
+
+
 def _fmt(r: dict) -> str:
-    roof = f", {r['roofline_fraction'] * 100:.0f}% of the decode roofline" if r.get("roofline_fraction") else ""
+    roof = _roofline(r)
     peer = f"; ours/llama.cpp: prefill {r['vs_peer']['prefill']:.2f}x, decode {r['vs_peer']['decode']:.2f}x" \
         if "vs_peer" in r else ""
     return (f"{r['backend']:>7}: prefill {r['prefill_tok_s']:8.1f} tok/s, decode {r['decode_tok_s']:7.1f} tok/s{roof}, "
@@ -26,7 +36,8 @@ def cmd(a: argparse.Namespace) -> int:
     out = sys.stderr if a.json else sys.stdout
     print(f"{report['model']}: {report['threads']} threads, prompt {report['prompt_tokens']}, "
           f"generate {report['gen_tokens']}, median of {report['repeats']} {report['schedule']} rounds; "
-          f"read bandwidth {report['bandwidth_gbps']:.1f} GB/s", file=out)
+          f"read bandwidth {report['bandwidth_gbps']:.1f} GB/s (rounds: {report['bandwidth_range_gbps'][0]:.1f}-"
+          f"{report['bandwidth_range_gbps'][1]:.1f})", file=out)
     if report.get("schedule_note"):
         print(report["schedule_note"], file=out)
     for r in report["results"]:

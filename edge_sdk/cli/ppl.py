@@ -35,9 +35,12 @@ def cmd(a: argparse.Namespace) -> int:
         from ..api import auto_backend
 
         backend = auto_backend()
+    from ..plan.budget import default_kv_dtype
+
+    kv_dtype = default_kv_dtype(backend, a.kv_dtype)
     reference = describe(path).get("float_reference") or "the model's float weights"
     r = evaluate(import_model(path, quiet=False), text, QuantConfig(group_size=a.group_size), window=a.window,
-                 max_tokens=a.max_tokens, float_only=a.float, backend=backend, kv_dtype=a.kv_dtype, quiet=False)
+                 max_tokens=a.max_tokens, float_only=a.float, backend=backend, kv_dtype=kv_dtype, quiet=False)
     if a.json:
         print(json.dumps({"perplexity": r.perplexity, "tokens": r.tokens, "top1_agreement": r.top1_agreement,
                           "float_perplexity": r.float_perplexity, "window": r.window, "quant": r.quant,
@@ -64,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row)")
     p.add_argument("--backend", default="auto", choices=("auto", "native", "numpy"),
                    help="where the int8 model runs (default: the native core when built, else numpy)")
-    p.add_argument("--kv", dest="kv_dtype", default="f32", choices=("f32", "f16"), help="the int8 model's KV cache dtype")
+    p.add_argument("--kv", dest="kv_dtype", default="auto", choices=("auto", "f32", "f16"),
+                   help="the int8 model's KV cache dtype (default auto, as `run`: f16 on native and numpy)")
     p.add_argument("--window", type=int, default=512, help="tokens per evaluation window")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first N tokens")
     p.add_argument("--json", action="store_true")
