@@ -14,9 +14,8 @@ Python heap, and resident memory grows only with the pages a backend touches.
 
 Loading trusts nothing in the manifest: the model config must be valid, the tensor
 table must hold exactly the tensors that config needs (names, dtypes, shapes,
-aligned non-overlapping offsets inside `weights.bin`), and the float32 scales and
-norms must be finite. Packages written before `manifest_sha256` existed load
-without that one check.
+aligned non-overlapping offsets inside `weights.bin`), the float32 scales and
+norms must be finite, and the manifest must carry `manifest_sha256`.
 
 Example::
 
@@ -171,7 +170,7 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 
 def read_manifest(path: str) -> dict[str, Any]:
-    """The manifest of the package at `path`: format, version and (when present) its own checksum checked."""
+    """The manifest of the package at `path`: format, version and its own checksum checked."""
     mpath = os.path.join(path, MANIFEST)
     try:
         with open(mpath, encoding="utf-8") as f:
@@ -191,7 +190,12 @@ def read_manifest(path: str) -> dict[str, Any]:
         raise PackageError(
             f"{mpath}: format version {version} is newer than this edge_sdk reads ({FORMAT_VERSION}); upgrade edge_sdk"
         )
-    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
+    # Every package this edge_sdk writes has the checksum; without it an edited config (rope_theta, say) or a file
+    # whose sha256 was rewritten after its bits were flipped would load silently and generate different text.
+    if MANIFEST_DIGEST not in manifest:
+        raise PackageError(f"{mpath}: no {MANIFEST_DIGEST} (the manifest's own checksum); the package was edited "
+                           "or not written by edge_sdk: convert the model again")
+    if manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
         raise PackageError(f"{mpath}: {MANIFEST_DIGEST} does not match the manifest's content "
                            "(the manifest was edited or corrupted); convert the model again")
     return manifest
