@@ -99,6 +99,9 @@ class Model:
         self._acquire()
         self._open = me[0]
         try:
+            check_files = getattr(self.backend, "check_files", None)
+            if check_files is not None:  # the package on disk must still be the one loaded (one stat per file)
+                check_files()
             yield from self._gen.stream_text(prompt_ids, params, cancel, timeout)
         finally:
             self.last_stats = self._gen.stats.to_dict()
@@ -188,7 +191,11 @@ def auto_backend() -> str:
 
 
 def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, fweights: Any, ctx: int,
-                 kv_dtype: str, threads: int | None, package: Any = None, board: str | None = None) -> Any:
+                 kv_dtype: str, threads: int | None, package: Any = None, board: str | None = None,
+                 stream_layers: int = 0) -> Any:
+    """`stream_layers` > 0 (a board plan that streams the weights, with a package): the native core reads that
+    many layers' weights at a time from the package file (`backends/native_stream.py`)."""
+    files = package.files if package is not None else None
     if name == "float":
         if fweights is None:
             raise BackendError("the float backend needs the original model (a .gguf file or Hugging Face directory), not a converted package")
@@ -198,16 +205,20 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
     if name == "numpy":
         from .backends.numpy_backend import NumpyInt8Backend
 
-        return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype)
+        return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype, package_files=files)
     if name == "native":
         from .backends import native_ffi
 
         ok, why = native_ffi.available()
         if not ok:
             raise BackendError(f"the native core is not available: {why}")
+        if stream_layers and package is not None:
+            from .backends.native_stream import StreamedNativeBackend
+
+            return StreamedNativeBackend(package, ctx, kv_dtype, threads, layers_per_graph=stream_layers)
         from .backends.native_backend import NativeBackend
 
-        return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads)
+        return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads, package_files=files)
     if name == "onnx":
         if package is None:
             raise BackendError("the onnx backend runs a converted package's ONNX graphs; no package was given")
@@ -235,10 +246,11 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
 
 
 def check_board_plan(path: Any, board: str, backend: str, threads: int | None, ctx: int | None, kv_dtype: str,
-                     group_size: int) -> tuple[int, int]:
+                     group_size: int) -> tuple[int, int, int]:
     """Plan the model for `board` from metadata alone; refuse before loading anything if it does not fit.
 
-    Returns the thread count and context to use (the caller's, else the plan's choice).
+    Returns the thread count and context to use (the caller's, else the plan's choice), and the layers per
+    graph to stream the weights with (0: the plan keeps them all resident).
     """
     from .boards import load_board
     from .errors import PlanError
@@ -270,7 +282,8 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
         raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {want_ctx} with the {backend} backend: "
                         f"needs {(dp.peak_bytes + extra) / 2**20:.1f} MiB but {profile.id} leaves "
                         f"{dp.budget_bytes / 2**20:.1f} MiB; " + "; ".join(why))
-    return threads if threads is not None else dp.threads, want_ctx
+    stream_layers = dp.split.layers_per_graph if dp.weights_mode == "streamed" else 0
+    return threads if threads is not None else dp.threads, want_ctx, stream_layers
 
 
 def is_package_path(path: Any) -> bool:
@@ -314,7 +327,9 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     if registered:  # its package when already converted: a board plan then needs no import
         path = ready_package(name, qcfg_wanted, tflite=chosen == "tflite") or path
     if board is not None:
-        threads, ctx = check_board_plan(path, board, chosen, threads, ctx, kv_dtype, group_size)
+        threads, ctx, stream_layers = check_board_plan(path, board, chosen, threads, ctx, kv_dtype, group_size)
+    else:
+        stream_layers = 0
     if registered and not is_package(path):
         path = cached_package(name, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     fweights = pkg = None
@@ -323,7 +338,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
 
         path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
-        pkg = load_package(path)
+        in_memory = chosen in ("native", "numpy") and not stream_layers  # the others read the weights themselves
+        pkg = load_package(path, weights="memory" if in_memory else "file")
         cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer
     else:
         from .importers import import_model
@@ -338,5 +354,6 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     ctx = ctx if ctx is not None else min(cfg.max_ctx, 2048)
     if ctx > cfg.max_ctx:
         raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board)
+    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board,
+                      stream_layers=stream_layers)
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout)

@@ -36,6 +36,10 @@ class PackageError(EdgeSDKError):
     """A converted edge package is incomplete, tampered with or too new."""
 
 
+class PackageChangedError(PackageError):
+    """A file of a loaded package changed, vanished or could not be read after loading: reload the model."""
+
+
 class BackendError(EdgeSDKError):
     """A backend failed, or cannot run on this machine."""
 
