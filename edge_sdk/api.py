@@ -294,7 +294,8 @@ def is_package_path(path: Any) -> bool:
 
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
          threads: int | None = None, ctx: int | None = None, kv_dtype: str = "f32", group_size: int = 32,
-         busy_timeout: float | None = None, quiet: bool = True) -> Model:
+         busy_timeout: float | None = None, quiet: bool = True,
+         trusted_keys: Sequence[str | os.PathLike] | None = None) -> Model:
     """Load a model for generation.
 
     `model`: a registered name (default `smollm2-135m`), a .gguf file, a Hugging Face
@@ -305,10 +306,14 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     (`edge-sdk boards`): the memory plan for it is made from the model's metadata
     before any weight is loaded, and a model that does not fit raises `PlanError`;
     threads and, when `ctx` is not given, the context come from the plan.
+    `trusted_keys`: public key files (`edge-sdk keygen`; default: `$EDGE_SDK_TRUSTED_KEYS`); when there are
+    any, only packages signed by one of them load (`SignatureError`), and registered names and model files,
+    which are converted here unsigned, are refused.
     """
     from . import models
     from .convert import cached_package, ready_package
     from .package import is_package, load_package
+    from .signing import refuse_unsigned_source
 
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -321,6 +326,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         checked_timeout(busy_timeout, "busy_timeout")
     chosen = auto_backend() if backend == "auto" else backend
     name = str(model or models.DEFAULT_MODEL)
+    refuse_unsigned_source(model, name, trusted_keys)  # before anything is downloaded or converted
     path = models.resolve(model, quiet=quiet)
     qcfg_wanted = QuantConfig(group_size=group_size)
     registered = name in models.REGISTRY and chosen != "float"
@@ -339,7 +345,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
         in_memory = chosen in ("native", "numpy") and not stream_layers  # the others read the weights themselves
-        pkg = load_package(path, weights="memory" if in_memory else "file")
+        pkg = load_package(path, weights="memory" if in_memory else "file", trusted_keys=trusted_keys)
         cfg, qcfg, qweights, tok = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer
     else:
         from .importers import import_model

@@ -40,6 +40,10 @@ class PackageChangedError(PackageError):
     """A file of a loaded package changed, vanished or could not be read after loading: reload the model."""
 
 
+class SignatureError(PackageError):
+    """A package is unsigned, or not signed by a trusted key, where trusted keys are configured."""
+
+
 class BackendError(EdgeSDKError):
     """A backend failed, or cannot run on this machine."""
 

@@ -5,6 +5,7 @@ Layout::
     manifest.json     format name and version, model and quantization config,
                       tokenizer fields, graph list, tensor table, sha256 of every file,
                       and `manifest_sha256`, the sha256 of the manifest's own canonical JSON
+    manifest.sig      optional: Ed25519 signatures of `manifest_sha256` (`signing.py`)
     weights.bin       int8 weights and float32 scales/norms, each tensor 64-byte aligned
     tokenizer.json    the tokenizer (Hugging Face `tokenizers` format)
     graph_*.onnx      one ONNX file per graph; their initializers are external data in weights.bin
@@ -12,7 +13,7 @@ Layout::
 Loading reads every file once and checks its sha256 on the way. With
 `weights="memory"` (the native and numpy backends) the bytes of `weights.bin`
 are kept, in anonymous memory, as they are hashed: the model runs on exactly the
-bytes that were checked, and nothing done to the file afterwards
+bytes that were checked (and signed), and nothing done to the file afterwards
 (truncated, replaced, an SD card read error) can reach it; a model whose weights
 were only mapped from the file died of SIGBUS when the file was truncated under
 it. With `weights="file"` (ONNX Runtime and LiteRT, which keep their own copies,
@@ -29,7 +30,9 @@ on disk is no longer the one it loaded.
 Loading trusts nothing in the manifest: it must carry `manifest_sha256`, the
 model config must be valid, the tensor table must hold exactly the tensors that
 config needs (names, dtypes, shapes, aligned non-overlapping offsets inside
-`weights.bin`), and the float32 scales and norms must be finite.
+`weights.bin`), and the float32 scales and norms must be finite. Where trusted
+keys are configured (`trusted_keys=`, `$EDGE_SDK_TRUSTED_KEYS`), the manifest's
+digest must also carry a valid signature by one of them.
 
 Example::
 
@@ -47,7 +50,7 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -558,19 +561,23 @@ def check_finite(path: str, table: dict[str, tuple[int, np.dtype, tuple[int, ...
 # ---- opening a package -------------------------------------------------------------------------------------
 
 
-def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "memory") -> Package:
-    """Open a package: check its manifest, read and check its files, build the tokenizer.
+def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "memory",
+                 trusted_keys: Sequence[str | os.PathLike] | None = None) -> Package:
+    """Open a package: check its manifest (and signature), read and check its files, build the tokenizer.
 
     `verify`: compare each file's sha256 with the manifest (False: only read what is needed).
     `weights`: "memory" keeps the bytes of weights.bin, read as they are hashed, and gives `Package.weights`
     (views of them); "file" keeps none (`Package.weights` is None) for backends that read the weights themselves.
+    `trusted_keys`: public key files (`edge-sdk keygen`); None takes them from $EDGE_SDK_TRUSTED_KEYS. When there
+    are any, the package must carry a signature by one of them (SignatureError otherwise; see `signing.py`).
 
     Example::
 
-        pkg = load_package("pkg/")
+        pkg = load_package("pkg/", trusted_keys=["fleet.key.pub"])
         pkg.weights.tok_embd.q.shape, pkg.files.stamps.keys()
     """
     from .errors import InvalidArgumentError
+    from .signing import check_signature
     from .tokenizer import Tokenizer
 
     if weights not in WEIGHT_MODES:
@@ -578,6 +585,7 @@ def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "m
     path = os.fspath(path)
     manifest, mstamp = _read_manifest(path)
     stamps = {MANIFEST: mstamp}
+    stamps.update(check_signature(path, manifest, trusted_keys))
     targets: dict[str, str | None] = dict(listed_files(path, manifest)) if verify else {WEIGHTS: None, TOKENIZER: None}
     buf = tok_bytes = None
     for rel, digest in targets.items():

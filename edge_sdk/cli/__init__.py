@@ -25,6 +25,7 @@ COMMANDS = (
     "boards",
     "plan",
     "convert",
+    "keygen",
     "bench",
 )
 
