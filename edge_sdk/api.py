@@ -116,6 +116,9 @@ class Model:
         self._acquire()
         self._open = me[0]
         try:
+            check_files = getattr(self.backend, "check_files", None)
+            if check_files is not None:  # the package on disk must still be the one loaded (one stat per file)
+                check_files()
             yield from self._gen.stream_text(prompt_ids, params, cancel, timeout)
         finally:
             self.last_stats = self._gen.stats.to_dict()
@@ -205,7 +208,11 @@ def auto_backend() -> str:
 
 
 def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, fweights: Any, ctx: int,
-                 kv_dtype: str, threads: int | None, package: Any = None, board: str | None = None) -> Any:
+                 kv_dtype: str, threads: int | None, package: Any = None, board: str | None = None,
+                 stream_layers: int = 0) -> Any:
+    """`stream_layers` > 0 (a board plan that streams the weights, with a package): the native core reads that
+    many layers' weights at a time from the package file (`backends/native_stream.py`)."""
+    files = package.files if package is not None else None
     if name == "float":
         if fweights is None:
             raise BackendError("the float backend needs the original model (a .gguf file or Hugging Face directory), not a converted package")
@@ -215,16 +222,20 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
     if name == "numpy":
         from .backends.numpy_backend import NumpyInt8Backend
 
-        return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype)
+        return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype, package_files=files)
     if name == "native":
         from .backends import native_ffi
 
         ok, why = native_ffi.available()
         if not ok:
             raise BackendError(f"the native core is not available: {why}")
+        if stream_layers and package is not None:
+            from .backends.native_stream import StreamedNativeBackend
+
+            return StreamedNativeBackend(package, ctx, kv_dtype, threads, layers_per_graph=stream_layers)
         from .backends.native_backend import NativeBackend
 
-        return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads)
+        return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads, package_files=files)
     if name == "onnx":
         if package is None:
             raise BackendError("the onnx backend runs a converted package's ONNX graphs; no package was given")
@@ -252,11 +263,12 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
 
 
 def check_board_plan(path: Any, board: str, backend: str, threads: int | None, ctx: int | None, kv_dtype: str,
-                     group_size: int) -> tuple[int, int]:
+                     group_size: int) -> tuple[int, int, int]:
     """Plan the model for `board` from metadata alone; refuse before loading anything if it does not fit.
 
     Returns the thread count and context to use: the caller's, else the plan's (`plan_device`'s defaults,
-    the same `edge-sdk plan --board` shows).
+    the same `edge-sdk plan --board` shows), and the layers per graph to stream the weights with (0: the
+    plan keeps them all resident).
     """
     from .boards import load_board
     from .errors import PlanError
@@ -286,7 +298,8 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
         raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {dp.ctx} with the {backend} backend: "
                         f"needs {(dp.peak_bytes + extra) / 2**20:.1f} MiB but {profile.id} leaves "
                         f"{dp.budget_bytes / 2**20:.1f} MiB; " + "; ".join(why))
-    return dp.threads, dp.ctx
+    stream_layers = dp.split.layers_per_graph if dp.weights_mode == "streamed" else 0
+    return dp.threads, dp.ctx, stream_layers
 
 
 def is_package_path(path: Any) -> bool:
@@ -297,7 +310,8 @@ def is_package_path(path: Any) -> bool:
 
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
          threads: int | None = None, ctx: int | None = None, kv_dtype: str = "auto", group_size: int = 32,
-         busy_timeout: float | None = None, quiet: bool = True) -> Model:
+         busy_timeout: float | None = None, quiet: bool = True,
+         trusted_keys: Sequence[str | os.PathLike] | None = None) -> Model:
     """Load a model for generation.
 
     `model`: a registered name (default `smollm2-135m`), a .gguf file, a Hugging Face
@@ -311,12 +325,16 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     from the model's metadata before any weight is loaded, and a model that does not
     fit raises `PlanError`; threads and, when `ctx` is not given, the context come
     from the plan, the same plan `edge-sdk plan --board` prints.
+    `trusted_keys`: public key files (`edge-sdk keygen`; default: `$EDGE_SDK_TRUSTED_KEYS`); when there are
+    any, only packages signed by one of them load (`SignatureError`), and registered names and model files,
+    which are converted here unsigned, are refused.
     """
     from .plan.budget import DEFAULT_CTX, default_kv_dtype
 
     from . import models
     from .convert import cached_package, ready_package
     from .package import is_package, load_package
+    from .signing import refuse_unsigned_source
 
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -332,13 +350,16 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         raise InvalidArgumentError(f"kv_dtype must be auto, f32 or f16, got {kv_dtype!r}")
     kv_dtype = default_kv_dtype(chosen, kv_dtype)
     name = str(model or models.DEFAULT_MODEL)
+    refuse_unsigned_source(model, name, trusted_keys)  # before anything is downloaded or converted
     path = models.resolve(model, quiet=quiet)
     qcfg_wanted = QuantConfig(group_size=group_size)
     registered = name in models.REGISTRY and chosen != "float"
     if registered:  # its package when already converted: a board plan then needs no import
         path = ready_package(name, qcfg_wanted, tflite=chosen == "tflite") or path
     if board is not None:
-        threads, ctx = check_board_plan(path, board, chosen, threads, ctx, kv_dtype, group_size)
+        threads, ctx, stream_layers = check_board_plan(path, board, chosen, threads, ctx, kv_dtype, group_size)
+    else:
+        stream_layers = 0
     if registered and not is_package(path):
         path = cached_package(name, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     fweights = pkg = None
@@ -347,7 +368,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
 
         path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
-        pkg = load_package(path)
+        in_memory = chosen in ("native", "numpy") and not stream_layers  # the others read the weights themselves
+        pkg = load_package(path, weights="memory" if in_memory else "file", trusted_keys=trusted_keys)
         cfg, qcfg, qweights, tok, generation = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer, pkg.generation
     else:
         from .importers import import_model
@@ -362,6 +384,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     ctx = ctx if ctx is not None else min(cfg.max_ctx, DEFAULT_CTX)
     if ctx > cfg.max_ctx:
         raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board)
+    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board,
+                      stream_layers=stream_layers)
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout,
                  details={"kv_dtype": kv_dtype, **({"board": board} if board else {})}, generation_defaults=generation)

@@ -53,16 +53,24 @@ def _check_table(out: str, specs: list[GraphSpec]) -> None:
 
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
             policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None,
-            tflite_graphs: bool = False, tflite_linear: str = DEFAULT_LINEAR) -> dict[str, Any]:
+            tflite_graphs: bool = False, tflite_linear: str = DEFAULT_LINEAR,
+            sign: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write the package for `model` to `out`; returns timings and sizes.
 
     `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).
     `tflite_graphs`: also write `graphs/*.tflite` for the tflite backend (each
     holds a copy of its weights: the package grows by about `weights_bytes`);
     `tflite_linear` picks their int8 product (`backends/tflite_export.py`).
+    `sign`: a private key file (`edge-sdk keygen`): the package is signed with it
+    (`manifest.sig`, see `signing.py`) before it is moved into place.
     """
     from .backends.onnx_export import check_exportable, write_onnx_graphs
 
+    key = None
+    if sign is not None:
+        from .signing import load_secret_key
+
+        key = load_secret_key(sign)  # a bad key file or a missing PyNaCl fails before any work
     t0 = time.perf_counter()
     imported = import_model(model, quiet=quiet)
     t_import = time.perf_counter() - t0
@@ -107,6 +115,10 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
                       extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes,
                       generation=imported.generation)
         _check_table(d, specs)
+        if key is not None:
+            from .signing import sign_package
+
+            sign_package(d, key)
 
     _write_in_place_of(out, write)
     total = time.perf_counter() - t0
@@ -114,7 +126,8 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
     return {"import_s": t_import, "quantize_s": t_quant, "onnx_s": timings["onnx_s"], "tflite_s": timings["tflite_s"],
             "total_s": total,
             "package_bytes": size, "weights_bytes": qweights.nbytes, "graphs": len(specs),
-            "onnx_files": [s.file for s in specs if s.file]}
+            "onnx_files": [s.file for s in specs if s.file],
+            **({"signed_by": key.public.key_id} if key is not None else {})}
 
 
 def _write_in_place_of(out: str, write: Callable[[str], None]) -> None:

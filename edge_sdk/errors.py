@@ -36,6 +36,14 @@ class PackageError(EdgeSDKError):
     """A converted edge package is incomplete, tampered with or too new."""
 
 
+class PackageChangedError(PackageError):
+    """A file of a loaded package changed, vanished or could not be read after loading: reload the model."""
+
+
+class SignatureError(PackageError):
+    """A package is unsigned, or not signed by a trusted key, where trusted keys are configured."""
+
+
 class BackendError(EdgeSDKError):
     """A backend failed, or cannot run on this machine."""
 

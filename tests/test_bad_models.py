@@ -366,14 +366,28 @@ def test_manifest_is_checksummed(pkg):
         load_package(pkg)
 
 
-def test_package_without_manifest_checksum_still_loads(pkg):
-    """Packages written before manifest_sha256 (e.g. in the user's cache) keep loading, with every other check."""
+NO_DIGEST = r"manifest.json: no manifest_sha256 \(the manifest's own checksum\); the package was edited or not written by edge_sdk"
+
+
+def test_manifest_without_checksum_is_refused(pkg):
+    """No package lacks manifest_sha256 (every one edge_sdk writes has it), so none may skip the self-check: an
+    edited rope_theta, or weight bits flipped with the file's sha256 rewritten, used to load and generate other text."""
+    import hashlib
+
     edit(pkg, lambda m: m.pop(MANIFEST_DIGEST), reseal=False)
-    assert load_package(pkg).config.n_layers == 2
-    edit(pkg, lambda m: m["model"].update(n_layers=1), reseal=False)
-    with pytest.raises(PackageError, match=r"manifest.json: the tensor table does not match the model config \(1 layers, "
-                                           r"separate output head\): 16 unexpected \(layers.1.attn_norm, layers.1.ffn_norm, "
-                                           r"layers.1.wq.q, ...\)"):
+    with pytest.raises(PackageError, match=NO_DIGEST):
+        load_package(pkg)
+    edit(pkg, lambda m: m["model"].update(rope_theta=500000.0), reseal=False)
+    with pytest.raises(PackageError, match=NO_DIGEST):
+        load_package(pkg)
+    with pytest.raises(PackageError, match=NO_DIGEST):
+        load_package(pkg, verify=False)
+    data = bytearray((pkg / "weights.bin").read_bytes())
+    off = json.loads((pkg / "manifest.json").read_text())["tensors"]["layers.0.wq.q"]["offset"]
+    data[off] ^= 0x40
+    (pkg / "weights.bin").write_bytes(bytes(data))
+    edit(pkg, lambda m: m["files"].update({"weights.bin": hashlib.sha256(bytes(data)).hexdigest()}), reseal=False)
+    with pytest.raises(PackageError, match=NO_DIGEST):
         load_package(pkg)
 
 

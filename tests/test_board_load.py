@@ -49,7 +49,6 @@ def test_board_sets_threads_and_context(tiny_gguf):
 def test_a_plan_describes_the_run():
     """`edge-sdk plan --board B` and `load(..., board=B)` take one set of defaults: the context is the largest that
     keeps the weights resident (capped by the model's), the KV cache f16 where the backend stores it."""
-    from edge_sdk.api import check_board_plan
     from edge_sdk.boards import load_board
     from edge_sdk.config import ModelConfig, QuantConfig
     from edge_sdk.plan.budget import plan_device

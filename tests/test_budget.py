@@ -167,7 +167,7 @@ def test_threads_and_backend_come_from_board_fields():
     assert ort.breakdown["runtime"] == RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES["onnx"]
     assert ort.breakdown["weight_copies"] == int(ALL_WEIGHTS * 1.5)  # ONNX Runtime's folded and packed copies
     lite = plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024, backend="tflite")
-    assert lite.breakdown["weight_copies"] == int(ALL_WEIGHTS * 1.0)  # the .tflite files' weights and XNNPACK's
+    assert lite.breakdown["weight_copies"] == int(ALL_WEIGHTS * 1.15)  # the .tflite files' weights and XNNPACK's
     assert "weight_copies" not in plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=1024).breakdown
 
 

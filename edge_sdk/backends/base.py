@@ -3,12 +3,14 @@
 A backend owns the model's weights in its own form and a KV cache of `ctx`
 positions. `forward` runs tokens at positions `pos..pos+T-1`, writing their
 keys and values into the cache, and returns logits. The generator above it
-keeps track of which positions hold valid entries.
+keeps track of which positions hold valid entries. `check_files` is called
+before each request: a backend loaded from a package raises
+`PackageChangedError` there once the package's files changed on disk.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,8 +27,18 @@ class Backend(Protocol):
         """Logits (T, vocab) float32, or (1, vocab) for the last token when last_only."""
         ...
 
+    def check_files(self) -> None:
+        """PackageChangedError if the files the model was loaded from changed (nothing to do without a package)."""
+        ...
+
     def close(self) -> None:
         ...
+
+
+def check_files(files: Any) -> None:
+    """`files.check()` for a backend's `PackageFiles` (None: the model was not loaded from a package)."""
+    if files is not None:
+        files.check()
 
 
 def check_forward_tokens(tokens: np.ndarray, pos: int, ctx: int, vocab_size: int) -> np.ndarray:

@@ -1,11 +1,22 @@
-"""The "native" backend: the C core (via `native_ffi`) running the whole int8 model."""
+"""The "native" backend: the C core (via `native_ffi`) running the whole int8 model.
+
+The weights are numpy arrays the core reads in place: from a package, views of
+`weights.bin`'s bytes read into memory at load (`load_package(weights="memory")`),
+so no file can change under the running model. `package_files` (the package's
+`PackageFiles`) lets `check_files` tell, before a request, that the package on
+disk changed. `native_stream.py` reads the weights from the file graph by graph
+instead, for boards whose plan streams them.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from ..config import ModelConfig, QuantConfig
 from ..quantize import QWeights
+from .base import check_files
 from .native_ffi import NativeCore, prefer_threads
 
 
@@ -13,8 +24,9 @@ class NativeBackend:
     name = "native"
 
     def __init__(self, cfg: ModelConfig, qcfg: QuantConfig, weights: QWeights, ctx: int, kv_dtype: str = "f32",
-                 threads: int | None = None, prefill_chunk: int = 64) -> None:
+                 threads: int | None = None, prefill_chunk: int = 64, package_files: Any = None) -> None:
         self.config = cfg
+        self.package_files = package_files
         self.ctx = ctx
         self.threads = prefer_threads() if threads is None else threads
         self.core = NativeCore(cfg, n_threads=self.threads, kv_dtype=kv_dtype, ctx=ctx, act_block=qcfg.act_block,
@@ -24,6 +36,9 @@ class NativeBackend:
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         return self.core.forward(tokens, pos, last_only)
+
+    def check_files(self) -> None:
+        check_files(self.package_files)
 
     def close(self) -> None:
         self.core.close()

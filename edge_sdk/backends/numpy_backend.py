@@ -6,6 +6,8 @@ the fallback when the native core is not built, and the reference in tests.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..config import ModelConfig
@@ -13,18 +15,23 @@ from ..int8_reference import Int8Forward
 from ..quantize import QWeights
 from ..reference import FloatForward
 from ..weights import FloatWeights
+from .base import check_files
 
 
 class NumpyInt8Backend:
     name = "numpy"
 
-    def __init__(self, cfg: ModelConfig, weights: QWeights, ctx: int, kv_dtype: str = "f32") -> None:
+    def __init__(self, cfg: ModelConfig, weights: QWeights, ctx: int, kv_dtype: str = "f32", package_files: Any = None) -> None:
         self.config = cfg
         self.ctx = ctx
+        self.package_files = package_files  # the package's PackageFiles, or None
         self._fwd = Int8Forward(cfg, weights, ctx=ctx, kv_dtype=kv_dtype)
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         return self._fwd.forward(tokens, pos, last_only)
+
+    def check_files(self) -> None:
+        check_files(self.package_files)
 
     def close(self) -> None:
         self._fwd = None  # type: ignore[assignment]
@@ -40,6 +47,9 @@ class FloatBackend:
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         return self._fwd.forward(tokens, pos, last_only)
+
+    def check_files(self) -> None:
+        """Nothing to check: the float model comes from a model file imported at load, not from a package."""
 
     def close(self) -> None:
         self._fwd = None  # type: ignore[assignment]

@@ -16,11 +16,19 @@ step costs the same whatever `ctx` is (beyond attention over the filled
 positions). RoPE tables (`rope.py`) are inputs bound once.
 
 Memory (SmolLM2-135M, 144 MiB of int8 weights, ctx 512, measured): the
-process holds 92 MiB with the package open (the tokenizer; weights.bin is
-only mapped) and 274 MiB with the session built (ONNX Runtime's packed copy of
-the weights: its kernels need their own layout). The peak while building is
-451 MiB, from the folded int8 -> uint8 temporaries; per-graph sessions
-(`merged=False`) build one graph at a time and peak at 388 MiB.
+process holds 92 MiB with the package open (the tokenizer: the package is
+opened with `weights="file"`, which keeps no weights) and 274 MiB with the
+session built (ONNX Runtime's packed copy of the weights: its kernels need
+their own layout). The peak while building is 451 MiB, from the folded
+int8 -> uint8 temporaries; per-graph sessions (`merged=False`) build one graph
+at a time and peak at 388 MiB.
+
+ONNX Runtime keeps mappings of weights.bin for the initializers it does not
+fold (38.7 MiB for SmolLM2-135M, the embedding table among them); truncating
+the file under the model killed the process with SIGBUS. They are replaced at
+load by anonymous copies at the same addresses (`file_pages.detach`): 303 MiB
+after loading instead of 274, the peak unchanged. `check_files`, before each
+request, says when the package on disk changed.
 
 Loading checks before it builds anything: each graph file's inputs and
 outputs against its manifest record, and the merged model's against the
@@ -53,7 +61,9 @@ import numpy as np
 from ..errors import BackendError, InvalidArgumentError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
-from .base import check_forward_tokens
+from ..package import WEIGHTS
+from .base import check_files, check_forward_tokens
+from .file_pages import detach
 from .onnx_export import HEAD_FROM, io_mismatch, io_of, merge_graphs, model_io
 
 CPU = "CPUExecutionProvider"
@@ -154,7 +164,7 @@ class OnnxBackend:
         """`merged`: one session for the whole model (default), else one session per graph of the package."""
         from ..package import Package, load_package
 
-        pkg = package if isinstance(package, Package) else load_package(package)
+        pkg = package if isinstance(package, Package) else load_package(package, weights="file")
         if kv_dtype != "f32":
             raise BackendError(f"the ONNX backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
         self.config = cfg = pkg.config
@@ -194,6 +204,13 @@ class OnnxBackend:
                 self.sessions.append(self._session(ort, path, so, path))
                 self._what.append(path)
         self._bind_caches(ort)
+        # ONNX Runtime keeps mappings of weights.bin for the initializers it does not fold into its own buffers:
+        # detached from the file (file_pages.py), nothing done to the file can reach the model any more. The
+        # files must still be those that were hashed, as they were read again since (the graphs, the weights).
+        self.package_files = pkg.files
+        check_files(self.package_files)
+        detach([pkg.file(WEIGHTS)])
+        check_files(self.package_files)
 
     @staticmethod
     def _read(folder: str, spec: GraphSpec) -> Any:
@@ -300,6 +317,9 @@ class OnnxBackend:
                     x = np.ascontiguousarray(x[:, -1:])
                 x = self._run(g, {"x": x})
         return x[0]
+
+    def check_files(self) -> None:
+        check_files(self.package_files)
 
     def close(self) -> None:
         self._io = {}

@@ -37,6 +37,14 @@ writes; embed and head are also sized for one token there. A damaged or
 mismatched file (its checksum re-signed, so the package loader passes it)
 then fails at load with a BackendError naming it, not at the first token.
 
+LiteRT runs a model file in place. Given its path it maps the file, and a
+.tflite file truncated under the loaded model then killed the process with
+SIGBUS; it is given the file's bytes instead, read at load (those that were
+hashed: `PackageFiles.read` refuses a file that changed since), which costs
+the untouched parts of the files in resident memory (SmolLM2-135M: peak
+385 -> 413 MiB; `plan/budget.py` counts it). `check_files`, before each
+request, says when the package on disk changed.
+
 Example::
 
     be = TfliteBackend("smollm2-pkg/", ctx=512, threads=2)
@@ -55,7 +63,7 @@ import numpy as np
 from ..errors import BackendError, InvalidArgumentError, PackageError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..rope import rope_table
-from .base import check_forward_tokens
+from .base import check_files, check_forward_tokens
 from .tflite_export import graph_file_name, graph_io
 
 WINDOW_STEP = 64  # past positions an interpreter sees grow in steps of this many
@@ -108,7 +116,7 @@ class TfliteBackend:
                  prefill_chunk: int = PREFILL_CHUNK, window_step: int = WINDOW_STEP, kv_dtype: str = "f32") -> None:
         from ..package import Package, load_package
 
-        pkg = package if isinstance(package, Package) else load_package(package)
+        pkg = package if isinstance(package, Package) else load_package(package, weights="file")
         if kv_dtype != "f32":
             raise BackendError(f"the tflite backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
         if delegate not in DELEGATES:
@@ -128,6 +136,8 @@ class TfliteBackend:
         if not self.specs:
             raise BackendError(f"{pkg.path}: the package has no graph records; convert the model again")
         self.files = tflite_files(pkg, self.specs)
+        self.package_files = pkg.files
+        self._contents: dict[int, bytes] = {}  # graph -> the bytes of its .tflite file, which LiteRT runs in place
         self._Interpreter = litert_interpreter()
         self._kwargs: dict[str, Any] = {"num_threads": threads}
         if delegate == "none":
@@ -162,8 +172,19 @@ class TfliteBackend:
             # each call, take time from the layers' pool (SmolLM2-135M, 2 threads: 16.1 -> 15.0 ms per decode step)
             kwargs["num_threads"] = 1
         path = self.files[g]
+        # LiteRT runs a model file in place: given its path it maps it (shared, read-only), and truncating the file
+        # under the loaded model then killed the process with SIGBUS. It runs the bytes read here instead, those
+        # that were hashed at load (PackageFiles.read refuses a file that changed since).
+        files = self.package_files
+        rel = os.path.relpath(os.path.abspath(path), files.path) if files is not None else ""
+        if files is not None and rel in files.stamps:
+            content = files.read(rel)
+        else:
+            with open(path, "rb") as f:
+                content = f.read()
+        self._contents[g] = content
         try:
-            interp = self._Interpreter(model_path=path, **kwargs)  # memory-mapped by LiteRT
+            interp = self._Interpreter(model_content=content, **kwargs)
             inputs, outputs = interp.get_input_details(), interp.get_output_details()
         except Exception as e:  # LiteRT raises ValueError/RuntimeError for a damaged file
             raise BackendError(f"{path}: not a readable .tflite graph ({e}); convert the model again") from e
@@ -284,8 +305,12 @@ class TfliteBackend:
                 x = self._stateless_run(g, np.ascontiguousarray(x))
         return x[0]
 
+    def check_files(self) -> None:
+        check_files(self.package_files)
+
     def close(self) -> None:
         self._runners = {}
         self._stateless = {}
+        self._contents = {}
         self.files = []
         self.keys, self.values = {}, {}

@@ -36,6 +36,7 @@ COMMANDS = (
     "boards",
     "plan",
     "convert",
+    "keygen",
     "bench",
 )
 

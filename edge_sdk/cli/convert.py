@@ -24,7 +24,7 @@ def cmd(a: argparse.Namespace) -> int:
         return 2
     src = resolve(a.model, quiet=False)
     info = convert(src, a.output, qcfg, policy, quiet=False, onnx_graphs=False if a.no_onnx else None,
-                   tflite_graphs="tflite" in (a.backend or []), tflite_linear=a.tflite_linear)
+                   tflite_graphs="tflite" in (a.backend or []), tflite_linear=a.tflite_linear, sign=a.sign)
     report = {"output": a.output, **{k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()}}
     if a.json:
         print(json.dumps(report, indent=1))
@@ -61,4 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "192 values, weights re-quantized per segment), blocks (the int8 reference's per-block "
                         "scales: ~1.4x slower decode) or rows (one activation scale per token: least exact)")
     p.add_argument("--json", action="store_true", help="print the conversion's figures as JSON on stdout")
+    p.add_argument("--sign", metavar="KEY", default=None,
+                   help="sign the package with this private key (from `edge-sdk keygen`; needs edge-sdk[sign]): "
+                        "writes manifest.sig, which loading checks where trusted keys are configured")
     p.set_defaults(func=cmd)

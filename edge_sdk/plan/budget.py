@@ -67,18 +67,24 @@ path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
 runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
 (`Tokenizer.from_gguf`) costs about half as much (25.0 MB)."""
 
-WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.0}
+WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.15}
 """Extra resident weight bytes, as a fraction of the int8 weights, that a backend's
 runtime holds at its peak. Measured on SmolLM2-135M (144 MiB of int8 weights), above
-the opened package:
+the opened package (which, for these backends, holds no weights: `load_package(weights="file")`):
 - onnx: ONNX Runtime folds the int8 -> uint8 weight conversion and packs its own copy
   of every weight while it builds its session (one session for the whole model). The
   peak of `load(backend="onnx")` and 8 generated tokens was 453 MiB at ctx 64, 193 MiB
   above everything else the plan counts: 1.34x the weights (plan 477 MiB). It then
-  settles at 1.26x (see `edge_sdk/backends/onnx_backend.py`).
-- tflite: the .tflite files' own copy of the weights (memory-mapped, read while
-  XNNPACK packs them) plus XNNPACK's packed copy: 281 MiB above after 96 tokens,
-  1.94x the weights."""
+  settles at 1.26x (see `edge_sdk/backends/onnx_backend.py`), 1.47x since the mappings
+  it keeps of weights.bin are detached from the file (`backends/file_pages.py`: 272 ->
+  303 MiB after loading; the peak, 463 -> 466 MiB at ctx 512 in `tools/bench_plan.py`,
+  is the same).
+- tflite: the .tflite files' own copy of the weights plus XNNPACK's packed copy. LiteRT
+  runs the files' bytes read into memory at load (it used to map the files, and died of
+  SIGBUS when one was truncated), all of them resident (162 MiB for 144 MiB of weights):
+  `tools/bench_plan.py --backend tflite --kv f32 --ctx 512 --tokens 64` peaked at 413 MiB,
+  296 MiB above everything else the plan counts, 2.05x the weights (385 MiB, 1.94x,
+  with the files mapped); plan 428 MiB."""
 
 IMPORT_PEAK_FACTOR: Mapping[str, float] = {"default": 5.5, "tflite": 8.2}
 """Extra peak bytes, as a fraction of the int8 weights, of loading a .gguf file or a
@@ -107,7 +113,8 @@ def load_extra_bytes(cfg: ModelConfig, q: QuantConfig, backend: str, from_packag
 
 
 STREAMING_BACKENDS = ("native",)
-"""Backends that can page weights in one graph at a time; the others load the whole model."""
+"""Backends that can read the weights one graph at a time (`backends/native_stream.py`); the others load the whole
+model."""
 
 DEFAULT_PREFILL_CHUNK = 64
 """Prompt tokens per native-core call (`NativeBackend(prefill_chunk=64)`; longer prompts
