@@ -2,12 +2,11 @@
 
 Everything else lives in pyproject.toml. If the compiler is missing or the
 build fails, the install still succeeds: the SDK then runs on its numpy
-backend and `edge_sdk.backends.native_ffi.available()` says why.
+backend and `edge_sdk.backends.native.ffi.available()` says why.
 """
 
 from __future__ import annotations
 
-import shutil
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ class BuildPyWithNative(build_py):
         # edge_sdk and its build module import nothing beyond the standard library.
         sys.path.insert(0, str(ROOT))
         try:
-            from edge_sdk.backends._native_build import LIBRARY_NAME, build_library, source_digest
+            from edge_sdk.backends.native.build import LIBRARY_NAME, build_library, source_digest
 
             out = Path(self.build_lib) / "edge_sdk" / "_native" / LIBRARY_NAME
             build_library(out, src_dir=ROOT / "native")

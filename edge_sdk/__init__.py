@@ -35,21 +35,7 @@ if _starting_the_command_line():  # Ctrl-C while the command starts: one line, e
 
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
-from .errors import (  # noqa: E402
-    BackendError,
-    BoardError,
-    BusyError,
-    ContextOverflowError,
-    EdgeSDKError,
-    InvalidArgumentError,
-    ModelFileError,
-    NativeError,
-    PackageError,
-    PlanError,
-    ProtocolError,
-    TokenizerError,
-    UnsupportedModelError,
-)
+from .errors import BackendError, BoardError, BusyError, ContextOverflowError, EdgeSDKError, InvalidArgumentError, ModelFileError, NativeError, PackageError, PlanError, ProtocolError, TokenizerError, UnsupportedModelError
 
 __version__ = "0.1.0"
 __all__ = [

@@ -24,12 +24,12 @@ import threading
 import weakref
 from typing import Any, Callable, Iterator, Sequence
 
-from .chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
-from .config import ModelConfig, QuantConfig
+from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+from .model.config import ModelConfig, QuantConfig
 from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
-from .generate import Generator, checked_timeout
-from .sampling import SamplingParams
-from .tokenizer import Tokenizer
+from .generate.generator import Generator, checked_timeout
+from .generate.sampling import SamplingParams
+from .text.tokenizer import Tokenizer
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
 BACKENDS = ("auto", "native", "numpy", "float", "onnx", "tflite")
@@ -42,7 +42,7 @@ class Model:
     def __init__(self, backend: Any, tokenizer: Tokenizer, config: ModelConfig, quant: QuantConfig | None,
                  name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None,
                  generation_defaults: dict[str, Any] | None = None) -> None:
-        from .sampling import checked_generation_defaults
+        from .generate.sampling import checked_generation_defaults
 
         self.backend = backend
         self.tokenizer = tokenizer
@@ -198,7 +198,7 @@ def _warn_once(msg: str) -> None:
 
 def auto_backend() -> str:
     """The native core when it is built for this CPU, else the numpy int8 path (said once, on stderr)."""
-    from .backends import native_ffi
+    from .backends.native import ffi as native_ffi
 
     ok, why = native_ffi.available()
     if ok:
@@ -224,16 +224,16 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
 
         return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype, package_files=files)
     if name == "native":
-        from .backends import native_ffi
+        from .backends.native import ffi as native_ffi
 
         ok, why = native_ffi.available()
         if not ok:
             raise BackendError(f"the native core is not available: {why}")
         if stream_layers and package is not None:
-            from .backends.native_stream import StreamedNativeBackend
+            from .backends.native.stream import StreamedNativeBackend
 
             return StreamedNativeBackend(package, ctx, kv_dtype, threads, layers_per_graph=stream_layers)
-        from .backends.native_backend import NativeBackend
+        from .backends.native.backend import NativeBackend
 
         return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads, package_files=files)
     if name == "onnx":
@@ -243,7 +243,7 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
 
         providers = None
         if board is not None:
-            from .boards import load_board
+            from .plan.boards import load_board
 
             settings = settings_from_board(load_board(board))
             providers = settings["providers"]
@@ -255,7 +255,7 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
         from .backends.tflite_backend import TfliteBackend
 
         if board is not None and threads is None:
-            from .boards import load_board
+            from .plan.boards import load_board
 
             threads = load_board(board).big_cluster.count
         return TfliteBackend(package, ctx, threads=threads, kv_dtype=kv_dtype)
@@ -270,11 +270,11 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
     the same `edge-sdk plan --board` shows), and the layers per graph to stream the weights with (0: the
     plan keeps them all resident).
     """
-    from .boards import load_board
+    from .plan.boards import load_board
     from .errors import PlanError
-    from .models import model_config
+    from .importers.registry import model_config
     from .plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
-    from .sizes import model_weight_bytes
+    from .model.sizes import model_weight_bytes
 
     cfg, qcfg = model_config(path)
     from_package = is_package_path(path)
@@ -303,7 +303,7 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
 
 
 def is_package_path(path: Any) -> bool:
-    from .package import is_package
+    from .export.package import is_package
 
     return is_package(path)
 
@@ -331,10 +331,10 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     """
     from .plan.budget import DEFAULT_CTX, default_kv_dtype
 
-    from . import models
-    from .convert import cached_package, ready_package
-    from .package import is_package, load_package
-    from .signing import refuse_unsigned_source
+    from .importers import registry as models
+    from .export.convert import cached_package, ready_package
+    from .export.package import is_package, load_package
+    from .export.signing import refuse_unsigned_source
 
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -364,7 +364,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         path = cached_package(name, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     fweights = pkg = None
     if chosen in ("onnx", "tflite") and not is_package(path):
-        from .convert import package_for
+        from .export.convert import package_for
 
         path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
@@ -373,7 +373,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         cfg, qcfg, qweights, tok, generation = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer, pkg.generation
     else:
         from .importers import import_model
-        from .quantize import quantize_weights
+        from .model.quantize import quantize_weights
 
         imported = import_model(path, quiet=quiet)
         cfg, tok, fweights, generation = imported.config, imported.tokenizer, imported.weights, imported.generation

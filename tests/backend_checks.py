@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.errors import BackendError, ContextOverflowError
-from edge_sdk.package import MANIFEST, MANIFEST_DIGEST, manifest_digest, sha256_of
+from edge_sdk.export.package import MANIFEST, MANIFEST_DIGEST, manifest_digest, sha256_of
 
 
 def check_forward_refuses_bad_calls(be: Any) -> None:

@@ -50,7 +50,7 @@ def _real_gguf() -> str | None:
     env = os.environ.get("EDGE_SDK_REAL_GGUF")
     if env:
         return env if os.path.isfile(env) else None
-    from edge_sdk.models import REGISTRY, cached_path
+    from edge_sdk.importers.registry import REGISTRY, cached_path
 
     p = cached_path("smollm2-135m")
     marker = p.with_suffix(p.suffix + ".sha256")

@@ -24,13 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from edge_sdk.config import QuantConfig
-from edge_sdk.convert import convert
+from edge_sdk.model.config import QuantConfig
+from edge_sdk.export.convert import convert
 from edge_sdk.graphs import SplitPolicy, specs_from_manifest
-from edge_sdk.int8_reference import Int8Forward, int8_linear
-from edge_sdk.package import load_package
-from edge_sdk.reference import layer_forward
-from edge_sdk.rope import rope_table
+from edge_sdk.model.int8_reference import Int8Forward, int8_linear
+from edge_sdk.export.package import load_package
+from edge_sdk.model.reference import layer_forward
+from edge_sdk.model.rope import rope_table
 
 TOL_ONNX = 1e-5  # max |logits - reference| on the tiny model (|logits| ~ 5); measured 1.2e-6
 TOL_NATIVE = 1e-5  # measured 4.8e-7 (same int8 products, float attention in another order)
@@ -59,13 +59,13 @@ def make_onnx(pkg: Any) -> Any:
 
 def make_native(pkg: Any) -> Any:
     try:
-        from edge_sdk.backends import native_ffi
+        from edge_sdk.backends.native import ffi as native_ffi
     except ImportError as e:
         pytest.skip(f"native binding not importable: {e}")
     ok, why = native_ffi.available()
     if not ok:
         pytest.skip(f"native core not available: {why}")
-    from edge_sdk.backends.native_backend import NativeBackend
+    from edge_sdk.backends.native.backend import NativeBackend
 
     return NativeBackend(pkg.config, pkg.quant, pkg.weights, ctx=CTX, threads=1)
 

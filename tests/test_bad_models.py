@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from edge_sdk.config import MAX_LAYERS, ModelConfig
-from edge_sdk.convert import convert
+from edge_sdk.model.config import MAX_LAYERS, ModelConfig
+from edge_sdk.export.convert import convert
 from edge_sdk.errors import ModelFileError, PackageError, TokenizerError, UnsupportedModelError
 from edge_sdk.importers import import_model
-from edge_sdk.models import describe
-from edge_sdk.package import MANIFEST_DIGEST, load_package, manifest_digest
+from edge_sdk.importers.registry import describe
+from edge_sdk.export.package import MANIFEST_DIGEST, load_package, manifest_digest
 from tiny_models import permute_rope_rows, write_gguf
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -495,7 +495,7 @@ def test_failed_convert_keeps_the_old_package(tmp_path_factory, tiny_cfg, tiny_v
     def interrupted(*a, **k):
         raise KeyboardInterrupt  # Ctrl-C while the ONNX files are written, after weights.bin
 
-    monkeypatch.setattr("edge_sdk.backends.onnx_export.write_onnx_graphs", interrupted)
+    monkeypatch.setattr("edge_sdk.export.onnx.write_onnx_graphs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         convert(other, victim)
     assert {p.name: p.read_bytes() for p in victim.iterdir()} == before
@@ -588,7 +588,7 @@ def test_graph_record_fields_of_the_wrong_type(pkg, change, message):
 ])
 def test_cache_questions_answer_no_for_a_manifest_of_the_wrong_shape(pkg, change, lists_onnx):
     """What the loader asks of a cached package before loading it: a wrong shape is "no", never a TypeError."""
-    from edge_sdk.convert import _ready, has_onnx_graphs, has_tflite_graphs, tflite_linear_of
+    from edge_sdk.export.convert import _ready, has_onnx_graphs, has_tflite_graphs, tflite_linear_of
 
     assert has_onnx_graphs(pkg) and _ready(pkg, tflite=False)
     edit(pkg, change)

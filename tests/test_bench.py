@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from edge_sdk.bench import parse_llama_bench, read_bandwidth_gbps, run_bench
+from edge_sdk.bench.backends import parse_llama_bench, read_bandwidth_gbps, run_bench
 from edge_sdk.cli import main
-from edge_sdk.config import QuantConfig
+from edge_sdk.model.config import QuantConfig
 from edge_sdk.errors import BackendError, ModelFileError
-from edge_sdk.sizes import decode_bytes_per_token
+from edge_sdk.model.sizes import decode_bytes_per_token
 
 # what llama-bench -o json printed for SmolLM2-135M Q8_0, -p 8 -n 4 -r 1 (fields trimmed)
 LLAMA_BENCH_JSON = """[
@@ -96,7 +96,7 @@ def test_bench_report_with_peer(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
 
 
 def test_a_roofline_above_100_percent_is_marked_suspect():
-    from edge_sdk.bench import roofline
+    from edge_sdk.bench.backends import roofline
 
     ok = roofline([60.0, 62.0], [20.0, 18.0], 140_000_000)
     assert ok["fraction"] == pytest.approx((0.42 + 62 * 0.14 / 18) / 2) and not ok["suspect"]
@@ -126,7 +126,7 @@ def test_bench_one_backend_after_the_other(tmp_path, tiny_gguf, monkeypatch):
 
 
 def test_backends_that_do_not_fit_together_run_one_after_the_other(tmp_path, tiny_gguf, tiny_cfg, monkeypatch):
-    import edge_sdk.bench as bench
+    import edge_sdk.bench.backends as bench
 
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
     need = bench.side_by_side_bytes(tiny_cfg, ["numpy", "onnx"])
@@ -145,7 +145,7 @@ def test_a_failing_worker_is_reported(tmp_path, tiny_gguf, monkeypatch):
         run_bench(tiny_gguf, ["numpy", "nosuch"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1)
     # a worker that cannot load its model: its error reaches the caller
     with pytest.raises(BackendError, match="benchmark of backend 'numpy' failed: ModelFileError: .*missing.gguf"):
-        from edge_sdk.bench import _Worker
+        from edge_sdk.bench.backends import _Worker
 
         _Worker(str(tmp_path / "missing.gguf"), "numpy", 1, 2, 1, timeout_s=120)
 

@@ -15,7 +15,7 @@ from test_cli import cli
 @pytest.fixture()
 def tiny_board_dir(tmp_path, monkeypatch):
     """The stock profiles plus `tiny-board`: generic-x86_64 with 20 MiB left to the SDK."""
-    from edge_sdk.boards import boards_dir
+    from edge_sdk.plan.boards import boards_dir
 
     d = tmp_path / "boards"
     shutil.copytree(boards_dir(), d)
@@ -27,7 +27,7 @@ def tiny_board_dir(tmp_path, monkeypatch):
 
 
 def test_refused_before_loading(tiny_board_dir, tiny_gguf, monkeypatch):
-    import edge_sdk.convert  # noqa: F401  (imported before the patch, so it keeps the real import_model)
+    import edge_sdk.export.convert  # noqa: F401  (imported before the patch, so it keeps the real import_model)
     import edge_sdk.importers as importers
 
     def must_not_load(*a, **k):
@@ -49,8 +49,8 @@ def test_board_sets_threads_and_context(tiny_gguf):
 def test_a_plan_describes_the_run():
     """`edge-sdk plan --board B` and `load(..., board=B)` take one set of defaults: the context is the largest that
     keeps the weights resident (capped by the model's), the KV cache f16 where the backend stores it."""
-    from edge_sdk.boards import load_board
-    from edge_sdk.config import ModelConfig, QuantConfig
+    from edge_sdk.plan.boards import load_board
+    from edge_sdk.model.config import ModelConfig, QuantConfig
     from edge_sdk.plan.budget import plan_device
 
     smollm2 = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,
@@ -66,9 +66,9 @@ def test_a_plan_describes_the_run():
 
 
 def test_load_on_a_board_uses_the_plan(tiny_gguf):
-    from edge_sdk.boards import load_board
-    from edge_sdk.config import QuantConfig
-    from edge_sdk.models import model_config
+    from edge_sdk.plan.boards import load_board
+    from edge_sdk.model.config import QuantConfig
+    from edge_sdk.importers.registry import model_config
     from edge_sdk.plan.budget import plan_device
 
     cfg, _ = model_config(tiny_gguf)
@@ -88,12 +88,12 @@ def test_cli_run_refuses(tiny_board_dir, tiny_gguf):
 def test_import_peak_and_reference_copies_are_planned(tiny_board_dir, tiny_gguf, tmp_path):
     """A model file is imported and quantized in the process; the numpy backend adds float32 copies.
     A board with room for the native core on a package, but not for those, refuses them by name."""
-    from edge_sdk.boards import load_board
-    from edge_sdk.config import QuantConfig
-    from edge_sdk.convert import convert
-    from edge_sdk.models import model_config
+    from edge_sdk.plan.boards import load_board
+    from edge_sdk.model.config import QuantConfig
+    from edge_sdk.export.convert import convert
+    from edge_sdk.importers.registry import model_config
     from edge_sdk.plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
-    from edge_sdk.sizes import model_weight_bytes
+    from edge_sdk.model.sizes import model_weight_bytes
 
     cfg, _ = model_config(tiny_gguf)
     q = QuantConfig()

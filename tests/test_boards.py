@@ -10,18 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk import boards
-from edge_sdk.boards import (
-    BOARDS_DIR_ENV,
-    detect_board,
-    isa_from_features,
-    list_boards,
-    load_board,
-    load_schema,
-    resolve_board_dict,
-    schema_errors,
-    validate_board_dict,
-)
+from edge_sdk.plan import boards
+from edge_sdk.plan.boards import BOARDS_DIR_ENV, detect_board, isa_from_features, list_boards, load_board, load_schema, resolve_board_dict, schema_errors, validate_board_dict
 from edge_sdk.errors import BoardError
 
 DATA = Path(__file__).parent / "data" / "boards"

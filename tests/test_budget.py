@@ -8,16 +8,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from edge_sdk.boards import board_from_dict, load_board, resolve_board_dict
-from edge_sdk.config import ModelConfig, QuantConfig
+from edge_sdk.plan.boards import board_from_dict, load_board, resolve_board_dict
+from edge_sdk.model.config import ModelConfig, QuantConfig
 from edge_sdk.errors import PlanError
-from edge_sdk.plan.budget import (
-    BACKEND_RUNTIME_BYTES,
-    RUNTIME_BASE_BYTES,
-    SDK_API_IMPORT_BYTES,
-    TOKENIZER_BYTES_PER_VOCAB_ENTRY,
-    plan_device,
-)
+from edge_sdk.plan.budget import BACKEND_RUNTIME_BYTES, RUNTIME_BASE_BYTES, SDK_API_IMPORT_BYTES, TOKENIZER_BYTES_PER_VOCAB_ENTRY, plan_device
 from edge_sdk.plan.estimates import DECODE_BANDWIDTH_EFFICIENCY, PREFILL_COMPUTE_EFFICIENCY
 from edge_sdk.plan.picture import plan_svg, write_png
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from edge_sdk.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate, render_chat
+from edge_sdk.text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate, render_chat
 from edge_sdk.errors import InvalidArgumentError, TokenizerError
 
 # tokenizer.chat_template of SmolLM2-135M-Instruct (its GGUF and tokenizer_config.json).

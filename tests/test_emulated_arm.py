@@ -45,7 +45,7 @@ def _expected_isa() -> str | None:
 
 @pytest.fixture(scope="module")
 def native():
-    from edge_sdk.backends import native_ffi
+    from edge_sdk.backends.native import ffi as native_ffi
 
     ok, why = native_ffi.available()
     if not ok:
@@ -71,7 +71,7 @@ def test_library_is_aarch64_and_selects_the_expected_kernels(native):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_native_greedy_tokens_equal_the_x86_ids(tiny_gguf, native, threads):
     import edge_sdk
-    from edge_sdk.sampling import SamplingParams
+    from edge_sdk.generate.sampling import SamplingParams
 
     with edge_sdk.load(tiny_gguf, backend="native", ctx=64, threads=threads) as m:
         assert m.tokenize("The cat") == PROMPT_IDS
@@ -83,8 +83,8 @@ def test_native_greedy_tokens_equal_the_x86_ids(tiny_gguf, native, threads):
 def test_every_kernel_set_decodes_the_same_tokens(tiny_gguf, native):
     """Greedy decode straight on NativeCore for each kernel set the CPU offers, the scalar twin included."""
     from edge_sdk.importers import import_model
-    from edge_sdk.config import QuantConfig
-    from edge_sdk.quantize import quantize_weights
+    from edge_sdk.model.config import QuantConfig
+    from edge_sdk.model.quantize import quantize_weights
 
     imported = import_model(tiny_gguf)
     cfg, qcfg = imported.config, QuantConfig()

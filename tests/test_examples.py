@@ -507,7 +507,7 @@ REAL_CMDS = ["there is an obstacle ahead, the goal is to the left", "the goal is
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["chat", "constrained"])
 def test_robot_real_model_actions(real_gguf_path, mode):
-    from edge_sdk.backends import native_ffi
+    from edge_sdk.backends.native import ffi as native_ffi
 
     ok, why = native_ffi.available()
     if not ok:

@@ -40,7 +40,7 @@ def test_gguf_seeds_are_whole_models():
 
 
 def test_package_seeds_load(tmp_path):
-    from edge_sdk.package import load_package
+    from edge_sdk.export.package import load_package
 
     target = fuzz.PackageTarget(tmp_path)
     for name in ("as_written", "checksums_rewritten"):

@@ -10,8 +10,8 @@ import pytest
 
 import edge_sdk
 from edge_sdk.errors import BusyError, ContextOverflowError, InvalidArgumentError
-from edge_sdk.generate import Generator
-from edge_sdk.sampling import SamplingParams
+from edge_sdk.generate.generator import Generator
+from edge_sdk.generate.sampling import SamplingParams
 
 PROMPT_IDS = [87, 260, 304]  # "The cat"
 GREEDY_IDS = [79, 247, 117, 125, 168, 16, 34, 12, 48, 236]
@@ -156,7 +156,7 @@ def test_hf_dir_and_gguf_generate_the_same(tiny_gguf, tiny_hf_dir):
 
 def test_native_backend_matches_numpy_on_a_long_prompt(tiny_gguf):
     """A prompt longer than the native core's 64-token chunk runs in chunks and gives the reference's tokens."""
-    from edge_sdk.backends import native_ffi
+    from edge_sdk.backends.native import ffi as native_ffi
 
     ok, why = native_ffi.available()
     if not ok:

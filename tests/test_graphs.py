@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge_sdk.config import ModelConfig, QuantConfig
+from edge_sdk.model.config import ModelConfig, QuantConfig
 from edge_sdk.errors import PackageError, PlanError
 from edge_sdk.graphs import GraphSpec, SplitPolicy, build_graphs, specs_from_manifest
 from edge_sdk.graphs.layout import weight_table
-from edge_sdk.package import flatten_weights, write_weights_bin
-from edge_sdk.quantize import quantize_weights
-from edge_sdk.sizes import embed_weight_bytes, layer_weight_bytes
+from edge_sdk.export.package import flatten_weights, write_weights_bin
+from edge_sdk.model.quantize import quantize_weights
+from edge_sdk.model.sizes import embed_weight_bytes, layer_weight_bytes
 from tiny_models import tiny_weights
 
 SMOLLM2 = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,

@@ -14,7 +14,7 @@ import pytest
 from edge_sdk.errors import ModelFileError, UnsupportedModelError
 from edge_sdk.importers import import_model
 from edge_sdk.importers.gguf_import import unpermute_rope_rows
-from edge_sdk.reference import FloatForward
+from edge_sdk.model.reference import FloatForward
 from tiny_models import permute_rope_rows, tiny_config, tiny_weights, write_gguf, write_hf_dir
 
 # GGUF quantized types lose precision: worst element error allowed, relative to the tensor's max |w|

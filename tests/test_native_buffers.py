@@ -6,15 +6,9 @@ import doctest
 
 import pytest
 
-from edge_sdk.backends import native_buffers
-from edge_sdk.backends.native_buffers import (
-    BUFFER_NAMES,
-    N_OPS,
-    arena_bytes,
-    layer_buffers,
-    sequential_offsets,
-)
-from edge_sdk.config import ModelConfig
+from edge_sdk.plan import native_buffers
+from edge_sdk.plan.native_buffers import BUFFER_NAMES, N_OPS, arena_bytes, layer_buffers, sequential_offsets
+from edge_sdk.model.config import ModelConfig
 from edge_sdk.errors import PlanError
 
 SMOLLM2 = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536)

@@ -17,13 +17,13 @@ import sys
 import numpy as np
 import pytest
 
-from edge_sdk import canonical
+from edge_sdk.model import canonical
 
-from edge_sdk.config import ModelConfig
+from edge_sdk.model.config import ModelConfig
 from edge_sdk.errors import BackendError, NativeError
 
-from edge_sdk.backends import native_ffi
-from edge_sdk.backends.native_buffers import sequential_offsets
+from edge_sdk.backends.native import ffi as native_ffi
+from edge_sdk.plan.native_buffers import sequential_offsets
 
 OK, WHY = native_ffi.available()
 pytestmark = pytest.mark.skipif(not OK, reason=f"native core unavailable: {WHY}")
@@ -261,7 +261,7 @@ def test_forced_scalar_subprocess_matches_simd():
     code = (
         "import json, numpy as np\n"
         "from tests.test_native_kernels import _prefill_decode\n"
-        "from edge_sdk.backends import native_ffi\n"
+        "from edge_sdk.backends.native import ffi as native_ffi\n"
         "y = _prefill_decode('auto', 2)\n"
         "print(json.dumps({'isa': native_ffi.library_info()['isa'], 'bits': y.view(np.uint32).tolist()}))\n"
     )
@@ -352,7 +352,7 @@ def test_errors_surface_as_exceptions():
 
 
 def test_c_buffer_trace_equals_python_mirror():
-    from edge_sdk.backends.native_buffers import layer_buffers
+    from edge_sdk.plan.native_buffers import layer_buffers
 
     smol = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536)
     for cfg in (CFG, smol):
@@ -371,9 +371,9 @@ TOL_REAL_LOGITS = 2.5  # max |native - numpy int8 reference| over 17 teacher-for
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_real_model_greedy_tokens_match_the_int8_reference(real_model):
-    from edge_sdk.config import QuantConfig
-    from edge_sdk.int8_reference import Int8Forward
-    from edge_sdk.quantize import quantize_weights
+    from edge_sdk.model.config import QuantConfig
+    from edge_sdk.model.int8_reference import Int8Forward
+    from edge_sdk.model.quantize import quantize_weights
 
     cfg, tok = real_model.config, real_model.tokenizer
     qw = quantize_weights(cfg, real_model.weights, QuantConfig())

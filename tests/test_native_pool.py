@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.backends import native_ffi
+from edge_sdk.backends.native import ffi as native_ffi
 from edge_sdk.errors import NativeError
 
 from tests.test_native_kernels import CFG, _prefill_decode, make_layers, rope_tables

@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.backends.onnx_backend import (OnnxBackend, lazy_zeros, resolve_providers, session_options,
-                                            settings_from_board)
-from edge_sdk.boards import load_board
+from edge_sdk.backends.onnx_backend import OnnxBackend, lazy_zeros, resolve_providers, session_options, settings_from_board
+from edge_sdk.plan.boards import load_board
 from edge_sdk.cli import main
-from edge_sdk.config import QuantConfig
-from edge_sdk.convert import convert
+from edge_sdk.model.config import QuantConfig
+from edge_sdk.export.convert import convert
 from edge_sdk.errors import BackendError
 from edge_sdk.graphs import SplitPolicy
-from edge_sdk.int8_reference import Int8Forward
-from edge_sdk.package import load_package
+from edge_sdk.model.int8_reference import Int8Forward
+from edge_sdk.export.package import load_package
 from backend_checks import DAMAGES, check_forward_refuses_bad_calls, resigned_copy
 from tiny_models import tiny_weights, write_gguf
 
@@ -67,7 +66,7 @@ def test_logits_match_the_int8_reference(tmp_path, tiny_cfg, tiny_vocab, group_s
 def test_merging_needs_the_graphs_in_order(tiny_pkg):
     import onnx
 
-    from edge_sdk.backends.onnx_export import merge_graphs
+    from edge_sdk.export.onnx import merge_graphs
     from edge_sdk.graphs import specs_from_manifest
 
     specs = specs_from_manifest(tiny_pkg.graphs)
@@ -189,7 +188,7 @@ def test_alternative_linear_formulations(tiny_pkg, tmp_path):
 
     import onnx
 
-    from edge_sdk.backends.onnx_export import export_graph
+    from edge_sdk.export.onnx import export_graph
     from edge_sdk.graphs import specs_from_manifest
 
     diffs = {}

@@ -10,11 +10,11 @@ import pytest
 from onnx import TensorProto
 
 from edge_sdk.cli import main
-from edge_sdk.config import QuantConfig
-from edge_sdk.convert import convert, has_onnx_graphs, package_for
+from edge_sdk.model.config import QuantConfig
+from edge_sdk.export.convert import convert, has_onnx_graphs, package_for
 from edge_sdk.errors import PackageError
 from edge_sdk.graphs import SplitPolicy, specs_from_manifest
-from edge_sdk.package import load_package
+from edge_sdk.export.package import load_package
 
 GRAPH_FILES = ["graph_embed.onnx", "graph_layers_0_2.onnx", "graph_head.onnx"]
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.convert import convert
+from edge_sdk.export.convert import convert
 from edge_sdk.errors import InvalidArgumentError, PackageChangedError, PackageError
-from edge_sdk.package import load_package
+from edge_sdk.export.package import load_package
 
 RELOAD = r"reload the model"
 
@@ -218,8 +218,8 @@ def tied_pkg(tmp_path_factory, tiny_vocab):
 @pytest.mark.parametrize("which", ["separate head", "tied head"])
 @pytest.mark.parametrize("layers_per_graph", [1, 2])
 def test_streamed_equals_resident(pkg, tied_pkg, which, layers_per_graph):
-    from edge_sdk.backends.native_backend import NativeBackend
-    from edge_sdk.backends.native_stream import StreamedNativeBackend
+    from edge_sdk.backends.native.backend import NativeBackend
+    from edge_sdk.backends.native.stream import StreamedNativeBackend
 
     path = pkg if which == "separate head" else tied_pkg
     mem = load_package(path)
@@ -241,8 +241,8 @@ def test_streamed_equals_resident(pkg, tied_pkg, which, layers_per_graph):
 
 
 def test_streamed_read_errors_and_truncation(pkg, monkeypatch):
-    from edge_sdk.backends import native_stream
-    from edge_sdk.backends.native_stream import StreamedNativeBackend
+    from edge_sdk.backends.native import stream as native_stream
+    from edge_sdk.backends.native.stream import StreamedNativeBackend
 
     st = StreamedNativeBackend(load_package(pkg, weights="file"), ctx=32, threads=1, layers_per_graph=1)
     want = st.forward(np.array([1, 2, 3]), 0, last_only=True)
@@ -272,10 +272,10 @@ def test_streamed_read_errors_and_truncation(pkg, monkeypatch):
 def test_board_plan_that_streams_loads_the_streamed_backend(pkg, tmp_path, monkeypatch):
     """`load(..., board=ID)` streams the weights when the plan says so: a board with a few KiB less than the
     resident plan needs gets the streamed backend, whose text is the resident one's."""
-    from edge_sdk.backends.native_stream import StreamedNativeBackend
-    from edge_sdk.boards import boards_dir, load_board
-    from edge_sdk.config import QuantConfig
-    from edge_sdk.models import model_config
+    from edge_sdk.backends.native.stream import StreamedNativeBackend
+    from edge_sdk.plan.boards import boards_dir, load_board
+    from edge_sdk.model.config import QuantConfig
+    from edge_sdk.importers.registry import model_config
     from edge_sdk.plan.budget import plan_device
 
     cfg, _ = model_config(str(pkg))
@@ -299,7 +299,7 @@ def test_board_plan_that_streams_loads_the_streamed_backend(pkg, tmp_path, monke
 def test_streamed_weights_are_range_checked_at_load(pkg, tmp_path):
     from backend_checks import resigned_copy
 
-    from edge_sdk.backends.native_stream import StreamedNativeBackend
+    from edge_sdk.backends.native.stream import StreamedNativeBackend
 
     off = json.loads((pkg / "manifest.json").read_text())["tensors"]["layers.1.wo.q"]["offset"]
     data = bytearray((pkg / "weights.bin").read_bytes())

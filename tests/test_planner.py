@@ -6,8 +6,8 @@ from types import MappingProxyType
 
 import pytest
 
-from edge_sdk.backends.native_buffers import layer_buffers
-from edge_sdk.config import ModelConfig
+from edge_sdk.plan.native_buffers import layer_buffers
+from edge_sdk.model.config import ModelConfig
 from edge_sdk.errors import PlanError
 from edge_sdk.plan.arena import ArenaPlan, ArenaReport, PLANNERS, lower_bound, plan, plan_naive, report
 from edge_sdk.plan.records import Buffer

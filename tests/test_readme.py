@@ -42,7 +42,7 @@ def python_claims(text: str) -> tuple[str, int]:
 
 
 def test_the_python_example_prints_what_it_claims(real_gguf_path, capsys):
-    from edge_sdk.backends import native_ffi
+    from edge_sdk.backends.native import ffi as native_ffi
 
     assert native_ffi.available()[0], "the README's outputs are the native core's"
     code, n = python_claims(_readme())

@@ -11,8 +11,8 @@ import os
 import pytest
 
 import edge_sdk
-from edge_sdk.accuracy import evaluate
-from edge_sdk.config import QuantConfig
+from edge_sdk.model.accuracy import evaluate
+from edge_sdk.model.config import QuantConfig
 
 pytestmark = pytest.mark.real_model
 
@@ -36,7 +36,7 @@ def smollm(real_gguf_path):
 
 def test_capital_of_france(smollm):
     ids = smollm.tokenize("The capital of France is")
-    from edge_sdk.sampling import SamplingParams
+    from edge_sdk.generate.sampling import SamplingParams
 
     got = list(smollm._gen.stream_tokens(ids, SamplingParams(max_tokens=8)))
     assert got == FRANCE_IDS and smollm.details["kv_dtype"] == "f16"
@@ -46,8 +46,8 @@ def test_capital_of_france(smollm):
 @pytest.mark.slow
 def test_native_core_equals_the_reference_for_64_tokens(real_gguf_path, smollm):
     """The C core computes the numpy int8 reference's arithmetic bit for bit, so greedy runs never part."""
-    from edge_sdk.backends import native_ffi
-    from edge_sdk.sampling import SamplingParams
+    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.generate.sampling import SamplingParams
 
     ok, why = native_ffi.available()
     if not ok:
@@ -85,13 +85,13 @@ def test_opening_the_package_reads_the_weights_into_memory_only_when_asked():
     import subprocess
     import sys
 
-    from edge_sdk.convert import ready_package
+    from edge_sdk.export.convert import ready_package
 
     pkg = ready_package("smollm2-135m", QuantConfig())
     if pkg is None:
         pytest.skip("the default model's package is not in the cache (edge-sdk pull)")
     code = (
-        "import sys; from edge_sdk.package import load_package\n"
+        "import sys; from edge_sdk.export.package import load_package\n"
         "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) * 1024\n"
         "before = rss(); p = load_package(sys.argv[1], weights=sys.argv[2])\n"
         "print(rss() - before, p.weights.tok_embd.q.nbytes if p.weights else 0)\n"
@@ -124,7 +124,7 @@ def test_backends_part_only_at_a_near_tie(real_gguf_path):
     broken differently nor a bug, but two logits 0.044 apart, well inside the bound the backends agree within."""
     import numpy as np
 
-    from edge_sdk.backends import native_ffi
+    from edge_sdk.backends.native import ffi as native_ffi
 
     if not native_ffi.available()[0]:
         pytest.skip("native core unavailable")
@@ -135,7 +135,7 @@ def test_backends_part_only_at_a_near_tie(real_gguf_path):
             ids = m.tokenize(prompt)
             path = ids + FRANCE_F32_KV_IDS
             logits[backend] = m.backend.forward(np.array(path), 0)[len(ids) - 1 : -1]  # (8, vocab)
-            greedy = list(m._gen.stream_tokens(ids, edge_sdk.sampling.SamplingParams(max_tokens=8)))
+            greedy = list(m._gen.stream_tokens(ids, edge_sdk.generate.sampling.SamplingParams(max_tokens=8)))
             assert greedy == (FRANCE_F32_KV_IDS if backend == "native" else FRANCE_IDS), backend
     diff = np.abs(logits["onnx"] - logits["native"]).max(axis=1)
     assert diff.max() <= ONNX_VS_NATIVE_LOGITS, diff

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_sdk.config import ModelConfig, QuantConfig, RopeScaling
+from edge_sdk.model.config import ModelConfig, QuantConfig, RopeScaling
 from edge_sdk.errors import ContextOverflowError, UnsupportedModelError
-from edge_sdk.int8_reference import Int8Forward, qmatmul, quantize_activations
-from edge_sdk.quantize import dequantize, quantize_matrix, quantize_weights
-from edge_sdk.reference import FloatForward
-from edge_sdk.rope import inv_frequencies
+from edge_sdk.model.int8_reference import Int8Forward, qmatmul, quantize_activations
+from edge_sdk.model.quantize import dequantize, quantize_matrix, quantize_weights
+from edge_sdk.model.reference import FloatForward
+from edge_sdk.model.rope import inv_frequencies
 
 CACHE_VS_RECOMPUTE_TOL = 2e-5  # float32 logits: same math, different matmul shapes
 INT8_VS_FLOAT_REL_TOL = 0.05  # max |int8 - float| logit error relative to max |float logit|, tiny model

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.errors import BackendError, EdgeSDKError
-from edge_sdk.sampling import Sampler, SamplingError, SamplingParams
+from edge_sdk.generate.sampling import Sampler, SamplingError, SamplingParams
 
 # probabilities 0.1, 0.2, 0.3, 0.4 for ids 0..3
 LOGITS_1234 = np.log(np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))

@@ -18,28 +18,7 @@ import pytest
 
 from edge_sdk.errors import InvalidArgumentError, ProtocolError
 from edge_sdk.serial import cobs, messages
-from edge_sdk.serial.protocol import (
-    CANCEL,
-    CHAT,
-    ERROR,
-    FLAG_MORE,
-    GENERATE,
-    MAX_ENCODED,
-    MAX_PAYLOAD,
-    MAX_WIRE,
-    PING,
-    TOKEN,
-    ErrorCode,
-    Frame,
-    FrameFault,
-    FrameReader,
-    Message,
-    MessageFault,
-    RequestAssembler,
-    decode_body,
-    encode_frame,
-    split_message,
-)
+from edge_sdk.serial.protocol import CANCEL, CHAT, ERROR, FLAG_MORE, GENERATE, MAX_ENCODED, MAX_PAYLOAD, MAX_WIRE, PING, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, Message, MessageFault, RequestAssembler, decode_body, encode_frame, split_message
 
 ROOT = Path(__file__).resolve().parents[1]
 MCU = ROOT / "examples" / "mcu_client"

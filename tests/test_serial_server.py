@@ -25,20 +25,7 @@ import serial
 
 from edge_sdk.errors import ContextOverflowError, InvalidArgumentError, ModelFileError, ProtocolError, TokenizerError
 from edge_sdk.serial import RemoteError, SerialClient, SerialServer, cobs, messages
-from edge_sdk.serial.protocol import (
-    CANCEL,
-    DONE,
-    ERROR,
-    GENERATE,
-    PING,
-    PONG,
-    TOKEN,
-    ErrorCode,
-    Frame,
-    FrameFault,
-    FrameReader,
-    encode_frame,
-)
+from edge_sdk.serial.protocol import CANCEL, DONE, ERROR, GENERATE, PING, PONG, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, encode_frame
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/ptmx"), reason="needs POSIX pseudo-terminals (/dev/ptmx)")
 

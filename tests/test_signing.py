@@ -11,10 +11,10 @@ import pytest
 
 import edge_sdk
 from edge_sdk.cli import main
-from edge_sdk.convert import convert
+from edge_sdk.export.convert import convert
 from edge_sdk.errors import SignatureError
-from edge_sdk.package import MANIFEST_DIGEST, load_package, manifest_digest
-from edge_sdk.signing import SIGNATURE_FILE, TRUSTED_KEYS_ENV, load_public_key, make_key_pair, message
+from edge_sdk.export.package import MANIFEST_DIGEST, load_package, manifest_digest
+from edge_sdk.export.signing import SIGNATURE_FILE, TRUSTED_KEYS_ENV, load_public_key, make_key_pair, message
 
 pytest.importorskip("nacl.signing", reason="PyNaCl (edge-sdk[sign]) is not installed")
 
@@ -128,7 +128,7 @@ def test_trusted_keys_from_the_environment(pkg, keys, monkeypatch):
 def test_registered_models_and_model_files_are_refused_with_keys(keys, tiny_gguf, monkeypatch):
     """Cached packages that load() converts are unsigned: with trusted keys, a registered name or a model file is
     refused before anything is downloaded or converted, saying how to convert and sign it."""
-    from edge_sdk import models
+    from edge_sdk.importers import registry as models
 
     def no_download(*a, **k):
         raise AssertionError("resolved (downloaded) although it is refused")

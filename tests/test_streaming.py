@@ -12,21 +12,22 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from tiny_vocab import gguf_metadata, tiny_gpt2_vocab, tiny_spm_vocab  # noqa: E402
 
-from edge_sdk.sampling import SamplingError  # noqa: E402
-from edge_sdk.streaming import StopMatcher, StopResult, TextStreamer  # noqa: E402
-from edge_sdk.tokenizer import Tokenizer  # noqa: E402
+from edge_sdk.generate.sampling import SamplingError  # noqa: E402
+from edge_sdk.text.streaming import StopMatcher, StopResult, TextStreamer  # noqa: E402
+from edge_sdk.importers.gguf_vocab import tokenizer_from_gguf, tokenizer_from_gguf_metadata  # noqa: E402
+from edge_sdk.text.tokenizer import Tokenizer  # noqa: E402
 
 TEXT = "Hello world, café 中 🎉!"
 
 
 @pytest.fixture(scope="module")
 def gpt2_tok() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(gguf_metadata(tiny_gpt2_vocab()))
+    return tokenizer_from_gguf_metadata(gguf_metadata(tiny_gpt2_vocab()))
 
 
 @pytest.fixture(scope="module")
 def spm_tok() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(gguf_metadata(tiny_spm_vocab()))
+    return tokenizer_from_gguf_metadata(gguf_metadata(tiny_spm_vocab()))
 
 
 def _stream(tok, ids, **kw) -> list[str]:
@@ -158,7 +159,7 @@ def test_bad_stop_strings():
 
 @pytest.mark.real_model
 def test_real_model_emoji_and_cjk_stream(real_gguf_path):
-    tok = Tokenizer.from_gguf(real_gguf_path)
+    tok = tokenizer_from_gguf(real_gguf_path)
     ids = tok.encode("👍🏽 done")
     assert ids == [10813, 235, 231, 10813, 233, 138, 2294]
     assert _stream(tok, ids) == ["", "", "👍", "", "", "🏽", " done", ""]

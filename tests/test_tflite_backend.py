@@ -15,15 +15,15 @@ pytest.importorskip("tflite", reason="the tflite schema package is not installed
 
 import edge_sdk  # noqa: E402
 from edge_sdk.backends.tflite_backend import TfliteBackend, litert_interpreter  # noqa: E402
-from edge_sdk.backends.tflite_export import FlatModel, export_graph  # noqa: E402
+from edge_sdk.export.tflite import FlatModel, export_graph  # noqa: E402
 from edge_sdk.cli import main  # noqa: E402
-from edge_sdk.config import QuantConfig  # noqa: E402
-from edge_sdk.convert import convert, has_tflite_graphs  # noqa: E402
+from edge_sdk.model.config import QuantConfig  # noqa: E402
+from edge_sdk.export.convert import convert, has_tflite_graphs  # noqa: E402
 from edge_sdk.errors import BackendError  # noqa: E402
 from edge_sdk.graphs import SplitPolicy, specs_from_manifest  # noqa: E402
-from edge_sdk.int8_reference import Int8Forward, int8_linear  # noqa: E402
-from edge_sdk.package import flatten_weights, load_package  # noqa: E402
-from edge_sdk.quantize import QMat  # noqa: E402
+from edge_sdk.model.int8_reference import Int8Forward, int8_linear  # noqa: E402
+from edge_sdk.export.package import flatten_weights, load_package  # noqa: E402
+from edge_sdk.model.quantize import QMat  # noqa: E402
 
 from backend_checks import DAMAGES, check_forward_refuses_bad_calls, resigned_copy  # noqa: E402
 
@@ -167,7 +167,7 @@ def test_layer_file_reads_back_with_its_interface_and_int8_weights(blocks_pkg):
 
 def _one_linear(q: QMat, linear: str, delegate: str, x: np.ndarray) -> np.ndarray:
     """Run a single linear_q8 op exported with `linear` on x (T, cols)."""
-    from edge_sdk.backends.tflite_export import LINEARS, _Graph
+    from edge_sdk.export.tflite import LINEARS, _Graph
     from edge_sdk.graphs.spec import GraphSpec, OpRecord
 
     rows, cols = q.shape
@@ -205,7 +205,7 @@ def test_linear_formulations_against_int8_linear(tiny_pkg, linear, delegate, tol
 
 
 def test_segment_lengths_and_weights():
-    from edge_sdk.backends.tflite_export import segment_length, segment_weights
+    from edge_sdk.export.tflite import segment_length, segment_weights
 
     assert [segment_length(c, 32) for c in (576, 1536, 960, 2048, 224, 64, 96)] == [192, 192, 192, 128, 32, 64, 96]
     assert segment_length(576, 64) == 192 and segment_length(576, 32, target=16) == 32
@@ -244,7 +244,7 @@ def test_segments_stay_within_their_tolerance(tiny_pkg, delegate):
 def test_the_manifest_records_the_products_and_stale_caches_are_converted_again(tiny_pkg, blocks_pkg):
     from pathlib import Path
 
-    from edge_sdk.convert import _ready, tflite_linear_of
+    from edge_sdk.export.convert import _ready, tflite_linear_of
 
     assert tiny_pkg.manifest["runtimes"] == {"tflite": {"linear": "segments"}}
     assert tflite_linear_of(blocks_pkg.path) == "blocks"
@@ -348,7 +348,7 @@ def test_convert_cli_writes_tflite_graphs_on_request(tiny_gguf, tmp_path, capsys
 
 
 def test_bench_measures_the_tflite_backend(tiny_gguf, tmp_path, monkeypatch):
-    from edge_sdk.bench import run_bench
+    from edge_sdk.bench.backends import run_bench
 
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
     report = run_bench(tiny_gguf, backends=["tflite", "numpy"], threads=1, prompt_tokens=8, gen_tokens=4, repeats=1)
@@ -362,7 +362,7 @@ def test_bench_measures_the_tflite_backend(tiny_gguf, tmp_path, monkeypatch):
 def test_a_layer_file_from_another_export_is_refused(tiny_pkg, tmp_path):
     import shutil
 
-    from edge_sdk.backends.tflite_export import FlatModel
+    from edge_sdk.export.tflite import FlatModel
 
     copy = tmp_path / "pkg"
     shutil.copytree(tiny_pkg.path, copy)

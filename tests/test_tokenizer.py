@@ -26,7 +26,9 @@ from tiny_vocab import (  # noqa: E402
 )
 
 from edge_sdk.errors import InvalidArgumentError, TokenizerError  # noqa: E402
-from edge_sdk.tokenizer import PRE_TOKENIZERS, Tokenizer  # noqa: E402
+from edge_sdk.importers.gguf_vocab import PRE_TOKENIZERS, tokenizer_from_gguf, tokenizer_from_gguf_metadata  # noqa: E402
+from edge_sdk.importers.hf_vocab import tokenizer_from_hf_dir  # noqa: E402
+from edge_sdk.text.tokenizer import Tokenizer  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # tiny byte-level BPE (SmolLM2-like)
@@ -80,12 +82,12 @@ def _cases(cases):
 
 @pytest.fixture(scope="module")
 def gpt2_tok() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(gguf_metadata(tiny_gpt2_vocab()))
+    return tokenizer_from_gguf_metadata(gguf_metadata(tiny_gpt2_vocab()))
 
 
 @pytest.fixture(scope="module")
 def spm_tok() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(gguf_metadata(tiny_spm_vocab()))
+    return tokenizer_from_gguf_metadata(gguf_metadata(tiny_spm_vocab()))
 
 
 @pytest.mark.parametrize("text,special,ids", list(_cases(GPT2_CASES)))
@@ -179,20 +181,20 @@ def _pre_vocab(pre: str) -> dict:
     ],
 )
 def test_pre_tokenizers_match_llama_cpp(pre, ids):
-    tok = Tokenizer.from_gguf_metadata(gguf_metadata(_pre_vocab(pre)))
+    tok = tokenizer_from_gguf_metadata(gguf_metadata(_pre_vocab(pre)))
     assert tok.encode(" 2024!! DON'T xyz") == ids
 
 
 def test_llama_bpe_adds_bos_unless_metadata_says_otherwise():
     meta = gguf_metadata(_pre_vocab("llama-bpe"))
     del meta["tokenizer.ggml.add_bos_token"]
-    assert Tokenizer.from_gguf_metadata(meta).encode("Hi") == [1, 75, 108]
+    assert tokenizer_from_gguf_metadata(meta).encode("Hi") == [1, 75, 108]
 
 
 def test_missing_pre_means_default():
     meta = gguf_metadata(_pre_vocab("default"))
     del meta["tokenizer.ggml.pre"]
-    assert Tokenizer.from_gguf_metadata(meta).encode(" 2024!!") == [35, 309, 55, 313]
+    assert tokenizer_from_gguf_metadata(meta).encode(" 2024!!") == [35, 309, 55, 313]
 
 
 # ---------------------------------------------------------------------------
@@ -221,8 +223,8 @@ def test_gguf_file_hf_dir_and_json_agree(tmp_path, make_vocab):
     writer.close()
     write_tiny_hf_tokenizer(tmp_path / "hf", vocab)
 
-    from_gguf = Tokenizer.from_gguf(path)
-    from_hf = Tokenizer.from_hf_dir(tmp_path / "hf")
+    from_gguf = tokenizer_from_gguf(path)
+    from_hf = tokenizer_from_hf_dir(tmp_path / "hf")
     from_pkg = Tokenizer.from_json(from_gguf.to_json(), **from_gguf.meta())
     for tok in (from_hf, from_pkg):
         assert tok.meta() == from_gguf.meta()
@@ -250,7 +252,7 @@ def test_hf_dir_config_variants(tmp_path):
     del cfg["add_bos_token"]
     cfg_path.write_text(json.dumps(cfg))
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0]}))
-    tok = Tokenizer.from_hf_dir(tmp_path)
+    tok = tokenizer_from_hf_dir(tmp_path)
     assert (tok.bos_id, tok.eos_id, tok.add_bos, tok.chat_template) == (1, 2, False, "D")
     assert tok.eos_ids == frozenset({0, 2})
 
@@ -258,7 +260,7 @@ def test_hf_dir_config_variants(tmp_path):
     del cfg["chat_template"]
     cfg_path.write_text(json.dumps(cfg))
     (tmp_path / "chat_template.jinja").write_text("J")
-    assert Tokenizer.from_hf_dir(tmp_path).chat_template == "J"
+    assert tokenizer_from_hf_dir(tmp_path).chat_template == "J"
 
 
 def test_hf_dir_add_bos_from_post_processor(tmp_path):
@@ -268,7 +270,7 @@ def test_hf_dir_add_bos_from_post_processor(tmp_path):
     cfg = json.loads(cfg_path.read_text())
     del cfg["add_bos_token"]  # the TemplateProcessing post-processor adds <s>
     cfg_path.write_text(json.dumps(cfg))
-    assert Tokenizer.from_hf_dir(tmp_path).encode("Hello world") == [1, 292, 295]
+    assert tokenizer_from_hf_dir(tmp_path).encode("Hello world") == [1, 292, 295]
 
 
 # ---------------------------------------------------------------------------
@@ -301,14 +303,14 @@ def _broken(change) -> dict:
 )
 def test_bad_gguf_metadata(change, message):
     with pytest.raises(TokenizerError, match=re.escape(message)):
-        Tokenizer.from_gguf_metadata(_broken(change))
+        tokenizer_from_gguf_metadata(_broken(change))
 
 
 def test_spm_without_scores():
     meta = gguf_metadata(tiny_spm_vocab())
     del meta["tokenizer.ggml.scores"]
     with pytest.raises(TokenizerError, match="no tokenizer.ggml.scores"):
-        Tokenizer.from_gguf_metadata(meta)
+        tokenizer_from_gguf_metadata(meta)
 
 
 def test_bad_inputs(gpt2_tok, tmp_path):
@@ -321,13 +323,13 @@ def test_bad_inputs(gpt2_tok, tmp_path):
     with pytest.raises(InvalidArgumentError, match="token ids must be integers, got 'a'"):
         gpt2_tok.decode(["a"])
     with pytest.raises(TokenizerError, match="no tokenizer.json"):
-        Tokenizer.from_hf_dir(tmp_path)
+        tokenizer_from_hf_dir(tmp_path)
     write_tiny_hf_tokenizer(tmp_path, tiny_gpt2_vocab())
     cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
     cfg["eos_token"] = "</s>"
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
     with pytest.raises(TokenizerError, match="eos_token '</s>' is not in tokenizer.json's vocabulary"):
-        Tokenizer.from_hf_dir(tmp_path)
+        tokenizer_from_hf_dir(tmp_path)
     with pytest.raises(TokenizerError, match="not a valid tokenizer.json text"):
         Tokenizer.from_json("{}", bos_id=None, eos_ids=[], add_bos=False)
 
@@ -351,7 +353,7 @@ def real_meta(real_gguf_path):
 
 @pytest.fixture(scope="module")
 def real_tok(real_meta) -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(real_meta)
+    return tokenizer_from_gguf_metadata(real_meta)
 
 
 REAL_CASES = [
@@ -411,5 +413,5 @@ def test_real_model_fields_and_build_time(real_meta, real_tok):
 
 def _build_seconds(meta) -> float:
     t0 = time.perf_counter()
-    Tokenizer.from_gguf_metadata(meta)
+    tokenizer_from_gguf_metadata(meta)
     return time.perf_counter() - t0

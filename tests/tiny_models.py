@@ -14,8 +14,8 @@ import gguf
 import numpy as np
 from safetensors.numpy import save_file
 
-from edge_sdk.config import ModelConfig
-from edge_sdk.weights import FloatWeights, LayerWeights
+from edge_sdk.model.config import ModelConfig
+from edge_sdk.model.weights import FloatWeights, LayerWeights
 
 TINY_DIMS = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_ctx=128, rope_theta=10000.0, rms_eps=1e-5)
 

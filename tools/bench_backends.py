@@ -1,6 +1,6 @@
 """Backends next to llama.cpp at several thread counts, and the ONNX decode step against the cache size.
 
-Runs `edge_sdk.bench.run_bench` once per thread count (each backend in its own
+Runs `edge_sdk.bench.backends.run_bench` once per thread count (each backend in its own
 process, llama.cpp's llama-bench on the Q8_0 copy when --peer is given) and
 prints one Markdown table. `--ctx-sweep` adds the ONNX backend's decode step
 time at the same positions for several context lengths: with the cache
@@ -48,8 +48,8 @@ def ctx_sweep(package: str, ctxs: list[int], threads: int, start: int = 64, step
 
 
 def main() -> int:
-    from edge_sdk import models
-    from edge_sdk.bench import prepare_package, run_bench
+    from edge_sdk.importers import registry as models
+    from edge_sdk.bench.backends import prepare_package, run_bench
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--model", default=None)

@@ -120,7 +120,7 @@ def measure_run(model: str, backend: str, ctx: int, threads: int, tokens: int, p
 
 def with_bandwidth(board, threads: int, gbps: float):
     """A copy of `board` whose read bandwidth at `threads` threads is `gbps`."""
-    from edge_sdk.boards import board_from_dict
+    from edge_sdk.plan.boards import board_from_dict
 
     d = board.to_dict()
     table = dict(d.get("mem_bandwidth_by_threads_gbps", {}))
@@ -130,8 +130,8 @@ def with_bandwidth(board, threads: int, gbps: float):
 
 
 def compare(args: argparse.Namespace) -> int:
-    from edge_sdk.boards import load_board
-    from edge_sdk.models import model_config
+    from edge_sdk.plan.boards import load_board
+    from edge_sdk.importers.registry import model_config
     from edge_sdk.plan.budget import plan_device
 
     board = load_board(args.board)

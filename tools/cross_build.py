@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_sdk.backends._native_build import LIBRARY_NAME, build_library, source_digest  # noqa: E402
+from edge_sdk.backends.native.build import LIBRARY_NAME, build_library, source_digest  # noqa: E402
 from edge_sdk.errors import BackendError  # noqa: E402
 
 COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "armv7": "arm-linux-gnueabihf-gcc"}
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built {out.resolve()} for {args.arch}")
     print("on the board:")
     print(f"  EDGE_SDK_NATIVE_LIB=/path/to/{LIBRARY_NAME} edge-sdk run ...")
-    print("  python -c 'from edge_sdk.backends import native_ffi; print(native_ffi.library_info())'")
+    print("  python -c 'from edge_sdk.backends.native import ffi as native_ffi; print(native_ffi.library_info())'")
     return 0
 
 

@@ -123,7 +123,7 @@ class PackageTarget:
         (self.dir / "tokenizer.json").write_bytes(self.tokenizer)
 
     def _rewrite_checksums(self, flags: int, manifest: bytes, weights: bytes) -> bytes:
-        from edge_sdk.package import MANIFEST_DIGEST, manifest_digest
+        from edge_sdk.export.package import MANIFEST_DIGEST, manifest_digest
 
         try:
             m = json.loads(manifest)
@@ -143,9 +143,9 @@ class PackageTarget:
             return manifest
 
     def __call__(self, data: bytes) -> None:
-        from edge_sdk.convert import has_onnx_graphs, has_tflite_graphs, tflite_linear_of
-        from edge_sdk.models import describe
-        from edge_sdk.package import load_package
+        from edge_sdk.export.convert import has_onnx_graphs, has_tflite_graphs, tflite_linear_of
+        from edge_sdk.importers.registry import describe
+        from edge_sdk.export.package import load_package
 
         flags, manifest, weights = unpack_package_input(data)
         if flags & 3:
@@ -440,15 +440,15 @@ def child_atheris(args: argparse.Namespace) -> None:
     import atheris
 
     with atheris.instrument_imports(include=INSTRUMENTED):
-        import edge_sdk.convert  # noqa: F401
+        import edge_sdk.export.convert  # noqa: F401
         import edge_sdk.graphs.spec  # noqa: F401
         import edge_sdk.importers  # noqa: F401
-        import edge_sdk.models  # noqa: F401
+        import edge_sdk.importers.registry  # noqa: F401
         import edge_sdk.importers.gguf_import  # noqa: F401
-        import edge_sdk.package  # noqa: F401
+        import edge_sdk.export.package  # noqa: F401
         import edge_sdk.serial.protocol  # noqa: F401
         import edge_sdk.serial.messages  # noqa: F401
-        import edge_sdk.tokenizer  # noqa: F401
+        import edge_sdk.text.tokenizer  # noqa: F401
         import gguf  # noqa: F401
     target = make_target(args.target, Path(args.work))
     corpus = Path(args.out) / "corpus"
@@ -588,8 +588,8 @@ def make_seeds() -> None:
     from tiny_models import tiny_weights, write_gguf
     from tiny_vocab import tiny_gpt2_vocab, tiny_spm_vocab
 
-    from edge_sdk.config import ModelConfig, QuantConfig
-    from edge_sdk.convert import convert
+    from edge_sdk.model.config import ModelConfig, QuantConfig
+    from edge_sdk.export.convert import convert
     from edge_sdk.serial import messages as m
     from edge_sdk.serial.protocol import CANCEL, CHAT, DONE, ERROR, GENERATE, INFO_REPLY, PING, TOKEN, Frame, encode_frame, split_message
 

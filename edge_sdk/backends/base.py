@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..model.config import ModelConfig
 from ..errors import InvalidArgumentError
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..int8_reference import Int8Forward
-from ..quantize import QWeights
-from ..reference import FloatForward
-from ..weights import FloatWeights
+from ..model.config import ModelConfig
+from ..model.int8_reference import Int8Forward
+from ..model.quantize import QWeights
+from ..model.reference import FloatForward
+from ..model.weights import FloatWeights
 from .base import check_files
 
 

@@ -60,11 +60,11 @@ import numpy as np
 
 from ..errors import BackendError, InvalidArgumentError
 from ..graphs.spec import GraphSpec, specs_from_manifest
-from ..rope import rope_table
-from ..package import WEIGHTS
+from ..model.rope import rope_table
+from ..export.package import WEIGHTS
 from .base import check_files, check_forward_tokens
 from .file_pages import detach
-from .onnx_export import HEAD_FROM, io_mismatch, io_of, merge_graphs, model_io
+from ..export.onnx import HEAD_FROM, io_mismatch, io_of, merge_graphs, model_io
 
 CPU = "CPUExecutionProvider"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -162,7 +162,7 @@ class OnnxBackend:
                  optimization: str = "all", session_config: Mapping[str, str] | None = None,
                  kv_dtype: str = "f32", merged: bool = True) -> None:
         """`merged`: one session for the whole model (default), else one session per graph of the package."""
-        from ..package import Package, load_package
+        from ..export.package import Package, load_package
 
         pkg = package if isinstance(package, Package) else load_package(package, weights="file")
         if kv_dtype != "f32":

@@ -62,9 +62,9 @@ import numpy as np
 
 from ..errors import BackendError, InvalidArgumentError, PackageError
 from ..graphs.spec import GraphSpec, specs_from_manifest
-from ..rope import rope_table
+from ..model.rope import rope_table
 from .base import check_files, check_forward_tokens
-from .tflite_export import graph_file_name, graph_io
+from ..export.tflite import graph_file_name, graph_io
 
 WINDOW_STEP = 64  # past positions an interpreter sees grow in steps of this many
 PREFILL_CHUNK = 16  # tokens per prompt call of a layer range: 16, 32 and 64 all prefill SmolLM2-135M at
@@ -114,7 +114,7 @@ class TfliteBackend:
 
     def __init__(self, package: Any, ctx: int, threads: int | None = None, delegate: str = "xnnpack",
                  prefill_chunk: int = PREFILL_CHUNK, window_step: int = WINDOW_STEP, kv_dtype: str = "f32") -> None:
-        from ..package import Package, load_package
+        from ..export.package import Package, load_package
 
         pkg = package if isinstance(package, Package) else load_package(package, weights="file")
         if kv_dtype != "f32":

@@ -26,7 +26,7 @@ def _fmt(r: dict) -> str:
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..bench import run_bench
+    from ..bench.backends import run_bench
 
     backends = [b for item in (a.backend or ["auto"]) for b in item.split(",") if b]
     report = run_bench(a.model, backends, a.threads, a.prompt_tokens, a.gen_tokens, a.repeats, a.peer, a.peer_quantize,

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from ..boards import BoardProfile, detect_board, list_boards, load_board
+from ..plan.boards import BoardProfile, detect_board, list_boards, load_board
 
 MiB = 1 << 20
 

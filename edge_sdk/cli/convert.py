@@ -6,15 +6,15 @@ import argparse
 import json
 import sys
 
-from ..backends.tflite_export import DEFAULT_LINEAR, LINEAR_KINDS
-from ..models import DEFAULT_MODEL
+from ..export.tflite import DEFAULT_LINEAR, LINEAR_KINDS
+from ..importers.registry import DEFAULT_MODEL
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..config import QuantConfig
-    from ..convert import convert
+    from ..model.config import QuantConfig
+    from ..export.convert import convert
     from ..graphs.split import SplitPolicy
-    from ..models import resolve
+    from ..importers.registry import resolve
 
     try:
         qcfg = QuantConfig(group_size=a.group_size)

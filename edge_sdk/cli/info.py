@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import DEFAULT_MODEL
+from ..importers.registry import DEFAULT_MODEL
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..models import describe
-    from ..sizes import decode_bytes_per_token, model_weight_bytes
+    from ..importers.registry import describe
+    from ..model.sizes import decode_bytes_per_token, model_weight_bytes
 
     d = describe(a.model)
     cfg, q = d["config"], d["quant"]

@@ -7,7 +7,7 @@ import sys
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..signing import TRUSTED_KEYS_ENV, make_key_pair
+    from ..export.signing import TRUSTED_KEYS_ENV, make_key_pair
 
     pub_path, public = make_key_pair(a.output)
     print(pub_path)

@@ -11,16 +11,16 @@ import argparse
 import json
 import sys
 
-from ..models import DEFAULT_MODEL
+from ..importers.registry import DEFAULT_MODEL
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..accuracy import evaluate
-    from ..config import QuantConfig
+    from ..model.accuracy import evaluate
+    from ..model.config import QuantConfig
     from ..errors import ModelFileError
     from ..importers import import_model
-    from ..models import describe, resolve
-    from ..package import is_package
+    from ..importers.registry import describe, resolve
+    from ..export.package import is_package
 
     path = resolve(a.model)
     if is_package(path):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..models import DEFAULT_MODEL, REGISTRY
+from ..importers.registry import DEFAULT_MODEL, REGISTRY
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..config import QuantConfig
-    from ..convert import cached_package
-    from ..models import pull
+    from ..model.config import QuantConfig
+    from ..export.convert import cached_package
+    from ..importers.registry import pull
 
     path = pull(a.model, quiet=False)
     print(path)

@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from ..config import ModelConfig, QuantConfig
+from ..model.config import ModelConfig, QuantConfig
 from .layout import weight_table
 from .spec import GraphSpec, OpRecord, TensorRef, ValueInfo
 from .split import SplitPolicy, split_layers

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import ModelConfig, QuantConfig
-from ..package import ALIGN, WEIGHTS, flatten_weights
-from ..quantize import QLayer, QMat, QWeights
+from ..model.config import ModelConfig, QuantConfig
+from ..export.package import ALIGN, WEIGHTS, flatten_weights
+from ..model.quantize import QLayer, QMat, QWeights
 from .spec import TensorRef
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ModelConfig, QuantConfig
+from ..model.config import ModelConfig, QuantConfig
 from ..errors import InvalidArgumentError, PlanError
-from ..sizes import layer_weight_bytes
+from ..model.sizes import layer_weight_bytes
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..config import ModelConfig
+from ..model.config import ModelConfig
 from ..errors import ModelFileError, TokenizerError
-from ..weights import FloatWeights
+from ..model.weights import FloatWeights
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
 
 @dataclass
@@ -45,7 +45,8 @@ def with_source(source: str, build, *args):
 
 def import_model(path: str | os.PathLike, quiet: bool = True) -> ImportedModel:
     """A .gguf file or a Hugging Face directory -> config, float weights, tokenizer (`quiet=False`: progress)."""
-    from ..tokenizer import Tokenizer
+    from .gguf_vocab import tokenizer_from_gguf_metadata
+    from .hf_vocab import tokenizer_from_hf_dir
 
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -59,15 +60,15 @@ def import_model(path: str | os.PathLike, quiet: bool = True) -> ImportedModel:
         from .hf_import import import_hf_dir
 
         cfg, weights = import_hf_dir(p, quiet=quiet)
-        tok = with_source(p, Tokenizer.from_hf_dir, p)
+        tok = with_source(p, tokenizer_from_hf_dir, p)
         generation = hf_generation_defaults(p)
     else:
         from .gguf_import import import_gguf
 
-        from ..sampling import generation_defaults_from_gguf
+        from ..generate.sampling import generation_defaults_from_gguf
 
         cfg, weights, meta = import_gguf(p, quiet=quiet)
-        tok = with_source(p, Tokenizer.from_gguf_metadata, meta)
+        tok = with_source(p, tokenizer_from_gguf_metadata, meta)
         generation = generation_defaults_from_gguf(meta, p)
     if tok.vocab_size > cfg.vocab_size:
         raise ModelFileError(f"{p}: the tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size} embeddings")
@@ -76,7 +77,7 @@ def import_model(path: str | os.PathLike, quiet: bool = True) -> ImportedModel:
 
 def hf_generation_defaults(path: str) -> dict[str, Any]:
     """The sampling defaults of a Hugging Face directory's `generation_config.json` ({} when it has none)."""
-    from ..sampling import generation_defaults_from_hf
+    from ..generate.sampling import generation_defaults_from_hf
     from .hf_import import read_json
 
     gpath = os.path.join(path, "generation_config.json")

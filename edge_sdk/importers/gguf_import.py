@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig, RopeScaling
+from ..model.config import ModelConfig, RopeScaling
 from ..errors import ModelFileError, UnsupportedModelError
-from ..weights import FloatWeights, LayerWeights, check_weights, expected_shapes
+from ..model.weights import FloatWeights, LayerWeights, check_weights, expected_shapes
 from .gguf_meta import open_gguf, reader_metadata
 
 SUPPORTED_ARCHS = ("llama",)

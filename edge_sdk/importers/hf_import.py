@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig, RopeScaling
+from ..model.config import ModelConfig, RopeScaling
 from ..errors import ModelFileError, UnsupportedModelError
-from ..weights import FloatWeights, LayerWeights, check_weights
+from ..model.weights import FloatWeights, LayerWeights, check_weights
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 

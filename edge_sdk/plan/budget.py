@@ -32,11 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..boards import BoardProfile
-from ..config import ModelConfig, QuantConfig
+from .boards import BoardProfile
+from ..model.config import ModelConfig, QuantConfig
 from ..errors import PlanError
 from ..graphs.split import SplitPolicy, split_layers
-from ..sizes import embed_weight_bytes, head_weight_bytes, kv_cache_bytes, layer_weight_bytes, model_weight_bytes, qmat_bytes
+from ..model.sizes import embed_weight_bytes, head_weight_bytes, kv_cache_bytes, layer_weight_bytes, model_weight_bytes, qmat_bytes
 from .arena import DEFAULT_ALIGNMENT, ArenaPlan, ArenaReport, lower_bound, plan, plan_naive
 from .estimates import decode_tok_s, prefill_tok_s
 from .records import Buffer
@@ -65,7 +65,7 @@ TOKENIZER_BYTES_PER_VOCAB_ENTRY = 1032
 """Loading SmolLM2's tokenizer from a converted package (`Tokenizer.from_json`, the
 path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
 runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
-(`Tokenizer.from_gguf`) costs about half as much (25.0 MB)."""
+(`importers.gguf_vocab.tokenizer_from_gguf`) costs about half as much (25.0 MB)."""
 
 WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.15}
 """Extra resident weight bytes, as a fraction of the int8 weights, that a backend's

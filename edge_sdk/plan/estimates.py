@@ -21,9 +21,9 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from ..config import ModelConfig, QuantConfig
-from ..sizes import decode_bytes_per_token, model_weight_bytes
-from ..boards import BoardProfile
+from ..model.config import ModelConfig, QuantConfig
+from ..model.sizes import decode_bytes_per_token, model_weight_bytes
+from .boards import BoardProfile
 
 DECODE_BANDWIDTH_EFFICIENCY = 1.0
 """Decode bytes per second over the board's recorded read bandwidth, for the SDK's

@@ -1,7 +1,7 @@
 """The activation trace the arena is planned for.
 
 The scratch buffers of one layer-range graph come from the native core's
-mirror, `edge_sdk.backends.native_buffers.layer_buffers` (every layer of a
+mirror, `edge_sdk.plan.native_buffers.layer_buffers` (every layer of a
 range reuses the same buffers, so one layer's trace is the whole graph's).
 The head graph reuses the layer plan's first buffers, so it needs no arena of
 its own. Besides the arena, a run holds I/O buffers outside it (the residual
@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from ..config import ModelConfig, QuantConfig
+from ..model.config import ModelConfig, QuantConfig
 from ..errors import PlanError
 from .records import Buffer
 
@@ -25,7 +25,7 @@ F32 = 4
 def layer_trace(cfg: ModelConfig, q: QuantConfig, n_tokens: int, ctx: int, n_threads: int) -> list[Buffer]:
     """One decoder layer's scratch buffers and lifetimes, as the native core allocates them."""
     try:
-        from ..backends.native_buffers import layer_buffers
+        from .native_buffers import layer_buffers
     except ImportError as e:  # the module ships with the SDK; this guards a broken install
         raise PlanError(f"the native core's buffer trace is unavailable: {e}") from e
     return layer_buffers(cfg, n_tokens, ctx, n_threads, act_block=q.act_block)

@@ -22,27 +22,7 @@ import serial
 
 from ..errors import InvalidArgumentError, ProtocolError
 from . import messages
-from .protocol import (
-    CANCEL,
-    CHAT,
-    DONE,
-    ERROR,
-    GENERATE,
-    INFO,
-    INFO_REPLY,
-    NO_SEQ,
-    PING,
-    PONG,
-    PROTOCOL_VERSION,
-    RESPONSE_TYPES,
-    TOKEN,
-    ErrorCode,
-    Frame,
-    FrameFault,
-    FrameReader,
-    split_message,
-    type_name,
-)
+from .protocol import CANCEL, CHAT, DONE, ERROR, GENERATE, INFO, INFO_REPLY, NO_SEQ, PING, PONG, PROTOCOL_VERSION, RESPONSE_TYPES, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, split_message, type_name
 
 
 class RemoteError(ProtocolError):

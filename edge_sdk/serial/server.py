@@ -30,31 +30,9 @@ from typing import Any, Protocol
 import serial
 
 from ..errors import EdgeSDKError, InvalidArgumentError, ProtocolError
-from ..sampling import SamplingParams
+from ..generate.sampling import SamplingParams
 from . import messages
-from .protocol import (
-    CANCEL,
-    DONE,
-    ERROR,
-    GENERATE,
-    INFO,
-    INFO_REPLY,
-    MAX_MESSAGE,
-    MAX_PAYLOAD,
-    NO_SEQ,
-    PING,
-    PONG,
-    PROTOCOL_VERSION,
-    TOKEN,
-    ErrorCode,
-    Frame,
-    FrameFault,
-    FrameReader,
-    Message,
-    MessageFault,
-    RequestAssembler,
-    encode_frame,
-)
+from .protocol import CANCEL, DONE, ERROR, GENERATE, INFO, INFO_REPLY, MAX_MESSAGE, MAX_PAYLOAD, NO_SEQ, PING, PONG, PROTOCOL_VERSION, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, Message, MessageFault, RequestAssembler, encode_frame
 
 log = logging.getLogger("edge_sdk.serial")
 

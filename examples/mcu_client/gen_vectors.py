@@ -19,21 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from edge_sdk.serial import cobs, messages  # noqa: E402
-from edge_sdk.serial.protocol import (  # noqa: E402
-    CANCEL,
-    CHAT,
-    DONE,
-    ERROR,
-    GENERATE,
-    INFO,
-    INFO_REPLY,
-    PING,
-    PONG,
-    TOKEN,
-    ErrorCode,
-    Frame,
-    encode_frame,
-)
+from edge_sdk.serial.protocol import CANCEL, CHAT, DONE, ERROR, GENERATE, INFO, INFO_REPLY, PING, PONG, TOKEN, ErrorCode, Frame, encode_frame
 
 # The values below are repeated in test_edge_serial.c, which checks that the C
 # side builds and parses them the same way.

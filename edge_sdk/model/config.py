@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidArgumentError, UnsupportedModelError
+from ..errors import InvalidArgumentError, UnsupportedModelError
 
 # Upper bounds of a ModelConfig. No LLaMA-family model comes near them (Llama 3.1 405B has
 # 126 layers, dim 16384, FFN 53248, 128 heads, vocab 128256 and 131072 positions), and they keep

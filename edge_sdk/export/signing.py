@@ -37,7 +37,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import SignatureError
+from ..errors import SignatureError
 
 SIGNATURE_FILE = "manifest.sig"
 SIGNATURE_FORMAT = "edge-sdk-signature"

@@ -13,7 +13,7 @@ Example::
     ok, why = available()
     if ok:
         core = NativeCore(cfg, n_threads=2, kv_dtype="f16", ctx=512)
-        core.load_weights(qweights)              # edge_sdk.quantize.QWeights
+        core.load_weights(qweights)              # edge_sdk.model.quantize.QWeights
         logits = core.forward(np.array([1, 2, 3]), pos=0, last_only=True)
 """
 
@@ -28,14 +28,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..errors import BackendError, NativeError, PlanError, UnsupportedModelError
-from ..plan.records import Buffer
-from . import _native_build
-from ..plan.arena import ArenaPlan
-from ..plan.arena import plan as plan_arena
-from ..plan.verify import verify as verify_arena
-from .native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers
+from ...model.config import ModelConfig
+from ...errors import BackendError, NativeError, PlanError, UnsupportedModelError
+from ...plan.records import Buffer
+from . import build as _native_build
+from ...plan.arena import ArenaPlan
+from ...plan.arena import plan as plan_arena
+from ...plan.verify import verify as verify_arena
+from ...plan.native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers
 
 ISA_NAMES = ("generic", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "neon32")
 KERNEL_NAMES = (
@@ -62,7 +62,7 @@ def cdef_text(header: str) -> str:
 
 def _header_text() -> str:
     for p in (_native_build.native_source_dir() / "include" / "edge_sdk.h",
-              Path(__file__).resolve().parents[1] / "_native" / "edge_sdk.h"):
+              Path(__file__).resolve().parents[2] / "_native" / "edge_sdk.h"):
         if p.is_file():
             return p.read_text()
     raise BackendError("edge_sdk.h not found (neither native/include nor edge_sdk/_native)")
@@ -358,7 +358,7 @@ class NativeCore:
             "ctx": self.ctx, "head_dim": cfg.head_dim,
         })
         if rope is None:
-            from ..rope import rope_table
+            from ...model.rope import rope_table
 
             rope = rope_table(cfg, self.ctx)
         half = cfg.head_dim // 2

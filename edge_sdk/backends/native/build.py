@@ -8,7 +8,7 @@ use) and cross builds for boards (`tools/cross_build.py`).
 
 Example::
 
-    from edge_sdk.backends._native_build import build_library
+    from edge_sdk.backends.native.build import build_library
     build_library(Path("libedge_sdk.so"))                       # this machine
     build_library(Path("out/libedge_sdk.so"), arch="aarch64",
                   cc="aarch64-linux-gnu-gcc")                    # a Pi 4/5, Jetson
@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import BackendError
+from ...errors import BackendError
 
 LIBRARY_NAME = "libedge_sdk.so"
 
@@ -62,7 +62,7 @@ COMMON_FLAGS = (
 
 def native_source_dir() -> Path:
     """`native/` of a source checkout (next to the `edge_sdk` package)."""
-    return Path(__file__).resolve().parents[2] / "native"
+    return Path(__file__).resolve().parents[3] / "native"
 
 
 def host_arch() -> str:
@@ -158,7 +158,7 @@ def build_library(
 
 def package_library_path() -> Path:
     """Where `pip install` (setup.py) puts the library: inside the package."""
-    return Path(__file__).resolve().parents[1] / "_native" / LIBRARY_NAME
+    return Path(__file__).resolve().parents[2] / "_native" / LIBRARY_NAME  # edge_sdk/_native/
 
 
 def cache_library_path(digest: str) -> Path:

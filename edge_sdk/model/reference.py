@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ModelConfig
-from .errors import ContextOverflowError, InvalidArgumentError
+from ..errors import ContextOverflowError, InvalidArgumentError
 from .rope import apply_rope, rope_table
 from .weights import FloatWeights
 

@@ -28,15 +28,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .backends.tflite_export import DEFAULT_LINEAR
-from .config import QuantConfig
-from .errors import PackageError, UnsupportedModelError
-from .graphs.build import build_graphs
-from .graphs.spec import GraphSpec
-from .graphs.split import SplitPolicy
-from .importers import import_model
+from .tflite import DEFAULT_LINEAR
+from ..model.config import QuantConfig
+from ..errors import PackageError, UnsupportedModelError
+from ..graphs.build import build_graphs
+from ..graphs.spec import GraphSpec
+from ..graphs.split import SplitPolicy
+from ..importers import import_model
 from .package import MANIFEST, is_package, read_manifest, write_package
-from .quantize import quantize_weights
+from ..model.quantize import quantize_weights
 
 
 def _check_table(out: str, specs: list[GraphSpec]) -> None:
@@ -64,7 +64,7 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
     `sign`: a private key file (`edge-sdk keygen`): the package is signed with it
     (`manifest.sig`, see `signing.py`) before it is moved into place.
     """
-    from .backends.onnx_export import check_exportable, write_onnx_graphs
+    from .onnx import check_exportable, write_onnx_graphs
 
     key = None
     if sign is not None:
@@ -95,7 +95,7 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
             files += [s.file for s in write_onnx_graphs(d, specs, cfg, qcfg)]
             timings["onnx_s"] = time.perf_counter() - t
         if tflite_graphs:
-            from .backends.tflite_export import write_tflite_graphs
+            from .tflite import write_tflite_graphs
             from .package import flatten_weights
 
             t = time.perf_counter()
@@ -104,7 +104,7 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
         return files
 
     if onnx_graphs:
-        from .backends.onnx_export import graph_file_name
+        from .onnx import graph_file_name
 
         specs = [dataclasses.replace(s, file=graph_file_name(s)) for s in specs]
     out = os.fspath(out)
@@ -185,8 +185,8 @@ def _lists_onnx(manifest: dict[str, Any]) -> bool:
 
 
 def _lists_tflite(manifest: dict[str, Any]) -> bool:
-    from .backends.tflite_export import graph_file_name
-    from .graphs.spec import specs_from_manifest
+    from .tflite import graph_file_name
+    from ..graphs.spec import specs_from_manifest
 
     graphs, files = manifest.get("graphs", []), manifest.get("files", {})
     if not isinstance(graphs, list) or not isinstance(files, dict):
@@ -250,7 +250,7 @@ def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: 
 
 
 def _registered_dest(name: str, qcfg: QuantConfig) -> Path:
-    from .models import cache_dir
+    from ..importers.registry import cache_dir
 
     return cache_dir() / "packages" / f"{name}-g{qcfg.group_size}"
 
@@ -266,7 +266,7 @@ def cached_package(name: str, qcfg: QuantConfig, quiet: bool = True, tflite: boo
 
     `tflite`: the package must also hold .tflite graphs (converted again when it does not).
     """
-    from .models import pull
+    from ..importers.registry import pull
 
     dest = ready_package(name, qcfg, tflite)
     if dest is not None:
@@ -280,7 +280,7 @@ def package_for(model: str | os.PathLike, qcfg: QuantConfig, quiet: bool = True,
     The cache entry is keyed by the absolute path, size and modification time of
     the model's files, so an edited model is converted again.
     """
-    from .models import cache_dir
+    from ..importers.registry import cache_dir
 
     src = Path(model).resolve()
     if is_package(src):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ModelConfig, QuantConfig
-from .errors import UnsupportedModelError
+from ..errors import UnsupportedModelError
 from .weights import FloatWeights
 
 QMAX = 127
@@ -114,7 +114,7 @@ def quantize_weights(cfg: ModelConfig, w: FloatWeights, qc: QuantConfig, quiet: 
     """Quantize every linear layer, the embedding table and the head (tied heads share the table).
 
     `quiet=False` shows progress on standard error (`progress.Progress`)."""
-    from .progress import Progress
+    from ..progress import Progress
 
     layers = []
     with Progress("quantizing to int8", len(w.layers) + 2, enabled=False if quiet else None) as p:

@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from .config import ModelConfig, QuantConfig
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 F32 = 4
 

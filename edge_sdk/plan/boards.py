@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import BoardError
+from ..errors import BoardError
 
 BOARDS_DIR_ENV = "EDGE_SDK_BOARDS_DIR"
 """Environment variable naming a directory of board files to use instead of the built-in one."""
@@ -37,10 +37,11 @@ def boards_dir() -> Path:
     env = os.environ.get(BOARDS_DIR_ENV)
     if env:
         return Path(env)
-    installed = Path(__file__).resolve().parent / "_boards"  # copied there by setup.py when installed
+    package = Path(__file__).resolve().parents[1]  # edge_sdk/
+    installed = package / "_boards"  # copied there by setup.py when installed
     if installed.is_dir():
         return installed
-    return Path(__file__).resolve().parent.parent / "boards"  # the source tree
+    return package.parent / "boards"  # the source tree
 
 
 # ---------------------------------------------------------------------------

@@ -80,7 +80,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..config import ModelConfig, QuantConfig
+from ..model.config import ModelConfig, QuantConfig
 from ..errors import InvalidArgumentError, UnsupportedModelError
 from ..graphs.spec import GraphSpec, OpRecord, TensorRef, ValueInfo
 

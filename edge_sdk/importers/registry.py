@@ -24,8 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelFileError
-from .progress import Progress
+from ..errors import ModelFileError
+from ..progress import Progress
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -154,13 +154,13 @@ def did_you_mean(name: str, known) -> str:
 
 def describe(model: str | os.PathLike | None) -> dict:
     """What a model is, read from metadata only (no weights loaded): kind, path, config, quantization."""
-    from .config import QuantConfig
-    from .package import is_package, package_config, package_graphs, read_manifest
+    from ..model.config import QuantConfig
+    from ..export.package import is_package, package_config, package_graphs, read_manifest
 
     path = resolve(model)
     p = str(path)
     if is_package(p):
-        from .package import package_generation
+        from ..export.package import package_generation
 
         m = read_manifest(p)
         cfg, qcfg = package_config(p, m)
@@ -168,23 +168,23 @@ def describe(model: str | os.PathLike | None) -> dict:
                 "format_version": m["format_version"], "generation_defaults": package_generation(p, m),
                 "source": m.get("source", "")}
     if path.is_dir():
-        from .importers import hf_generation_defaults
-        from .importers.hf_import import config_from_hf, read_json
+        from . import hf_generation_defaults
+        from .hf_import import config_from_hf, read_json
 
         return {"kind": "huggingface", "path": p, "config": config_from_hf(read_json(os.path.join(p, "config.json")), p),
                 "quant": QuantConfig(), "generation_defaults": hf_generation_defaults(p)}
-    from .importers.gguf_import import config_from_gguf_metadata
-    from .importers.gguf_meta import open_gguf, reader_metadata
+    from .gguf_import import config_from_gguf_metadata
+    from .gguf_meta import open_gguf, reader_metadata
 
     reader = open_gguf(p)
     meta = reader_metadata(reader)
     cfg = config_from_gguf_metadata(meta, p)
     names = {t.name for t in reader.tensors}
     if "output.weight" not in names:
-        from .config import ModelConfig
+        from ..model.config import ModelConfig
 
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": True})
-    from .sampling import generation_defaults_from_gguf
+    from ..generate.sampling import generation_defaults_from_gguf
 
     types: dict[str, int] = {}
     for t in reader.tensors:

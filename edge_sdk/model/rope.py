@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .config import ModelConfig
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 
 def inv_frequencies(cfg: ModelConfig) -> np.ndarray:

@@ -39,9 +39,9 @@ Example::
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from ..model.config import ModelConfig
 from ..errors import PlanError
-from ..plan.records import Buffer
+from .records import Buffer
 
 ALIGN = 64
 """Every buffer offset (and the arena base) must be a multiple of this."""
@@ -76,7 +76,7 @@ def layer_buffers(
 
     Example::
 
-        >>> from edge_sdk.config import ModelConfig
+        >>> from edge_sdk.model.config import ModelConfig
         >>> cfg = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9,
         ...                   n_kv_heads=3, ffn_dim=1536)
         >>> layer_buffers(cfg, 1, 512, 1)[0]

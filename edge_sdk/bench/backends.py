@@ -1,7 +1,7 @@
 """Benchmarks: prefill and decode speed, peak memory, memory bandwidth, and llama.cpp as a peer.
 
 The model is converted to a package first (once, cached), then each backend
-runs in a fresh Python process (`python -m edge_sdk.bench --worker ...`)
+runs in a fresh Python process (`python -m edge_sdk.bench.backends --worker ...`)
 that loads the package, so its peak resident size is its own. There the
 model is loaded and warmed up with one prefill and a few decode steps; a
 round is a prefill of `prompt_tokens` tokens (in chunks of 128, like the
@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import BackendError, EdgeSDKError, InvalidArgumentError, ModelFileError
+from ..errors import BackendError, EdgeSDKError, InvalidArgumentError, ModelFileError
 
 PREFILL_CHUNK = 128  # the generator's default
 
@@ -90,7 +90,7 @@ class _Session:
 
     def __init__(self, model: str | None, backend: str, threads: int | None, prompt_tokens: int,
                  gen_tokens: int) -> None:
-        from .api import load
+        from ..api import load
 
         t0 = time.perf_counter()
         self.model = load(model, backend=backend, threads=threads, ctx=prompt_tokens + gen_tokens, quiet=True)
@@ -129,7 +129,7 @@ def _medians(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-PROTOCOL = "@edge_sdk.bench "  # prefix of the worker's reply lines (anything else a library prints is skipped)
+PROTOCOL = "@edge_sdk.bench.backends "  # prefix of the worker's reply lines (anything else a library prints is skipped)
 
 
 class _Worker:
@@ -143,7 +143,7 @@ class _Worker:
                 "gen_tokens": gen_tokens}
         self.name, self.timeout_s = backend, timeout_s
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and stall the worker
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_sdk.bench", "--worker", json.dumps(args)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_sdk.bench.backends", "--worker", json.dumps(args)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      env=_thread_env(threads))
         self.info = self._reply()
@@ -271,7 +271,7 @@ def find_quantize(peer: str | os.PathLike, given: str | os.PathLike | None = Non
 
 def q8_0_copy(gguf: str | os.PathLike, quantize: str | os.PathLike) -> Path:
     """The model converted to Q8_0 by llama.cpp, cached in the user cache (keyed by name, size and mtime)."""
-    from .models import cache_dir
+    from ..importers.registry import cache_dir
 
     src = Path(gguf).resolve()
     st = src.stat()
@@ -321,9 +321,9 @@ def run_llama_bench(peer: str | os.PathLike, q8_gguf: str | os.PathLike, threads
 
 def prepare_package(model: str | None, info: dict[str, Any], tflite: bool = False) -> Path:
     """The converted package the backends load (converted here, once, so that no child pays for conversion)."""
-    from . import models
-    from .config import QuantConfig
-    from .convert import cached_package, package_for
+    from ..importers import registry as models
+    from ..model.config import QuantConfig
+    from ..export.convert import cached_package, package_for
 
     if info["kind"] == "package":
         return Path(info["path"])
@@ -335,9 +335,9 @@ def prepare_package(model: str | None, info: dict[str, Any], tflite: bool = Fals
 
 def side_by_side_bytes(cfg: Any, backends: Sequence[str]) -> int:
     """Estimated resident bytes of all `backends` loaded at once, from the planner's figures."""
-    from .config import QuantConfig
-    from .plan.budget import BACKEND_RUNTIME_BYTES, REFERENCE_COPY_FACTOR, WEIGHT_COPY_FACTOR, runtime_bytes, tokenizer_bytes
-    from .sizes import model_weight_bytes
+    from ..model.config import QuantConfig
+    from ..plan.budget import BACKEND_RUNTIME_BYTES, REFERENCE_COPY_FACTOR, WEIGHT_COPY_FACTOR, runtime_bytes, tokenizer_bytes
+    from ..model.sizes import model_weight_bytes
 
     weights = model_weight_bytes(cfg, QuantConfig())
     total = 0
@@ -373,13 +373,13 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
     backends together (`side_by_side_bytes`) fits in 80% of MemAvailable. The first backend's figures are
     repeated at the top level of the report.
     """
-    from . import models
-    from .config import QuantConfig
-    from .sizes import decode_bytes_per_token
+    from ..importers import registry as models
+    from ..model.config import QuantConfig
+    from ..model.sizes import decode_bytes_per_token
 
     if prompt_tokens < 1 or gen_tokens < 1 or repeats < 1:
         raise InvalidArgumentError("prompt_tokens, gen_tokens and repeats must be >= 1")
-    from .api import BACKENDS, MAX_THREADS
+    from ..api import BACKENDS, MAX_THREADS
 
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise InvalidArgumentError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
@@ -527,5 +527,5 @@ def _worker(arg: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         sys.exit(_worker(sys.argv[2]))
-    print("usage: python -m edge_sdk.bench --worker JSON (use `edge-sdk bench`)", file=sys.stderr)
+    print("usage: python -m edge_sdk.bench.backends --worker JSON (use `edge-sdk bench`)", file=sys.stderr)
     sys.exit(2)

@@ -26,11 +26,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .backends.base import Backend
-from .errors import ContextOverflowError, InvalidArgumentError
+from ..backends.base import Backend
+from ..errors import ContextOverflowError, InvalidArgumentError
 from .sampling import Sampler, SamplingParams
-from .streaming import StopMatcher, TextStreamer
-from .tokenizer import Tokenizer
+from ..text.streaming import StopMatcher, TextStreamer
+from ..text.tokenizer import Tokenizer
 
 
 @dataclass

@@ -55,10 +55,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import ModelConfig, QuantConfig, RopeScaling
-from .errors import EdgeSDKError, PackageChangedError, PackageError
-from .quantize import QLayer, QMat, QWeights
-from .weights import expected_shapes
+from ..model.config import ModelConfig, QuantConfig, RopeScaling
+from ..errors import EdgeSDKError, PackageChangedError, PackageError
+from ..model.quantize import QLayer, QMat, QWeights
+from ..model.weights import expected_shapes
 
 FORMAT_NAME = "edge-sdk-package"
 FORMAT_VERSION = 1
@@ -351,7 +351,7 @@ def package_config(path: str, manifest: dict[str, Any]) -> tuple[ModelConfig, Qu
 def package_graphs(path: str, manifest: dict[str, Any], table: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The manifest's graph records, each checked to be one (PackageError naming the graph); given the
     (checked) tensor table, each graph's tensors must also be those of the table: same offset and shape."""
-    from .graphs.spec import specs_from_manifest
+    from ..graphs.spec import specs_from_manifest
 
     mpath = os.path.join(path, MANIFEST)
     graphs = manifest.get("graphs", [])
@@ -595,9 +595,9 @@ def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "m
         pkg = load_package("pkg/", trusted_keys=["fleet.key.pub"])
         pkg.weights.tok_embd.q.shape, pkg.files.stamps.keys()
     """
-    from .errors import InvalidArgumentError
+    from ..errors import InvalidArgumentError
     from .signing import check_signature
-    from .tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
     if weights not in WEIGHT_MODES:
         raise InvalidArgumentError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
@@ -645,7 +645,7 @@ def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "m
 
 def package_generation(path: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest's sampling defaults, checked (packages converted before they were recorded have none)."""
-    from .sampling import checked_generation_defaults
+    from ..generate.sampling import checked_generation_defaults
 
     gen = manifest.get("generation", {})
     mpath = os.path.join(path, MANIFEST)

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import QuantConfig
-from .importers import ImportedModel
+from ..importers import ImportedModel
 from .int8_reference import Int8Forward
 from .quantize import quantize_weights
 from .reference import FloatForward, FloatOps
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 
 class Int8Eval(Int8Forward):
@@ -74,7 +74,7 @@ def _int8_forward(m: ImportedModel, qcfg: QuantConfig, backend: str, ctx: int, k
     if backend == "numpy":
         return Int8Eval(m.config, qweights, ctx=ctx, kv_dtype=kv_dtype)
     if backend == "native":
-        from .backends.native_backend import NativeBackend
+        from ..backends.native.backend import NativeBackend
 
         return NativeBackend(m.config, qcfg, qweights, ctx, kv_dtype)
     raise InvalidArgumentError(f"backend must be one of {', '.join(EVAL_BACKENDS)}, got {backend!r}")
@@ -87,7 +87,7 @@ def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig
 
     `kv_dtype`: the int8 model's KV cache (the float model keeps f32). `quiet=False`: progress on stderr.
     """
-    from .progress import Progress
+    from ..progress import Progress
 
     ids = np.asarray(m.tokenizer.encode(text, add_bos=False), dtype=np.int64)
     if max_tokens:

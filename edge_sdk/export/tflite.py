@@ -95,7 +95,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..config import ModelConfig, QuantConfig
+from ..model.config import ModelConfig, QuantConfig
 from ..errors import BackendError, InvalidArgumentError, UnsupportedModelError
 from ..graphs.spec import GraphSpec, OpRecord
 

@@ -28,7 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import InvalidArgumentError, TokenizerError
+from ..errors import InvalidArgumentError, TokenizerError
 
 # ChatML without a default system prompt; used when a model carries no template.
 DEFAULT_CHATML_TEMPLATE = (

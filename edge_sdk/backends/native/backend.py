@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig, QuantConfig
-from ..quantize import QWeights
-from .base import check_files
-from .native_ffi import NativeCore, prefer_threads
+from ...model.config import ModelConfig, QuantConfig
+from ...model.quantize import QWeights
+from ..base import check_files
+from .ffi import NativeCore, prefer_threads
 
 
 class NativeBackend:
