@@ -42,7 +42,7 @@ class Model:
     def __init__(self, backend: Any, tokenizer: Tokenizer, config: ModelConfig, quant: QuantConfig | None,
                  name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None,
                  generation_defaults: dict[str, Any] | None = None) -> None:
-        from .generate.sampling import checked_generation_defaults
+        from .model.sampling_params import checked_generation_defaults
 
         self.backend = backend
         self.tokenizer = tokenizer
@@ -198,9 +198,9 @@ def _warn_once(msg: str) -> None:
 
 def auto_backend() -> str:
     """The native core when it is built for this CPU, else the numpy int8 path (said once, on stderr)."""
-    from .backends.native import ffi as native_ffi
+    from .backends.native.library import available
 
-    ok, why = native_ffi.available()
+    ok, why = available()
     if ok:
         return "native"
     _warn_once(f"edge_sdk: native core unavailable ({why}); using the numpy int8 backend, which is much slower")
@@ -224,9 +224,9 @@ def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, 
 
         return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype, package_files=files)
     if name == "native":
-        from .backends.native import ffi as native_ffi
+        from .backends.native.library import available
 
-        ok, why = native_ffi.available()
+        ok, why = available()
         if not ok:
             raise BackendError(f"the native core is not available: {why}")
         if stream_layers and package is not None:
@@ -272,7 +272,7 @@ def check_board_plan(path: Any, board: str, backend: str, threads: int | None, c
     """
     from .plan.boards import load_board
     from .errors import PlanError
-    from .importers.registry import model_config
+    from .export.describe import model_config
     from .plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
     from .model.sizes import model_weight_bytes
 

@@ -16,6 +16,10 @@ class InvalidArgumentError(EdgeSDKError, ValueError):
     """An argument is out of range or of the wrong kind (also a ValueError)."""
 
 
+class SamplingError(InvalidArgumentError):
+    """A sampling parameter is out of range or of the wrong type (an `InvalidArgumentError`)."""
+
+
 class ModelFileError(EdgeSDKError):
     """A model file or directory is missing, truncated, corrupt or not a model."""
 

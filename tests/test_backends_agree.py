@@ -59,10 +59,10 @@ def make_onnx(pkg: Any) -> Any:
 
 def make_native(pkg: Any) -> Any:
     try:
-        from edge_sdk.backends.native import ffi as native_ffi
+        from edge_sdk.backends.native import library as native_library
     except ImportError as e:
         pytest.skip(f"native binding not importable: {e}")
-    ok, why = native_ffi.available()
+    ok, why = native_library.available()
     if not ok:
         pytest.skip(f"native core not available: {why}")
     from edge_sdk.backends.native.backend import NativeBackend

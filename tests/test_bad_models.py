@@ -17,7 +17,7 @@ from edge_sdk.model.config import MAX_LAYERS, ModelConfig
 from edge_sdk.export.convert import convert
 from edge_sdk.errors import ModelFileError, PackageError, TokenizerError, UnsupportedModelError
 from edge_sdk.importers import import_model
-from edge_sdk.importers.registry import describe
+from edge_sdk.export.describe import describe
 from edge_sdk.export.package import MANIFEST_DIGEST, load_package, manifest_digest
 from tiny_models import permute_rope_rows, write_gguf
 

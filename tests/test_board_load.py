@@ -68,7 +68,7 @@ def test_a_plan_describes_the_run():
 def test_load_on_a_board_uses_the_plan(tiny_gguf):
     from edge_sdk.plan.boards import load_board
     from edge_sdk.model.config import QuantConfig
-    from edge_sdk.importers.registry import model_config
+    from edge_sdk.export.describe import model_config
     from edge_sdk.plan.budget import plan_device
 
     cfg, _ = model_config(tiny_gguf)
@@ -91,7 +91,7 @@ def test_import_peak_and_reference_copies_are_planned(tiny_board_dir, tiny_gguf,
     from edge_sdk.plan.boards import load_board
     from edge_sdk.model.config import QuantConfig
     from edge_sdk.export.convert import convert
-    from edge_sdk.importers.registry import model_config
+    from edge_sdk.export.describe import model_config
     from edge_sdk.plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
     from edge_sdk.model.sizes import model_weight_bytes
 

@@ -45,12 +45,12 @@ def _expected_isa() -> str | None:
 
 @pytest.fixture(scope="module")
 def native():
-    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.backends.native import library as native_library
 
-    ok, why = native_ffi.available()
+    ok, why = native_library.available()
     if not ok:
         pytest.fail(f"the native core must load on aarch64: {why}")
-    return native_ffi
+    return native_library
 
 
 def test_library_is_aarch64_and_selects_the_expected_kernels(native):

@@ -507,9 +507,9 @@ REAL_CMDS = ["there is an obstacle ahead, the goal is to the left", "the goal is
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["chat", "constrained"])
 def test_robot_real_model_actions(real_gguf_path, mode):
-    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.backends.native import library as native_library
 
-    ok, why = native_ffi.available()
+    ok, why = native_library.available()
     if not ok:
         pytest.skip(f"the native core is needed for a real-model run in reasonable time: {why}")
     extra = ["--constrained"] if mode == "constrained" else []

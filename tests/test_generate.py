@@ -156,9 +156,9 @@ def test_hf_dir_and_gguf_generate_the_same(tiny_gguf, tiny_hf_dir):
 
 def test_native_backend_matches_numpy_on_a_long_prompt(tiny_gguf):
     """A prompt longer than the native core's 64-token chunk runs in chunks and gives the reference's tokens."""
-    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.backends.native import library as native_library
 
-    ok, why = native_ffi.available()
+    ok, why = native_library.available()
     if not ok:
         pytest.skip(f"native core unavailable: {why}")
     msgs = [{"role": "user", "content": "hi"}]  # 78 prompt tokens with the default system prompt

@@ -50,7 +50,7 @@ def test_cross_build_makes_a_board_library(tmp_path, arch, cc, cls, machine):
 def test_host_build_and_bad_override(tmp_path):
     lib = _native_build.build_library(tmp_path / "lib" / _native_build.LIBRARY_NAME)
     assert elf_header(lib)[1] in (EM_X86_64, EM_AARCH64, EM_ARM)
-    code = "from edge_sdk.backends.native import ffi as native_ffi; ok, why = native_ffi.available(); print(ok); print(why)"
+    code = "from edge_sdk.backends.native.library import available; ok, why = available(); print(ok); print(why)"
     env = dict(os.environ, PYTHONPATH=str(ROOT), EDGE_SDK_NATIVE_LIB=str(lib))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "True" and str(lib) in out

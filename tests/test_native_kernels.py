@@ -22,10 +22,10 @@ from edge_sdk.model import canonical
 from edge_sdk.model.config import ModelConfig
 from edge_sdk.errors import BackendError, NativeError
 
-from edge_sdk.backends.native import ffi as native_ffi
+from edge_sdk.backends.native import library as native_library, core as native_core
 from edge_sdk.plan.native_buffers import sequential_offsets
 
-OK, WHY = native_ffi.available()
+OK, WHY = native_library.available()
 pytestmark = pytest.mark.skipif(not OK, reason=f"native core unavailable: {WHY}")
 
 TOL_PRODUCT = 0.0  # max |native - numpy| for int8 products (same float ops in the same order)
@@ -167,14 +167,14 @@ def rope_tables(cfg, ctx):
 
 
 def test_cdef_region_and_library_info():
-    header = (native_ffi._native_build.native_source_dir() / "include" / "edge_sdk.h").read_text()
-    cdef = native_ffi.cdef_text(header)
+    header = (native_library._native_build.native_source_dir() / "include" / "edge_sdk.h").read_text()
+    cdef = native_library.cdef_text(header)
     assert "#" not in cdef  # no preprocessor lines for cffi
     assert "int es_run_layers(" in cdef
-    info = native_ffi.library_info()
+    info = native_library.library_info()
     assert info["isa"] in info["supported_isas"]
     assert info["kernels"]["generic"]["matvec_q8"] == "matvec_q8_generic"
-    assert set(info["kernels"][info["isa"]]) == set(native_ffi.KERNEL_NAMES)
+    assert set(info["kernels"][info["isa"]]) == set(native_library.KERNEL_NAMES)
 
 
 @pytest.mark.parametrize("block", [0, 4, 32])
@@ -185,7 +185,7 @@ def test_quantize_rows_equals_spec(block):
     x[2, :32] = np.arange(32, dtype=F) - F(15.5)  # ties at .5 after scaling by 127/amax (amax 15.5 -> inv 8.19...)
     x[3] = np.linspace(-127, 127, 96).astype(F)
     x[3, 5] = F(2.5)  # amax 127 -> inv 1: 2.5 rounds to 2 (half to even)
-    with native_ffi.NativeCore(CFG, ctx=8) as core:
+    with native_core.NativeCore(CFG, ctx=8) as core:
         q, s = core.quantize_rows(x, act_block=block)
     q_ref, s_ref = quantize(x, block)
     np.testing.assert_array_equal(q, q_ref)
@@ -203,7 +203,7 @@ def test_matmul_q8_equals_spec(group, block, t):
     w["q"][3] = 127
     w["q"][4] = -127
     x = (rng.standard_normal((t, 192)) * 2).astype(F)
-    with native_ffi.NativeCore(CFG, ctx=8) as core:
+    with native_core.NativeCore(CFG, ctx=8) as core:
         xq, xs = core.quantize_rows(x, act_block=block)
         xq[0, :64] = -127  # extreme activations
         y = core.matmul_q8(xq, xs, M(w), act_block=block)
@@ -223,7 +223,7 @@ def test_run_layers_equals_numpy_layers(group, block, kv_dtype):
     dt = np.float16 if kv_dtype == "f16" else np.float32
     kc = np.zeros((CFG.n_layers, CFG.n_kv_heads, 16, CFG.head_dim), dt)
     vc = np.zeros_like(kc)
-    with native_ffi.NativeCore(CFG, ctx=16, kv_dtype=kv_dtype, act_block=block, rope=(cos, sin), n_threads=2) as core:
+    with native_core.NativeCore(CFG, ctx=16, kv_dtype=kv_dtype, act_block=block, rope=(cos, sin), n_threads=2) as core:
         prep = core.prepare_layers(layers)
         y0 = core.run_layers(prep, 0, x0, pos=0)  # prefill T=5
         y1 = core.run_layers(prep, 0, x1, pos=5)  # decode T=1
@@ -242,7 +242,7 @@ def _prefill_decode(isa: str, n_threads: int, block: int = 32) -> np.ndarray:
     rng = np.random.default_rng(3)
     layers = make_layers(rng, CFG, 0, block)
     x = (rng.standard_normal((6, CFG.dim)) * 2).astype(F)
-    with native_ffi.NativeCore(CFG, ctx=16, isa=isa, n_threads=n_threads, act_block=block,
+    with native_core.NativeCore(CFG, ctx=16, isa=isa, n_threads=n_threads, act_block=block,
                                rope=rope_tables(CFG, 16)) as core:
         a = core.run_layers(layers, 0, x[:4], pos=0)
         b = core.run_layers(layers, 0, x[4:], pos=4)
@@ -251,7 +251,7 @@ def _prefill_decode(isa: str, n_threads: int, block: int = 32) -> np.ndarray:
 
 def test_every_kernel_set_and_thread_count_gives_the_same_bits():
     ref = _prefill_decode("generic", 1)
-    for isa in native_ffi.library_info()["supported_isas"]:
+    for isa in native_library.library_info()["supported_isas"]:
         for nt in (1, 2, 3):
             np.testing.assert_array_equal(_prefill_decode(isa, nt).view(np.uint32), ref.view(np.uint32),
                                           err_msg=f"isa={isa} threads={nt}")
@@ -261,9 +261,9 @@ def test_forced_scalar_subprocess_matches_simd():
     code = (
         "import json, numpy as np\n"
         "from tests.test_native_kernels import _prefill_decode\n"
-        "from edge_sdk.backends.native import ffi as native_ffi\n"
+        "from edge_sdk.backends.native import library as native_library\n"
         "y = _prefill_decode('auto', 2)\n"
-        "print(json.dumps({'isa': native_ffi.library_info()['isa'], 'bits': y.view(np.uint32).tolist()}))\n"
+        "print(json.dumps({'isa': native_library.library_info()['isa'], 'bits': y.view(np.uint32).tolist()}))\n"
     )
     env = dict(os.environ, EDGE_SDK_FORCE_SCALAR="1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -280,8 +280,8 @@ def test_prefill_in_chunks_equals_one_pass():
     layers = make_layers(rng, CFG, 0, 32)
     x = (rng.standard_normal((11, CFG.dim))).astype(F)
     cos_sin = rope_tables(CFG, 16)
-    with native_ffi.NativeCore(CFG, ctx=16, max_tokens=16, rope=cos_sin) as one, \
-         native_ffi.NativeCore(CFG, ctx=16, max_tokens=4, rope=cos_sin) as chunked:
+    with native_core.NativeCore(CFG, ctx=16, max_tokens=16, rope=cos_sin) as one, \
+         native_core.NativeCore(CFG, ctx=16, max_tokens=4, rope=cos_sin) as chunked:
         np.testing.assert_array_equal(one.run_layers(layers, 0, x, 0), chunked.run_layers(layers, 0, x, 0))
 
 
@@ -289,7 +289,7 @@ def test_errors_surface_as_exceptions():
     rng = np.random.default_rng(9)
     layers = make_layers(rng, CFG, 0, 32)
     x = rng.standard_normal((3, CFG.dim)).astype(F)
-    with native_ffi.NativeCore(CFG, ctx=8, max_tokens=8) as core:
+    with native_core.NativeCore(CFG, ctx=8, max_tokens=8) as core:
         with pytest.raises(NativeError, match="position range is outside the context"):
             core.run_layers(layers, 0, x, pos=6)
         with pytest.raises(NativeError, match="layer range is outside"):
@@ -346,9 +346,9 @@ def test_errors_surface_as_exceptions():
     with pytest.raises(BackendError, match="closed"):
         core.quantize_rows(x)
     with pytest.raises(BackendError, match="kv_dtype"):
-        native_ffi.NativeCore(CFG, kv_dtype="bf16")
+        native_core.NativeCore(CFG, kv_dtype="bf16")
     with pytest.raises(BackendError, match="unknown ISA"):
-        native_ffi.NativeCore(CFG, isa="sve2")
+        native_core.NativeCore(CFG, isa="sve2")
 
 
 def test_c_buffer_trace_equals_python_mirror():
@@ -357,7 +357,7 @@ def test_c_buffer_trace_equals_python_mirror():
     smol = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536)
     for cfg in (CFG, smol):
         for t, ctx, nt, ab in ((1, 512, 1, 32), (64, 512, 2, 32), (7, 100, 3, 0), (3, 9, 4, 16)):
-            assert native_ffi.native_layer_buffers(cfg, t, ctx, nt, ab) == layer_buffers(cfg, t, ctx, nt, ab)
+            assert native_library.native_layer_buffers(cfg, t, ctx, nt, ab) == layer_buffers(cfg, t, ctx, nt, ab)
 
 
 # ---- the real model ------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_real_model_greedy_tokens_match_the_int8_reference(real_model):
     qw = quantize_weights(cfg, real_model.weights, QuantConfig())
     ids = tok.encode(REAL_PROMPT, special=True)
     ref = Int8Forward(cfg, qw, ctx=96)
-    with native_ffi.NativeCore(cfg, ctx=96, n_threads=2, act_block=QuantConfig().act_block) as core:
+    with native_core.NativeCore(cfg, ctx=96, n_threads=2, act_block=QuantConfig().act_block) as core:
         core.load_weights(qw)
         out_n, out_r, diff = [], [], 0.0
         ln, lr = core.forward(np.array(ids), 0, last_only=True)[0], ref.forward(np.array(ids), 0, last_only=True)[0]
@@ -400,6 +400,6 @@ def test_misaligned_arrays_are_refused():
     """32-bit ARM faults on a float load from an address that is not a multiple of 4."""
     misaligned = np.zeros(4 * CFG.dim + 1, np.uint8)[1:].view(F)
     assert misaligned.ctypes.data % 4
-    with native_ffi.NativeCore(CFG, ctx=8) as core:
+    with native_core.NativeCore(CFG, ctx=8) as core:
         with pytest.raises(BackendError, match="out_norm must be 4-byte aligned"):
             core.head(np.zeros((1, CFG.dim), F), misaligned, M(qmat(np.random.default_rng(0), 8, CFG.dim, 0, 32)))

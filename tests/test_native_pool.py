@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.backends.native import ffi as native_ffi
+from edge_sdk.backends.native import library as native_library, core as native_core, threads as native_threads
 from edge_sdk.errors import NativeError
 
 from tests.test_native_kernels import CFG, _prefill_decode, make_layers, rope_tables
 
-OK, WHY = native_ffi.available()
+OK, WHY = native_library.available()
 needs_native = pytest.mark.skipif(not OK, reason=f"native core unavailable: {WHY}")
 
 
@@ -42,42 +42,42 @@ def fake_sysfs(root: Path, siblings: dict[int, str] | None = None,
 
 
 def test_cpu_list_parser():
-    assert native_ffi._cpu_list("0-3,8,10-11\n") == frozenset({0, 1, 2, 3, 8, 10, 11})
-    assert native_ffi._cpu_list("5") == frozenset({5})
+    assert native_threads._cpu_list("0-3,8,10-11\n") == frozenset({0, 1, 2, 3, 8, 10, 11})
+    assert native_threads._cpu_list("5") == frozenset({5})
 
 
 def test_smt_siblings_count_once(tmp_path):
     # 4 cores x 2 threads, Intel numbering: cpu i and cpu i+4 share a core
     sysfs = fake_sysfs(tmp_path, siblings={i: f"{i % 4},{i % 4 + 4}" for i in range(8)})
-    assert native_ffi.prefer_threads(range(8), sysfs) == 4
-    assert native_ffi.prefer_threads([0, 4], sysfs) == 1
-    assert native_ffi.prefer_threads([0, 1], sysfs) == 2
-    assert native_ffi.prefer_threads([0, 1, 5], sysfs) == 2
+    assert native_threads.prefer_threads(range(8), sysfs) == 4
+    assert native_threads.prefer_threads([0, 4], sysfs) == 1
+    assert native_threads.prefer_threads([0, 1], sysfs) == 2
+    assert native_threads.prefer_threads([0, 1, 5], sysfs) == 2
 
 
 def test_adjacent_sibling_numbering(tmp_path):
     # AMD-style numbering: cpu 2k and 2k+1 share a core, written as a range
     sysfs = fake_sysfs(tmp_path, siblings={i: f"{i // 2 * 2}-{i // 2 * 2 + 1}" for i in range(6)})
-    assert native_ffi.prefer_threads(range(6), sysfs) == 3
+    assert native_threads.prefer_threads(range(6), sysfs) == 3
 
 
 def test_core_id_repeats_across_packages(tmp_path):
     # two packages of two cores, no sibling lists: (package, core_id) identifies a core
     sysfs = fake_sysfs(tmp_path, core_ids={0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)})
-    assert native_ffi.physical_cores(range(4), sysfs) == 4
-    assert native_ffi.prefer_threads(range(4), sysfs) == 4
+    assert native_threads.physical_cores(range(4), sysfs) == 4
+    assert native_threads.prefer_threads(range(4), sysfs) == 4
 
 
 def test_no_topology_counts_each_cpu_and_caps_at_8(tmp_path):
-    assert native_ffi.prefer_threads([0, 1, 2, 3], tmp_path) == 4  # Raspberry Pi 4 in a container
-    assert native_ffi.prefer_threads(range(16), tmp_path) == native_ffi.MAX_DEFAULT_THREADS == 8
-    assert native_ffi.prefer_threads([], tmp_path) == 1
+    assert native_threads.prefer_threads([0, 1, 2, 3], tmp_path) == 4  # Raspberry Pi 4 in a container
+    assert native_threads.prefer_threads(range(16), tmp_path) == native_threads.MAX_DEFAULT_THREADS == 8
+    assert native_threads.prefer_threads([], tmp_path) == 1
 
 
 def test_default_uses_the_affinity_mask():
-    n = native_ffi.prefer_threads()
-    assert 1 <= n <= min(8, len(native_ffi.os.sched_getaffinity(0)))
-    assert n == native_ffi.prefer_threads(native_ffi.os.sched_getaffinity(0))
+    n = native_threads.prefer_threads()
+    assert 1 <= n <= min(8, len(native_threads.os.sched_getaffinity(0)))
+    assert n == native_threads.prefer_threads(native_threads.os.sched_getaffinity(0))
 
 
 # ---- the pool through the binding ----------------------------------------------
@@ -103,7 +103,7 @@ def test_many_short_calls_with_oversubscribed_threads():
     cos_sin = rope_tables(CFG, 16)
     outs = {}
     for nt in (1, 8):
-        with native_ffi.NativeCore(CFG, ctx=16, n_threads=nt, rope=cos_sin) as core:
+        with native_core.NativeCore(CFG, ctx=16, n_threads=nt, rope=cos_sin) as core:
             prep = core.prepare_layers(layers)
             ys = [core.run_layers(prep, 0, x, pos=step % 16) for step in range(200)]
         outs[nt] = np.stack(ys).view(np.uint32)
@@ -115,4 +115,4 @@ def test_many_short_calls_with_oversubscribed_threads():
 def test_bad_spin_setting_is_an_error(monkeypatch, bad):
     monkeypatch.setenv("EDGE_SDK_POOL_SPIN_US", bad)
     with pytest.raises(NativeError, match="creating a native context"):
-        native_ffi.NativeCore(CFG, ctx=8)
+        native_core.NativeCore(CFG, ctx=8)

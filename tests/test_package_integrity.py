@@ -275,7 +275,7 @@ def test_board_plan_that_streams_loads_the_streamed_backend(pkg, tmp_path, monke
     from edge_sdk.backends.native.stream import StreamedNativeBackend
     from edge_sdk.plan.boards import boards_dir, load_board
     from edge_sdk.model.config import QuantConfig
-    from edge_sdk.importers.registry import model_config
+    from edge_sdk.export.describe import model_config
     from edge_sdk.plan.budget import plan_device
 
     cfg, _ = model_config(str(pkg))

@@ -42,9 +42,9 @@ def python_claims(text: str) -> tuple[str, int]:
 
 
 def test_the_python_example_prints_what_it_claims(real_gguf_path, capsys):
-    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.backends.native import library as native_library
 
-    assert native_ffi.available()[0], "the README's outputs are the native core's"
+    assert native_library.available()[0], "the README's outputs are the native core's"
     code, n = python_claims(_readme())
     assert n >= 3
     seen = []

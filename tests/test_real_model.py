@@ -46,10 +46,10 @@ def test_capital_of_france(smollm):
 @pytest.mark.slow
 def test_native_core_equals_the_reference_for_64_tokens(real_gguf_path, smollm):
     """The C core computes the numpy int8 reference's arithmetic bit for bit, so greedy runs never part."""
-    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.backends.native import library as native_library
     from edge_sdk.generate.sampling import SamplingParams
 
-    ok, why = native_ffi.available()
+    ok, why = native_library.available()
     if not ok:
         pytest.skip(f"native core unavailable: {why}")
     with edge_sdk.load(real_gguf_path, backend="native", ctx=512, threads=2) as nat:
@@ -124,9 +124,9 @@ def test_backends_part_only_at_a_near_tie(real_gguf_path):
     broken differently nor a bug, but two logits 0.044 apart, well inside the bound the backends agree within."""
     import numpy as np
 
-    from edge_sdk.backends.native import ffi as native_ffi
+    from edge_sdk.backends.native import library as native_library
 
-    if not native_ffi.available()[0]:
+    if not native_library.available()[0]:
         pytest.skip("native core unavailable")
     prompt = "The capital of France is"
     logits = {}

@@ -48,7 +48,7 @@ def ctx_sweep(package: str, ctxs: list[int], threads: int, start: int = 64, step
 
 
 def main() -> int:
-    from edge_sdk.importers import registry as models
+    from edge_sdk.export.describe import describe
     from edge_sdk.bench.backends import prepare_package, run_bench
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -79,7 +79,7 @@ def main() -> int:
                   f"| | | |")
         print(f"read bandwidth at {threads} threads: {r['bandwidth_gbps']:.1f} GB/s", file=sys.stderr)
     if a.ctx_sweep:
-        package = str(prepare_package(a.model, models.describe(a.model)))
+        package = str(prepare_package(a.model, describe(a.model)))
         sweep = ctx_sweep(package, [int(c) for c in a.ctx_sweep.split(",")], threads=1)
         print("\nONNX decode step at positions 64..95 (1 thread, backends in turns): " +
               ", ".join(f"ctx {c}: {ms:.2f} ms" for c, ms in sweep.items()))

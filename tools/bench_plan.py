@@ -131,7 +131,7 @@ def with_bandwidth(board, threads: int, gbps: float):
 
 def compare(args: argparse.Namespace) -> int:
     from edge_sdk.plan.boards import load_board
-    from edge_sdk.importers.registry import model_config
+    from edge_sdk.export.describe import model_config
     from edge_sdk.plan.budget import plan_device
 
     board = load_board(args.board)

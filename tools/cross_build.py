@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built {out.resolve()} for {args.arch}")
     print("on the board:")
     print(f"  EDGE_SDK_NATIVE_LIB=/path/to/{LIBRARY_NAME} edge-sdk run ...")
-    print("  python -c 'from edge_sdk.backends.native import ffi as native_ffi; print(native_ffi.library_info())'")
+    print("  python -c 'from edge_sdk.backends.native.library import library_info; print(library_info())'")
     return 0
 
 

@@ -144,7 +144,7 @@ class PackageTarget:
 
     def __call__(self, data: bytes) -> None:
         from edge_sdk.export.convert import has_onnx_graphs, has_tflite_graphs, tflite_linear_of
-        from edge_sdk.importers.registry import describe
+        from edge_sdk.export.describe import describe
         from edge_sdk.export.package import load_package
 
         flags, manifest, weights = unpack_package_input(data)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import BackendError, EdgeSDKError, InvalidArgumentError, ModelFileError
+from ..plan.host import mem_available_bytes, peak_rss_bytes
 
 PREFILL_CHUNK = 128  # the generator's default
 
@@ -67,22 +67,6 @@ def _prefill(backend: Any, ids: np.ndarray) -> np.ndarray:
     for start in range(0, len(ids), PREFILL_CHUNK):
         logits = backend.forward(ids[start : start + PREFILL_CHUNK], start, last_only=True)
     return logits
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set: VmHWM, which belongs to the address space and starts afresh at exec.
-
-    (`getrusage(RUSAGE_SELF).ru_maxrss` would not do in a child: Linux copies the parent's peak into it at
-    fork, so a child of a parent that converted a model would report the parent's peak.)
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class _Session:
@@ -350,18 +334,6 @@ def side_by_side_bytes(cfg: Any, backends: Sequence[str]) -> int:
     return total
 
 
-def mem_available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (None where there is none)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), threads: int | None = None,
               prompt_tokens: int = 64, gen_tokens: int = 32, repeats: int = 3, peer: str | None = None,
               peer_quantize: str | None = None, interleave: bool | None = None,
@@ -373,7 +345,6 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
     backends together (`side_by_side_bytes`) fits in 80% of MemAvailable. The first backend's figures are
     repeated at the top level of the report.
     """
-    from ..importers import registry as models
     from ..model.config import QuantConfig
     from ..model.sizes import decode_bytes_per_token
 
@@ -389,7 +360,9 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise InvalidArgumentError(f"unknown backend {unknown[0]!r}; choose among {', '.join(BACKENDS)}")
-    info = models.describe(model)
+    from ..export.describe import describe
+
+    info = describe(model)
     cfg = info["config"]
     if peer:  # check before measuring anything
         if info["kind"] != "gguf":

@@ -13,7 +13,8 @@ import argparse
 import json
 import sys
 
-from ..plan.boards import BoardProfile, detect_board, list_boards, load_board
+from ..plan.boards import BoardProfile, list_boards, load_board
+from ..plan.host import detect_board
 
 MiB = 1 << 20
 

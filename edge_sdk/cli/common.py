@@ -25,7 +25,7 @@ SAMPLING_HELP = ("Sampling flags left out take the model's own defaults (GGUF ge
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from ..generate.sampling import SamplingParams
+    from ..model.sampling_params import SamplingParams
 
     d = SamplingParams()
     g = p.add_argument_group("sampling", SAMPLING_HELP)

@@ -9,7 +9,7 @@ from ..importers.registry import DEFAULT_MODEL
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..importers.registry import describe
+    from ..export.describe import describe
     from ..model.sizes import decode_bytes_per_token, model_weight_bytes
 
     d = describe(a.model)

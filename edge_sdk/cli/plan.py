@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..plan.boards import detect_board, load_board
+from ..plan.boards import load_board
+from ..plan.host import detect_board
 from ..errors import EdgeSDKError, PlanError
 from ..plan.budget import DEFAULT_PREFILL_CHUNK, DevicePlan, plan_device
 from ..plan.picture import plan_svg, write_png
@@ -49,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def model_config(model: str):
     """(ModelConfig, QuantConfig) of `model` without loading weights."""
     try:
-        from ..importers.registry import model_config as resolve
+        from ..export.describe import model_config as resolve
     except ImportError as e:
         raise EdgeSDKError(f"cannot read model configs: {e}") from e
     return resolve(model)

@@ -15,11 +15,12 @@ from ..importers.registry import DEFAULT_MODEL
 
 
 def cmd(a: argparse.Namespace) -> int:
-    from ..model.accuracy import evaluate
+    from ..model.accuracy import evaluate, numpy_int8
     from ..model.config import QuantConfig
     from ..errors import ModelFileError
     from ..importers import import_model
-    from ..importers.registry import describe, resolve
+    from ..export.describe import describe
+    from ..importers.registry import resolve
     from ..export.package import is_package
 
     path = resolve(a.model)
@@ -39,8 +40,17 @@ def cmd(a: argparse.Namespace) -> int:
 
     kv_dtype = default_kv_dtype(backend, a.kv_dtype)
     reference = describe(path).get("float_reference") or "the model's float weights"
-    r = evaluate(import_model(path, quiet=False), text, QuantConfig(group_size=a.group_size), window=a.window,
-                 max_tokens=a.max_tokens, float_only=a.float, backend=backend, kv_dtype=kv_dtype, quiet=False)
+    m = import_model(path, quiet=False)
+    qcfg = QuantConfig(group_size=a.group_size)
+    if backend == "native":
+        from ..backends.native.backend import NativeBackend
+
+        def int8(qweights, ctx):
+            return NativeBackend(m.config, qcfg, qweights, ctx, kv_dtype)
+    else:
+        int8 = numpy_int8(m.config, kv_dtype)
+    r = evaluate(m, text, qcfg, window=a.window, max_tokens=a.max_tokens, float_only=a.float, int8=int8,
+                 backend=backend, kv_dtype=kv_dtype, quiet=False)
     if a.json:
         print(json.dumps({"perplexity": r.perplexity, "tokens": r.tokens, "top1_agreement": r.top1_agreement,
                           "float_perplexity": r.float_perplexity, "window": r.window, "quant": r.quant,

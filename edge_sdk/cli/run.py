@@ -14,7 +14,7 @@ from .common import add_model_args, add_sampling_args, load_from_args, sampling_
 
 
 def print_stats(stats: dict) -> None:
-    from ..bench.backends import peak_rss_bytes
+    from ..plan.host import peak_rss_bytes
 
     print(
         f"\n[prompt {stats['prompt_tokens']} tokens at {stats['prefill_tok_s']:.1f} tok/s, "

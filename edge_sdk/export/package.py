@@ -57,17 +57,15 @@ import numpy as np
 
 from ..model.config import ModelConfig, QuantConfig, RopeScaling
 from ..errors import EdgeSDKError, PackageChangedError, PackageError
-from ..model.quantize import QLayer, QMat, QWeights
+from ..graphs.layout import ALIGN, QMAT_FIELDS, WEIGHTS, flatten_weights, unflatten_weights
+from ..model.quantize import QWeights
 from ..model.weights import expected_shapes
 
 FORMAT_NAME = "edge-sdk-package"
 FORMAT_VERSION = 1
-ALIGN = 64
 MANIFEST = "manifest.json"
-WEIGHTS = "weights.bin"
 TOKENIZER = "tokenizer.json"
 MANIFEST_DIGEST = "manifest_sha256"
-QMAT_FIELDS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 Q_DTYPE = np.dtype(np.int8)
 F_DTYPE = np.dtype("<f4")
 WEIGHT_MODES = ("memory", "file")
@@ -77,35 +75,6 @@ HUGE_PAGE_MIN = 4 << 20  # buffers from this size on ask for transparent huge pa
 
 def is_package(path: str | os.PathLike) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, MANIFEST))
-
-
-def flatten_weights(w: QWeights) -> dict[str, np.ndarray]:
-    """Tensor name -> array, in file order (embedding, layers, norm, head)."""
-    out: dict[str, np.ndarray] = {"tok_embd.q": w.tok_embd.q, "tok_embd.scale": w.tok_embd.scale}
-    for i, layer in enumerate(w.layers):
-        out[f"layers.{i}.attn_norm"] = layer.attn_norm
-        out[f"layers.{i}.ffn_norm"] = layer.ffn_norm
-        for name in QMAT_FIELDS:
-            m = getattr(layer, name)
-            out[f"layers.{i}.{name}.q"] = m.q
-            out[f"layers.{i}.{name}.scale"] = m.scale
-    out["out_norm"] = w.out_norm
-    if w.output is not None:
-        out["output.q"], out["output.scale"] = w.output.q, w.output.scale
-    return out
-
-
-def unflatten_weights(t: dict[str, np.ndarray], cfg: ModelConfig, q: QuantConfig) -> QWeights:
-    def qm(prefix: str) -> QMat:
-        return QMat(q=t[f"{prefix}.q"], scale=t[f"{prefix}.scale"], group_size=q.group_size)
-
-    layers = [
-        QLayer(attn_norm=t[f"layers.{i}.attn_norm"], ffn_norm=t[f"layers.{i}.ffn_norm"],
-               **{n: qm(f"layers.{i}.{n}") for n in QMAT_FIELDS})
-        for i in range(cfg.n_layers)
-    ]
-    output = qm("output") if "output.q" in t else None
-    return QWeights(tok_embd=qm("tok_embd"), layers=layers, out_norm=t["out_norm"], output=output)
 
 
 def sha256_of(path: str) -> str:
@@ -645,7 +614,7 @@ def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "m
 
 def package_generation(path: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest's sampling defaults, checked (packages converted before they were recorded have none)."""
-    from ..generate.sampling import checked_generation_defaults
+    from ..model.sampling_params import checked_generation_defaults
 
     gen = manifest.get("generation", {})
     mpath = os.path.join(path, MANIFEST)

@@ -1,12 +1,12 @@
-"""Where each weight tensor sits in `weights.bin`, computed from the configs alone.
+"""The layout of `weights.bin`: which tensors, in which order, at which offsets, from the configs alone.
 
-The package writer (`package.write_weights_bin`) stores the tensors of
-`package.flatten_weights` back to back, each at a multiple of `package.ALIGN`.
-This module reproduces that table without any weights: it runs
-`flatten_weights` over zero-stride placeholder arrays (so the order and the
-names come from the package code itself) and applies the same alignment
-rule. Graph records can then name byte ranges before a file exists; `convert`
-checks the table against the written manifest.
+`flatten_weights` names every tensor of a `QWeights` in file order; the
+package writer (`export.package.write_weights_bin`) stores them back to back,
+each at a multiple of `ALIGN`, and `unflatten_weights` rebuilds a `QWeights`
+from such a table. `weight_table` reproduces the offsets without any weights:
+it runs `flatten_weights` over zero-stride placeholder arrays and applies the
+same alignment rule. Graph records can then name byte ranges before a file
+exists; `convert` checks the table against the written manifest.
 
 Example::
 
@@ -19,9 +19,41 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.config import ModelConfig, QuantConfig
-from ..export.package import ALIGN, WEIGHTS, flatten_weights
 from ..model.quantize import QLayer, QMat, QWeights
 from .spec import TensorRef
+
+ALIGN = 64  # every tensor of weights.bin starts at a multiple of this (cache lines, SIMD loads, mmap)
+WEIGHTS = "weights.bin"
+QMAT_FIELDS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
+def flatten_weights(w: QWeights) -> dict[str, np.ndarray]:
+    """Tensor name -> array, in file order (embedding, layers, norm, head)."""
+    out: dict[str, np.ndarray] = {"tok_embd.q": w.tok_embd.q, "tok_embd.scale": w.tok_embd.scale}
+    for i, layer in enumerate(w.layers):
+        out[f"layers.{i}.attn_norm"] = layer.attn_norm
+        out[f"layers.{i}.ffn_norm"] = layer.ffn_norm
+        for name in QMAT_FIELDS:
+            m = getattr(layer, name)
+            out[f"layers.{i}.{name}.q"] = m.q
+            out[f"layers.{i}.{name}.scale"] = m.scale
+    out["out_norm"] = w.out_norm
+    if w.output is not None:
+        out["output.q"], out["output.scale"] = w.output.q, w.output.scale
+    return out
+
+
+def unflatten_weights(t: dict[str, np.ndarray], cfg: ModelConfig, q: QuantConfig) -> QWeights:
+    def qm(prefix: str) -> QMat:
+        return QMat(q=t[f"{prefix}.q"], scale=t[f"{prefix}.scale"], group_size=q.group_size)
+
+    layers = [
+        QLayer(attn_norm=t[f"layers.{i}.attn_norm"], ffn_norm=t[f"layers.{i}.ffn_norm"],
+               **{n: qm(f"layers.{i}.{n}") for n in QMAT_FIELDS})
+        for i in range(cfg.n_layers)
+    ]
+    output = qm("output") if "output.q" in t else None
+    return QWeights(tok_embd=qm("tok_embd"), layers=layers, out_norm=t["out_norm"], output=output)
 
 
 def _placeholder(shape: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -65,7 +65,7 @@ def import_model(path: str | os.PathLike, quiet: bool = True) -> ImportedModel:
     else:
         from .gguf_import import import_gguf
 
-        from ..generate.sampling import generation_defaults_from_gguf
+        from ..model.sampling_params import generation_defaults_from_gguf
 
         cfg, weights, meta = import_gguf(p, quiet=quiet)
         tok = with_source(p, tokenizer_from_gguf_metadata, meta)
@@ -77,7 +77,7 @@ def import_model(path: str | os.PathLike, quiet: bool = True) -> ImportedModel:
 
 def hf_generation_defaults(path: str) -> dict[str, Any]:
     """The sampling defaults of a Hugging Face directory's `generation_config.json` ({} when it has none)."""
-    from ..generate.sampling import generation_defaults_from_hf
+    from ..model.sampling_params import generation_defaults_from_hf
     from .hf_import import read_json
 
     gpath = os.path.join(path, "generation_config.json")

@@ -16,15 +16,18 @@ Example::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .config import QuantConfig
-from ..importers import ImportedModel
 from .int8_reference import Int8Forward
 from .quantize import quantize_weights
 from .reference import FloatForward, FloatOps
 from ..errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ..importers import ImportedModel
 
 
 class Int8Eval(Int8Forward):
@@ -61,31 +64,27 @@ def log_softmax_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return lse - z[np.arange(len(targets)), targets]
 
 
-EVAL_BACKENDS = ("numpy", "native")
-"""Where the int8 model runs: "numpy" (`Int8Eval`) or "native" (the C core, the arithmetic the device runs)."""
-
 EVAL_STEP = 64
 """Tokens per forward call inside a window (the cache carries the window's earlier tokens); progress is
 reported after each step."""
 
+Int8Runner = Callable[[Any, int], Any]
+"""Makes the int8 model that is scored: (QWeights, ctx) -> an object with `forward(tokens, pos)` -> logits
+(T, vocab), and optionally `close()`. A backend (`backends.native.backend.NativeBackend`) is one."""
 
-def _int8_forward(m: ImportedModel, qcfg: QuantConfig, backend: str, ctx: int, kv_dtype: str, quiet: bool):
-    qweights = quantize_weights(m.config, m.weights, qcfg, quiet=quiet)
-    if backend == "numpy":
-        return Int8Eval(m.config, qweights, ctx=ctx, kv_dtype=kv_dtype)
-    if backend == "native":
-        from ..backends.native.backend import NativeBackend
 
-        return NativeBackend(m.config, qcfg, qweights, ctx, kv_dtype)
-    raise InvalidArgumentError(f"backend must be one of {', '.join(EVAL_BACKENDS)}, got {backend!r}")
+def numpy_int8(cfg: Any, kv_dtype: str = "f32") -> Int8Runner:
+    """The int8 products exactly, with numpy's float reductions (`Int8Eval`)."""
+    return lambda qweights, ctx: Int8Eval(cfg, qweights, ctx=ctx, kv_dtype=kv_dtype)
 
 
 def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig(), window: int = 512,
-             max_tokens: int | None = None, float_only: bool = False, backend: str = "numpy",
-             kv_dtype: str = "f32", quiet: bool = True) -> AccuracyReport:
-    """Perplexity of the float model and of its int8 version on `backend`, and their top-1 agreement.
+             max_tokens: int | None = None, float_only: bool = False, int8: Int8Runner | None = None,
+             backend: str = "numpy", kv_dtype: str = "f32", quiet: bool = True) -> AccuracyReport:
+    """Perplexity of the float model and of its int8 version, and their top-1 agreement.
 
-    `kv_dtype`: the int8 model's KV cache (the float model keeps f32). `quiet=False`: progress on stderr.
+    `int8`: what runs the int8 model (default `numpy_int8(cfg, kv_dtype)`); `backend` and `kv_dtype` name it
+    in the report (the float model keeps an f32 cache). `quiet=False`: progress on stderr.
     """
     from ..progress import Progress
 
@@ -96,7 +95,9 @@ def evaluate(m: ImportedModel, text: str, qcfg: QuantConfig | None = QuantConfig
     if len(ids) < 2:
         raise InvalidArgumentError("the text is too short to measure perplexity (fewer than 2 tokens)")
     ffwd = FloatForward(m.config, m.weights, ctx=window)
-    qfwd = None if float_only else _int8_forward(m, qcfg, backend, window, kv_dtype, quiet)
+    if int8 is None:
+        int8 = numpy_int8(m.config, kv_dtype)
+    qfwd = None if float_only else int8(quantize_weights(m.config, m.weights, qcfg, quiet=quiet), window)
     windows = [ids[s : s + window] for s in range(0, len(ids) - 1, window)]
     windows = [w for w in windows if len(w) >= 2]
     n_pred = sum(len(w) - 1 for w in windows)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from ..generate.sampling import SamplingError
+from ..errors import SamplingError
 
 _REPLACEMENT = "\ufffd"
 CONTEXT_TOKENS = 5  # prompt tokens that open the window (vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET)

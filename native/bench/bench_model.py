@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edge_sdk.backends.native.ffi import NativeCore  # noqa: E402
+from edge_sdk.backends.native.core import NativeCore  # noqa: E402
 from edge_sdk.model.config import QuantConfig  # noqa: E402
 from edge_sdk.importers.gguf_import import import_gguf  # noqa: E402
 from edge_sdk.model.quantize import quantize_weights  # noqa: E402

@@ -1,4 +1,4 @@
-"""The "native" backend: the C core (via `native_ffi`) running the whole int8 model.
+"""The "native" backend: the C core (`core.NativeCore`) running the whole int8 model.
 
 The weights are numpy arrays the core reads in place: from a package, views of
 `weights.bin`'s bytes read into memory at load (`load_package(weights="memory")`),
@@ -17,7 +17,8 @@ import numpy as np
 from ...model.config import ModelConfig, QuantConfig
 from ...model.quantize import QWeights
 from ..base import check_files
-from .ffi import NativeCore, prefer_threads
+from .core import NativeCore
+from .threads import prefer_threads
 
 
 class NativeBackend:

@@ -38,7 +38,8 @@ from ...errors import BackendError, InvalidArgumentError, PackageChangedError
 from ...export.package import ALIGN, QMAT_FIELDS, WEIGHTS, Package, anonymous_bytes, file_stamp, tensor_nbytes
 from ...model.quantize import QMat
 from ..base import check_files, check_forward_tokens
-from .ffi import NativeCore, PreparedLayers, prefer_threads
+from .core import NativeCore, PreparedLayers
+from .threads import prefer_threads
 
 RUN_GAP = 4096  # tensors less than this apart in the file are read with one pread (the gap too)
 
