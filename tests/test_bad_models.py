@@ -602,9 +602,21 @@ def test_cache_questions_answer_no_for_a_manifest_of_the_wrong_shape(pkg, change
     (lambda m: m.update(quant={}), r"quant: missing group_size, act_block, bits \(a package lists every field\)"),
     (lambda m: m["tokenizer"].update(add_bos="no"), r"tokenizer add_bos='no' should be true or false"),
     (lambda m: m["tokenizer"].update(add_eos=1), r"tokenizer add_eos=1 should be true or false"),
+    (lambda m: m["tokenizer"].pop("add_eos"), r"tokenizer: missing add_eos \(a package lists every field\)"),
+    (lambda m: m["tokenizer"].pop("chat_template"), r"tokenizer: missing chat_template \(a package lists every field\)"),
+    (lambda m: m.pop("generation"), r"no 'generation' section \(the model's sampling defaults"),
 ])
 def test_manifest_fields_never_load_as_defaults_or_truth_values(pkg, change, message):
     """A field left out loaded as its default (rope_theta 10000.0, group_size 32) and add_bos "no" as True."""
     edit(pkg, change)
     with pytest.raises(PackageError, match=r"manifest.json: " + message):
         load_package(pkg)
+
+
+def test_a_cached_package_without_todays_sections_is_converted_again(pkg):
+    """The cache's own packages from before the manifest held the sampling defaults are not ready: converted again."""
+    from edge_sdk.export.convert import _ready
+
+    assert _ready(pkg, tflite=False)
+    edit(pkg, lambda m: m.pop("generation"))
+    assert not _ready(pkg, tflite=False)

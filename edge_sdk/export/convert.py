@@ -227,8 +227,16 @@ def _ready(dest: Path, tflite: bool) -> bool:
     """A cached package holds what is asked (.tflite graphs in the current default formulation when `tflite`).
     The manifest is read once."""
     manifest = _manifest(dest) if is_package(dest) else None
-    return manifest is not None and _lists_onnx(manifest) and (
+    return manifest is not None and _lists_onnx(manifest) and _has_current_fields(manifest) and (
         not tflite or (_lists_tflite(manifest) and _tflite_linear(manifest) == DEFAULT_LINEAR))
+
+
+def _has_current_fields(manifest: dict[str, Any]) -> bool:
+    """A cached package written before the manifest held every section this version reads is converted again."""
+    from .package import TOKENIZER_FIELDS
+
+    tok = manifest.get("tokenizer")
+    return "generation" in manifest and isinstance(tok, dict) and all(k in tok for k in TOKENIZER_FIELDS)
 
 
 def _convert_into(src: str | os.PathLike, dest: Path, qcfg: QuantConfig, quiet: bool, what: str,

@@ -66,6 +66,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 MANIFEST_DIGEST = "manifest_sha256"
+TOKENIZER_FIELDS = ("bos_id", "eos_id", "eos_ids", "add_bos", "add_eos", "chat_template")  # Tokenizer.meta()
 Q_DTYPE = np.dtype(np.int8)
 F_DTYPE = np.dtype("<f4")
 WEIGHT_MODES = ("memory", "file")
@@ -592,8 +593,12 @@ def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "m
     meta = manifest.get("tokenizer")
     if not isinstance(meta, dict):
         raise PackageError(f"{os.path.join(path, MANIFEST)}: the 'tokenizer' section is missing or not an object")
+    missing = [k for k in TOKENIZER_FIELDS if k not in meta]
+    if missing:  # each would load as its default, silently (add_eos=False, no chat template...)
+        raise PackageError(f"{os.path.join(path, MANIFEST)}: tokenizer: missing {', '.join(missing)} "
+                           "(a package lists every field)")
     for flag in ("add_bos", "add_eos"):  # the tokenizer takes any value's truth: "no" would add the token
-        if flag in meta and type(meta[flag]) is not bool:
+        if type(meta[flag]) is not bool:
             raise PackageError(f"{os.path.join(path, MANIFEST)}: tokenizer {flag}={meta[flag]!r} should be true or false")
     try:
         text = tok_bytes.tobytes().decode("utf-8")  # type: ignore[union-attr]
@@ -613,11 +618,14 @@ def load_package(path: str | os.PathLike, verify: bool = True, weights: str = "m
 
 
 def package_generation(path: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's sampling defaults, checked (packages converted before they were recorded have none)."""
+    """The manifest's sampling defaults, checked."""
     from ..model.sampling_params import checked_generation_defaults
 
-    gen = manifest.get("generation", {})
     mpath = os.path.join(path, MANIFEST)
+    if "generation" not in manifest:  # written by every conversion, empty when the model file had none
+        raise PackageError(f"{mpath}: no 'generation' section (the model's sampling defaults; a package lists every "
+                           "field): convert the model again")
+    gen = manifest["generation"]
     if not isinstance(gen, dict):
         raise PackageError(f"{mpath}: 'generation' should be an object of sampling defaults")
     try:
