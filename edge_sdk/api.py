@@ -17,23 +17,23 @@ Ctrl-C, and the model stays usable with a consistent cache.
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 import threading
 import weakref
 from typing import Any, Callable, Iterator, Sequence
 
-from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
-from .model.config import ModelConfig, QuantConfig
-from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
-from .generate.generator import Generator, checked_timeout
+from .errors import BackendError, BusyError, EdgeSDKError
+from .generate.generator import Generator
 from .generate.sampling import SamplingParams
+from .model.config import ModelConfig, QuantConfig
+from .settings import (BACKENDS, MAX_THREADS, LoadArgs, RunSettings, board_settings, check_timeout, check_token_ids,
+                       default_settings)
+from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from .text.tokenizer import Tokenizer
 
+__all__ = ["BACKENDS", "MAX_THREADS", "Model", "load", "make_backend"]
+
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
-BACKENDS = ("auto", "native", "numpy", "float", "onnx", "tflite")
-MAX_THREADS = 256  # the native core's limit; ONNX Runtime and LiteRT are given no more either
 
 
 class Model:
@@ -41,7 +41,7 @@ class Model:
 
     def __init__(self, backend: Any, tokenizer: Tokenizer, config: ModelConfig, quant: QuantConfig | None,
                  name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None,
-                 generation_defaults: dict[str, Any] | None = None) -> None:
+                 generation_defaults: dict[str, Any] | None = None, prefill_chunk: int | None = None) -> None:
         from .model.sampling_params import checked_generation_defaults
 
         self.backend = backend
@@ -49,9 +49,9 @@ class Model:
         self.config = config
         self.quant = quant
         self.name = name
-        self.busy_timeout = None if busy_timeout is None else checked_timeout(busy_timeout, "busy_timeout")
+        self.busy_timeout = check_timeout(busy_timeout, "busy_timeout")
         self.details = details or {}
-        self._gen = Generator(backend, tokenizer)
+        self._gen = Generator(backend, tokenizer) if prefill_chunk is None else Generator(backend, tokenizer, prefill_chunk)
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._open: Callable[[], Iterator[str] | None] | None = None  # the stream holding the model (a weakref)
@@ -106,8 +106,13 @@ class Model:
     def stream_ids(self, prompt_ids: Sequence[int], *, cancel: threading.Event | None = None,
                    timeout: float | None = None, **sampling: Any) -> Iterator[str]:
         """Stream the completion of already tokenized input (text pieces)."""
+        return self._stream(check_token_ids(prompt_ids), cancel, timeout, sampling)
+
+    def _stream(self, ids: list[int], cancel: threading.Event | None, timeout: float | None,
+                sampling: dict[str, Any]) -> Iterator[str]:
+        """The one entry of every stream: sampling and timeout are checked here, once; inner layers trust them."""
         me: list[Callable[[], Iterator[str] | None]] = []
-        it = self._stream_ids(prompt_ids, self._params(dict(sampling)), cancel, timeout, me)
+        it = self._stream_ids(ids, self._params(dict(sampling)), cancel, check_timeout(timeout, "timeout"), me)
         me.append(weakref.ref(it))
         return it
 
@@ -128,8 +133,7 @@ class Model:
     def stream(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
                **sampling: Any) -> Iterator[str]:
         """Stream the completion of `prompt` as text pieces (never splitting a UTF-8 character)."""
-        ids = self.tokenizer.encode(prompt, special=False)
-        return self.stream_ids(ids, cancel=cancel, timeout=timeout, **sampling)
+        return self._stream(self.tokenizer.encode(prompt, special=False), cancel, timeout, sampling)
 
     def generate(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
                  **sampling: Any) -> str:
@@ -148,9 +152,7 @@ class Model:
 
     def chat_stream(self, messages: list[dict[str, str]], *, cancel: threading.Event | None = None,
                     timeout: float | None = None, **sampling: Any) -> Iterator[str]:
-        text = self.chat_prompt(messages)
-        ids = self.tokenizer.encode(text, special=True)
-        return self.stream_ids(ids, cancel=cancel, timeout=timeout, **sampling)
+        return self._stream(self.tokenizer.encode(self.chat_prompt(messages), special=True), cancel, timeout, sampling)
 
     def chat(self, messages: list[dict[str, str]], *, stream: bool = False, cancel: threading.Event | None = None,
              timeout: float | None = None, **sampling: Any) -> str | Iterator[str]:
@@ -191,115 +193,54 @@ class Model:
             pass
 
 
-@functools.lru_cache(maxsize=None)
-def _warn_once(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 def auto_backend() -> str:
     """The native core when it is built for this CPU, else the numpy int8 path (said once, on stderr)."""
-    from .backends.native.library import available
+    from .settings import resolve_backend
 
-    ok, why = available()
-    if ok:
-        return "native"
-    _warn_once(f"edge_sdk: native core unavailable ({why}); using the numpy int8 backend, which is much slower")
-    return "numpy"
+    return resolve_backend("auto")
 
 
-def make_backend(name: str, cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, fweights: Any, ctx: int,
-                 kv_dtype: str, threads: int | None, package: Any = None, board: str | None = None,
-                 stream_layers: int = 0) -> Any:
-    """`stream_layers` > 0 (a board plan that streams the weights, with a package): the native core reads that
-    many layers' weights at a time from the package file (`backends/native_stream.py`)."""
+def make_backend(cfg: ModelConfig, qcfg: QuantConfig, qweights: Any, fweights: Any, run: RunSettings,
+                 package: Any = None) -> Any:
+    """The backend `run.backend` for a model, with every setting from `run` (checked, from the plan or the
+    defaults). `run.stream_layers` > 0 (a board plan that streams the weights, with a package): the native core
+    reads that many layers' weights at a time from the package file (`backends/native/stream.py`)."""
     files = package.files if package is not None else None
+    name = run.backend
     if name == "float":
         if fweights is None:
             raise BackendError("the float backend needs the original model (a .gguf file or Hugging Face directory), not a converted package")
         from .backends.numpy_backend import FloatBackend
 
-        return FloatBackend(cfg, fweights, ctx, kv_dtype)
+        return FloatBackend(cfg, fweights, run.ctx, run.kv_dtype)
     if name == "numpy":
         from .backends.numpy_backend import NumpyInt8Backend
 
-        return NumpyInt8Backend(cfg, qweights, ctx, kv_dtype, package_files=files)
+        return NumpyInt8Backend(cfg, qweights, run.ctx, run.kv_dtype, package_files=files)
     if name == "native":
         from .backends.native.library import available
 
         ok, why = available()
         if not ok:
             raise BackendError(f"the native core is not available: {why}")
-        if stream_layers and package is not None:
+        if run.stream_layers and package is not None:
             from .backends.native.stream import StreamedNativeBackend
 
-            return StreamedNativeBackend(package, ctx, kv_dtype, threads, layers_per_graph=stream_layers)
+            return StreamedNativeBackend(package, run.ctx, run.kv_dtype, run.threads, layers_per_graph=run.stream_layers,
+                                         prefill_chunk=run.prefill_chunk)
         from .backends.native.backend import NativeBackend
 
-        return NativeBackend(cfg, qcfg, qweights, ctx, kv_dtype, threads, package_files=files)
+        return NativeBackend(cfg, qcfg, qweights, run.ctx, run.kv_dtype, run.threads, prefill_chunk=run.prefill_chunk,
+                             package_files=files)
+    if package is None:
+        raise BackendError(f"the {name} backend runs a converted package's graphs; no package was given")
     if name == "onnx":
-        if package is None:
-            raise BackendError("the onnx backend runs a converted package's ONNX graphs; no package was given")
-        from .backends.onnx_backend import OnnxBackend, settings_from_board
+        from .backends.onnx_backend import OnnxBackend
 
-        providers = None
-        if board is not None:
-            from .plan.boards import load_board
+        return OnnxBackend(package, run.ctx, threads=run.threads, providers=run.providers, kv_dtype=run.kv_dtype)
+    from .backends.tflite_backend import TfliteBackend
 
-            settings = settings_from_board(load_board(board))
-            providers = settings["providers"]
-            threads = threads if threads is not None else settings["threads"]
-        return OnnxBackend(package, ctx, threads=threads, providers=providers, kv_dtype=kv_dtype)
-    if name == "tflite":
-        if package is None:
-            raise BackendError("the tflite backend runs a converted package's .tflite graphs; no package was given")
-        from .backends.tflite_backend import TfliteBackend
-
-        if board is not None and threads is None:
-            from .plan.boards import load_board
-
-            threads = load_board(board).big_cluster.count
-        return TfliteBackend(package, ctx, threads=threads, kv_dtype=kv_dtype)
-    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-
-
-def check_board_plan(path: Any, board: str, backend: str, threads: int | None, ctx: int | None, kv_dtype: str,
-                     group_size: int) -> tuple[int, int, int]:
-    """Plan the model for `board` from metadata alone; refuse before loading anything if it does not fit.
-
-    Returns the thread count and context to use: the caller's, else the plan's (`plan_device`'s defaults,
-    the same `edge-sdk plan --board` shows), and the layers per graph to stream the weights with (0: the
-    plan keeps them all resident).
-    """
-    from .plan.boards import load_board
-    from .errors import PlanError
-    from .export.describe import model_config
-    from .plan.budget import REFERENCE_COPY_FACTOR, import_peak_factor, load_extra_bytes, plan_device
-    from .model.sizes import model_weight_bytes
-
-    cfg, qcfg = model_config(path)
-    from_package = is_package_path(path)
-    if not from_package:
-        qcfg = QuantConfig(group_size=group_size)
-    profile = load_board(board)
-    plan_backend = backend if backend in ("native", "onnx", "tflite") else None
-    if ctx is not None and ctx > cfg.max_ctx:
-        raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    dp = plan_device(cfg, qcfg, profile, ctx=ctx, kv_dtype=kv_dtype, backend=plan_backend, threads=threads)
-    if not dp.fits:
-        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {dp.ctx}: " + "; ".join(dp.reasons))
-    extra = load_extra_bytes(cfg, qcfg, backend, from_package)
-    if dp.peak_bytes + extra > dp.budget_bytes:
-        why = [] if from_package else [
-            f"loading {path} imports and quantizes it in this process (about {import_peak_factor(backend):g}x its "
-            f"{model_weight_bytes(cfg, qcfg) / 2**20:.0f} MiB of int8 weights at the peak); convert it once with "
-            "`edge-sdk convert MODEL -o DIR` on a larger machine and load DIR"]
-        if backend in REFERENCE_COPY_FACTOR:
-            why.append(f"the {backend} backend holds float32 copies of the weights; the native core does not")
-        raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {dp.ctx} with the {backend} backend: "
-                        f"needs {(dp.peak_bytes + extra) / 2**20:.1f} MiB but {profile.id} leaves "
-                        f"{dp.budget_bytes / 2**20:.1f} MiB; " + "; ".join(why))
-    stream_layers = dp.split.layers_per_graph if dp.weights_mode == "streamed" else 0
-    return dp.threads, dp.ctx, stream_layers
+    return TfliteBackend(package, run.ctx, threads=run.threads, kv_dtype=run.kv_dtype)
 
 
 def is_package_path(path: Any) -> bool:
@@ -329,37 +270,22 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     any, only packages signed by one of them load (`SignatureError`), and registered names and model files,
     which are converted here unsigned, are refused.
     """
-    from .plan.budget import DEFAULT_CTX, default_kv_dtype
-
-    from .importers import registry as models
     from .export.convert import cached_package, ready_package
     from .export.package import is_package, load_package
     from .export.signing import refuse_unsigned_source
+    from .importers import registry as models
 
-    if backend not in BACKENDS:
-        raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    for arg, value in (("threads", threads), ("ctx", ctx)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidArgumentError(f"{arg} must be an int >= 1 (or None for the default), got {value!r}")
-    if threads is not None and threads > MAX_THREADS:
-        raise InvalidArgumentError(f"threads must be at most {MAX_THREADS}, got {threads}")
-    if busy_timeout is not None:
-        checked_timeout(busy_timeout, "busy_timeout")
-    chosen = auto_backend() if backend == "auto" else backend
-    if kv_dtype not in ("auto", "f32", "f16"):
-        raise InvalidArgumentError(f"kv_dtype must be auto, f32 or f16, got {kv_dtype!r}")
-    kv_dtype = default_kv_dtype(chosen, kv_dtype)
+    args = LoadArgs.check(backend, threads, ctx, kv_dtype, group_size, board)  # every argument, once
+    busy_timeout = check_timeout(busy_timeout, "busy_timeout")
+    chosen = args.backend
     name = str(model or models.DEFAULT_MODEL)
     refuse_unsigned_source(model, name, trusted_keys)  # before anything is downloaded or converted
     path = models.resolve(model, quiet=quiet)
-    qcfg_wanted = QuantConfig(group_size=group_size)
+    qcfg_wanted = QuantConfig(group_size=args.group_size)
     registered = name in models.REGISTRY and chosen != "float"
     if registered:  # its package when already converted: a board plan then needs no import
         path = ready_package(name, qcfg_wanted, tflite=chosen == "tflite") or path
-    if board is not None:
-        threads, ctx, stream_layers = check_board_plan(path, board, chosen, threads, ctx, kv_dtype, group_size)
-    else:
-        stream_layers = 0
+    run = board_settings(path, args) if board is not None else None  # the board read once, before any weight
     if registered and not is_package(path):
         path = cached_package(name, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     fweights = pkg = None
@@ -368,7 +294,7 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
 
         path = package_for(path, qcfg_wanted, quiet=quiet, tflite=chosen == "tflite")
     if is_package(path):
-        in_memory = chosen in ("native", "numpy") and not stream_layers  # the others read the weights themselves
+        in_memory = chosen in ("native", "numpy") and not (run and run.stream_layers)  # the others read them
         pkg = load_package(path, weights="memory" if in_memory else "file", trusted_keys=trusted_keys)
         cfg, qcfg, qweights, tok, generation = pkg.config, pkg.quant, pkg.weights, pkg.tokenizer, pkg.generation
     else:
@@ -381,10 +307,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         qweights = None if chosen == "float" else quantize_weights(cfg, fweights, qcfg, quiet=quiet)
         if chosen != "float":
             fweights = None
-    ctx = ctx if ctx is not None else min(cfg.max_ctx, DEFAULT_CTX)
-    if ctx > cfg.max_ctx:
-        raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    be = make_backend(chosen, cfg, qcfg, qweights, fweights, ctx, kv_dtype, threads, package=pkg, board=board,
-                      stream_layers=stream_layers)
+    run = run or default_settings(cfg, args)
+    be = make_backend(cfg, qcfg, qweights, fweights, run, package=pkg)
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout,
-                 details={"kv_dtype": kv_dtype, **({"board": board} if board else {})}, generation_defaults=generation)
+                 details={"kv_dtype": run.kv_dtype, **({"board": board} if board else {})},
+                 generation_defaults=generation, prefill_chunk=run.prefill_chunk)

@@ -166,7 +166,7 @@ def test_bench_errors(tmp_path, tiny_gguf, tiny_hf_dir, monkeypatch):
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="must be >= 1"):
         run_bench(tiny_gguf, ["onnx"], prompt_tokens=0)
-    with pytest.raises(ValueError, match=r"threads must be in \[1, 256\], got 100000"):  # before any measuring
+    with pytest.raises(ValueError, match=r"threads must be at most 256, got 100000"):  # before any measuring
         run_bench(tiny_gguf, ["onnx"], threads=100_000)
     with pytest.raises(BackendError, match="llama-bench not found"):
         run_bench(tiny_gguf, ["numpy"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1,

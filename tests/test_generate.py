@@ -143,7 +143,7 @@ def test_chat_reuses_the_cached_prefix(tiny_gguf):
 
 def test_generator_rejects_bad_ids(model):
     gen = Generator(model.backend, model.tokenizer)
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 306\)"):  # the backend's check, at the forward
         list(gen.stream_tokens([5, 10_000], SamplingParams()))
     with pytest.raises(ValueError, match="the prompt is empty"):
         list(gen.stream_tokens([], SamplingParams()))

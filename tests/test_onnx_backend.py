@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.backends.onnx_backend import OnnxBackend, lazy_zeros, resolve_providers, session_options, settings_from_board
+from edge_sdk.backends.onnx_backend import OnnxBackend, lazy_zeros, resolve_providers, session_options
 from edge_sdk.plan.boards import load_board
 from edge_sdk.cli import main
 from edge_sdk.model.config import QuantConfig
@@ -153,16 +153,18 @@ def test_missing_provider_is_a_warning_not_an_error(tiny_pkg):
     assert be.sessions[0].get_providers() == ["CPUExecutionProvider"]
 
 
-def test_session_options_and_board_settings():
+def test_session_options_and_board_settings(tiny_gguf):
     so = session_options(2, "basic", {"session.intra_op.allow_spinning": "0"})
     assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ValueError, match="optimization must be one of disable, basic, extended, all"):
         session_options(1, "fast")
-    with pytest.raises(ValueError, match="threads must be >= 1"):
-        session_options(0)
+    # on a board the threads (its big cluster) and the provider preference come from the one plan of the load
+    from edge_sdk.settings import LoadArgs, board_settings
+
     board = load_board("raspberry-pi-5-8gb")
-    assert settings_from_board(board) == {"threads": 4, "providers": list(board.onnxruntime_providers)}
+    run = board_settings(tiny_gguf, LoadArgs.check(backend="onnx", board=board.id))
+    assert (run.threads, run.providers, run.kv_dtype) == (4, tuple(board.onnxruntime_providers), "f32")
 
 
 def rss_anon_bytes() -> int:

@@ -15,7 +15,7 @@ from ..model.int8_reference import Int8Forward
 from ..model.quantize import QWeights
 from ..model.reference import FloatForward
 from ..model.weights import FloatWeights
-from .base import check_files
+from .base import check_files, check_forward_tokens
 
 
 class NumpyInt8Backend:
@@ -28,7 +28,7 @@ class NumpyInt8Backend:
         self._fwd = Int8Forward(cfg, weights, ctx=ctx, kv_dtype=kv_dtype)
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
-        return self._fwd.forward(tokens, pos, last_only)
+        return self._fwd.forward(check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size), pos, last_only)
 
     def check_files(self) -> None:
         check_files(self.package_files)
@@ -46,7 +46,7 @@ class FloatBackend:
         self._fwd = FloatForward(cfg, weights, ctx=ctx, kv_dtype=kv_dtype)
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
-        return self._fwd.forward(tokens, pos, last_only)
+        return self._fwd.forward(check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size), pos, last_only)
 
     def check_files(self) -> None:
         """Nothing to check: the float model comes from a model file imported at load, not from a package."""

@@ -102,8 +102,6 @@ def session_options(threads: int | None, optimization: str = "all", config: Mapp
     ort = _ort()
     if optimization not in OPT_LEVELS:
         raise InvalidArgumentError(f"graph optimization must be one of {', '.join(OPT_LEVELS)}, got {optimization!r}")
-    if threads is not None and threads < 1:
-        raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
     so = ort.SessionOptions()
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -146,11 +144,6 @@ def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, dtype=np.float32)
     pages = mmap.mmap(-1, max(count * 4, 1), flags=mmap.MAP_PRIVATE)  # private: counted as the process's own
     return np.frombuffer(pages, dtype=np.float32, count=count).reshape(shape)
-
-
-def settings_from_board(board: Any) -> dict[str, Any]:
-    """Threads (the big cluster's cores) and provider preference from a board profile (`boards.BoardProfile`)."""
-    return {"threads": board.big_cluster.count, "providers": list(board.onnxruntime_providers)}
 
 
 class OnnxBackend:

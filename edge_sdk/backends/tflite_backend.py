@@ -121,8 +121,6 @@ class TfliteBackend:
             raise BackendError(f"the tflite backend keeps its K/V cache in float32; kv_dtype {kv_dtype!r} is not supported")
         if delegate not in DELEGATES:
             raise InvalidArgumentError(f"delegate must be one of {', '.join(DELEGATES)}, got {delegate!r}")
-        if threads is not None and threads < 1:
-            raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
         if prefill_chunk < 1 or window_step < 1:
             raise InvalidArgumentError("prefill_chunk and window_step must be >= 1")
         self.config = cfg = pkg.config

@@ -4,8 +4,8 @@ The model is converted to a package first (once, cached), then each backend
 runs in a fresh Python process (`python -m edge_sdk.bench.backends --worker ...`)
 that loads the package, so its peak resident size is its own. There the
 model is loaded and warmed up with one prefill and a few decode steps; a
-round is a prefill of `prompt_tokens` tokens (in chunks of 128, like the
-generator) and `gen_tokens` greedy decode steps; the figures are the medians
+round is a prefill of `prompt_tokens` tokens (in the chunks the generator uses)
+and `gen_tokens` greedy decode steps; the figures are the medians
 of `repeats` rounds.
 
 Rounds are interleaved: every backend (and the llama.cpp peer) stays loaded
@@ -51,7 +51,6 @@ import numpy as np
 from ..errors import BackendError, EdgeSDKError, InvalidArgumentError, ModelFileError
 from ..plan.host import mem_available_bytes, peak_rss_bytes
 
-PREFILL_CHUNK = 128  # the generator's default
 
 
 # ---- one backend, in this process ------------------------------------------------------------------
@@ -62,10 +61,11 @@ def _prompt_ids(vocab_size: int, n: int) -> np.ndarray:
     return np.random.default_rng(0).integers(10, vocab_size, size=n)
 
 
-def _prefill(backend: Any, ids: np.ndarray) -> np.ndarray:
+def _prefill(backend: Any, ids: np.ndarray, chunk: int) -> np.ndarray:
+    """The prompt in chunks of `chunk` tokens, as the generator sends it (the plan's chunk)."""
     logits = None
-    for start in range(0, len(ids), PREFILL_CHUNK):
-        logits = backend.forward(ids[start : start + PREFILL_CHUNK], start, last_only=True)
+    for start in range(0, len(ids), chunk):
+        logits = backend.forward(ids[start : start + chunk], start, last_only=True)
     return logits
 
 
@@ -86,7 +86,7 @@ class _Session:
     def round(self, warm_up: bool = False) -> dict[str, float]:
         be, n = self.model.backend, self.prompt_tokens
         t = time.perf_counter()
-        logits = _prefill(be, self.ids)
+        logits = _prefill(be, self.ids, self.model._gen.prefill_chunk)
         t_prefill = time.perf_counter() - t
         steps = min(self.gen_tokens, 4) if warm_up else self.gen_tokens
         t = time.perf_counter()
@@ -350,10 +350,9 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
 
     if prompt_tokens < 1 or gen_tokens < 1 or repeats < 1:
         raise InvalidArgumentError("prompt_tokens, gen_tokens and repeats must be >= 1")
-    from ..api import BACKENDS, MAX_THREADS
+    from ..settings import BACKENDS, MAX_THREADS, check_count
 
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        raise InvalidArgumentError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
+    threads = check_count("threads", threads, MAX_THREADS)
 
     if not backends:
         raise InvalidArgumentError("no backend to measure")

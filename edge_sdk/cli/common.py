@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..settings import BACKENDS, KV_CHOICES
+
 
 def add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("-m", "--model", default=None, help="registered name (default smollm2-135m), .gguf file, Hugging Face directory or package")
     if backend:
-        p.add_argument("--backend", default="auto", choices=("auto", "native", "numpy", "float", "onnx", "tflite"))
+        p.add_argument("--backend", default="auto", choices=BACKENDS)
         p.add_argument("--threads", type=int, default=None, help="threads for the native, ONNX and TFLite backends")
         p.add_argument("--ctx", type=int, default=None,
                        help="context length (default: min(model's, 2048); with --board, the largest that keeps the "
                             "weights resident, as `edge-sdk plan` shows)")
-        p.add_argument("--kv", dest="kv_dtype", default="auto", choices=("auto", "f32", "f16"),
+        p.add_argument("--kv", dest="kv_dtype", default="auto", choices=KV_CHOICES,
                        help="KV cache dtype (default auto: f16 where the backend stores it, else f32)")
         p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row; default 32)")
         p.add_argument("--board", default=None, help="board profile id: plan memory for it and refuse what does not fit")

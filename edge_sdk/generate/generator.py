@@ -16,9 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import math
-import numbers
-import operator
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +25,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..errors import ContextOverflowError, InvalidArgumentError
+from ..plan.budget import DEFAULT_PREFILL_CHUNK
 from .sampling import Sampler, SamplingParams
 from ..text.streaming import StopMatcher, TextStreamer
 from ..text.tokenizer import Tokenizer
@@ -60,32 +58,11 @@ class GenerationStats:
         return d
 
 
-def checked_token_ids(ids: Sequence[int]) -> list[int]:
-    """ids as a list of ints; anything that is not an integer token id (a float, a bool, a str) is an error."""
-    if isinstance(ids, (str, bytes)):
-        raise InvalidArgumentError(f"token ids must be a sequence of ints, got {type(ids).__name__}")
-    try:
-        out = [operator.index(t) for t in ids if not isinstance(t, (bool, np.bool_))]
-    except TypeError as e:
-        raise InvalidArgumentError(f"token ids must be ints: {e}") from None
-    if len(out) != len(ids):
-        raise InvalidArgumentError("token ids must be ints, not booleans")
-    return out
-
-
-def checked_timeout(value: float, name: str) -> float:
-    """A number of seconds, finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"{name} must be a finite number of seconds >= 0 (or None), got {value!r}")
-    return float(value)
-
-
 class Generator:
     """Runs prompts through a backend; one sequence at a time (the caller serializes)."""
 
-    def __init__(self, backend: Backend, tokenizer: Tokenizer, prefill_chunk: int = 128) -> None:
-        if prefill_chunk < 1:
-            raise InvalidArgumentError("prefill_chunk must be >= 1")
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
+        """`prefill_chunk`: prompt tokens per forward call (`settings.RunSettings.prefill_chunk`, the plan's)."""
         self.backend = backend
         self.tokenizer = tokenizer
         self.prefill_chunk = prefill_chunk
@@ -104,10 +81,6 @@ class Generator:
                 f"the prompt has {len(prompt_ids)} tokens but the context holds {ctx}; "
                 "shorten the prompt or load the model with a larger ctx"
             )
-        vocab = self.backend.config.vocab_size
-        bad = [t for t in prompt_ids if not 0 <= t < vocab]
-        if bad:
-            raise InvalidArgumentError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
 
     def _prefill(self, prompt_ids: list[int], stopped: Callable[[], str]) -> np.ndarray | None:
         """The last prompt token's logits, or None when `stopped()` names a reason between two chunks."""
@@ -144,13 +117,14 @@ class Generator:
         each new token; a stop leaves the cache consistent (see the module's docstring).
         """
         self.stats = GenerationStats()
-        yield from self._tokens(checked_token_ids(prompt_ids), params, cancel, timeout)
+        yield from self._tokens(list(prompt_ids), params, cancel, timeout)
 
     def _tokens(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None,
                 timeout: float | None) -> Iterator[int]:
-        """stream_tokens of ids already checked by checked_token_ids."""
+        """stream_tokens of a prompt as a list. Ids, `params` and `timeout` are the caller's, already checked
+        (`api.Model`); the backend checks every forward call's ids against the vocabulary."""
         st = self.stats
-        deadline = None if timeout is None else time.perf_counter() + checked_timeout(timeout, "timeout")
+        deadline = None if timeout is None else time.perf_counter() + timeout
         self.check_prompt(prompt_ids)
         st.prompt_tokens = len(prompt_ids)
         sampler = Sampler(params)
@@ -206,7 +180,7 @@ class Generator:
     ) -> Iterator[str]:
         """Yield text pieces; never splits a UTF-8 character; cuts at the first stop string."""
         self.stats = GenerationStats()
-        prompt_ids = checked_token_ids(prompt_ids)
+        prompt_ids = list(prompt_ids)
         streamer = TextStreamer(self.tokenizer, context=prompt_ids)
         stops = StopMatcher(params.stop)
         tokens = self._tokens(prompt_ids, params, cancel, timeout)

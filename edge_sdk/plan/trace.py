@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ..model.config import ModelConfig, QuantConfig
 from ..errors import PlanError
+from .native_buffers import layer_buffers
 from .records import Buffer
 
 F32 = 4
@@ -24,10 +25,6 @@ F32 = 4
 
 def layer_trace(cfg: ModelConfig, q: QuantConfig, n_tokens: int, ctx: int, n_threads: int) -> list[Buffer]:
     """One decoder layer's scratch buffers and lifetimes, as the native core allocates them."""
-    try:
-        from .native_buffers import layer_buffers
-    except ImportError as e:  # the module ships with the SDK; this guards a broken install
-        raise PlanError(f"the native core's buffer trace is unavailable: {e}") from e
     return layer_buffers(cfg, n_tokens, ctx, n_threads, act_block=q.act_block)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from ...model.config import ModelConfig, QuantConfig
 from ...model.quantize import QWeights
-from ..base import check_files
+from ...plan.budget import DEFAULT_PREFILL_CHUNK
+from ..base import check_files, check_forward_tokens
 from .core import NativeCore
 from .threads import prefer_threads
 
@@ -25,7 +26,10 @@ class NativeBackend:
     name = "native"
 
     def __init__(self, cfg: ModelConfig, qcfg: QuantConfig, weights: QWeights, ctx: int, kv_dtype: str = "f32",
-                 threads: int | None = None, prefill_chunk: int = 64, package_files: Any = None) -> None:
+                 threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                 package_files: Any = None) -> None:
+        """`prefill_chunk`: the most tokens one call of the core takes (its arena is planned for it; the
+        generator sends prompts in chunks of this size)."""
         self.config = cfg
         self.package_files = package_files
         self.ctx = ctx
@@ -36,7 +40,8 @@ class NativeBackend:
         self.isa = self.core.isa
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
-        return self.core.forward(tokens, pos, last_only)
+        ids = check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size)  # the one check (and the C core's)
+        return self.core.forward(ids.reshape(-1).astype(np.int32), pos, last_only)
 
     def check_files(self) -> None:
         check_files(self.package_files)

@@ -91,8 +91,6 @@ class NativeCore:
             raise UnsupportedModelError(f"the native core runs llama-architecture models, not {cfg.arch!r}")
         if kv_dtype not in ("f32", "f16"):
             raise BackendError(f"kv_dtype must be 'f32' or 'f16', got {kv_dtype!r}")
-        if not 1 <= int(n_threads) <= 256:
-            raise BackendError(f"n_threads must be in [1, 256], got {n_threads}")
         if int(max_tokens) < 1:
             raise BackendError(f"max_tokens must be positive, got {max_tokens}")
         self._n = _native()

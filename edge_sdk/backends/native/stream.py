@@ -37,6 +37,7 @@ import numpy as np
 from ...errors import BackendError, InvalidArgumentError, PackageChangedError
 from ...export.package import ALIGN, QMAT_FIELDS, WEIGHTS, Package, anonymous_bytes, file_stamp, tensor_nbytes
 from ...model.quantize import QMat
+from ...plan.budget import DEFAULT_PREFILL_CHUNK
 from ..base import check_files, check_forward_tokens
 from .core import NativeCore, PreparedLayers
 from .threads import prefer_threads
@@ -86,7 +87,7 @@ class StreamedNativeBackend:
     name = "native"
 
     def __init__(self, package: Package, ctx: int, kv_dtype: str = "f32", threads: int | None = None,
-                 layers_per_graph: int = 1, prefill_chunk: int = 64) -> None:
+                 layers_per_graph: int = 1, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
         cfg, q = package.config, package.quant
         if isinstance(layers_per_graph, bool) or not isinstance(layers_per_graph, int) or layers_per_graph < 1:
             raise InvalidArgumentError(f"layers_per_graph must be an int >= 1, got {layers_per_graph!r}")
