@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "buffers.h"
 #include "ctx.h"
 #include "products.h"
 #include "validate.h"
@@ -27,9 +28,6 @@ typedef struct layer_job {
 
 #define BUF_F(j, id) ((float *)(j)->b[id])
 #define BUF_I8(j, id) ((int8_t *)(j)->b[id])
-
-/* Activation scales per token for an input of n values. */
-static inline int32_t n_scales(const es_dims *d, int32_t n) { return d->act_block > 0 ? n / d->act_block : 1; }
 
 static void run_tokens(layer_job *j, es_task_fn fn) {
     if (j->T == 1) fn(j, 0, 1);
@@ -56,7 +54,7 @@ static void task_attn_norm_quant(void *arg, int32_t ith, int32_t nth) {
         float *xn = BUF_F(j, ES_BUF_XN) + (size_t)t * dim;
         j->k->rmsnorm(j->x + (size_t)t * dim, j->lw->attn_norm, dim, j->d->rms_eps, xn);
         j->k->quantize_row(xn, dim, j->d->act_block, BUF_I8(j, ES_BUF_XQ) + (size_t)t * dim,
-                           BUF_F(j, ES_BUF_XS) + (size_t)t * n_scales(j->d, dim));
+                           BUF_F(j, ES_BUF_XS) + (size_t)t * es_n_scales(j->d->act_block, dim));
     }
 }
 
@@ -118,7 +116,7 @@ static void task_out_quant(void *arg, int32_t ith, int32_t nth) {
     es_split(j->T, ith, nth, &t0, &t1);
     for (int32_t t = t0; t < t1; t++)
         j->k->quantize_row(BUF_F(j, ES_BUF_ATTN_OUT) + (size_t)t * qd, qd, j->d->act_block,
-                           BUF_I8(j, ES_BUF_AQ) + (size_t)t * qd, BUF_F(j, ES_BUF_AS) + (size_t)t * n_scales(j->d, qd));
+                           BUF_I8(j, ES_BUF_AQ) + (size_t)t * qd, BUF_F(j, ES_BUF_AS) + (size_t)t * es_n_scales(j->d->act_block, qd));
 }
 
 /* ops 7-9 */
@@ -132,7 +130,7 @@ static void task_resid_ffn_norm_quant(void *arg, int32_t ith, int32_t nth) {
         j->k->add(x, BUF_F(j, ES_BUF_O) + (size_t)t * dim, dim);
         j->k->rmsnorm(x, j->lw->ffn_norm, dim, j->d->rms_eps, fxn);
         j->k->quantize_row(fxn, dim, j->d->act_block, BUF_I8(j, ES_BUF_FXQ) + (size_t)t * dim,
-                           BUF_F(j, ES_BUF_FXS) + (size_t)t * n_scales(j->d, dim));
+                           BUF_F(j, ES_BUF_FXS) + (size_t)t * es_n_scales(j->d->act_block, dim));
     }
 }
 
@@ -146,7 +144,7 @@ static void task_swiglu_quant(void *arg, int32_t ith, int32_t nth) {
         float *h = BUF_F(j, ES_BUF_H) + (size_t)t * f;
         j->k->swiglu(BUF_F(j, ES_BUF_GATE) + (size_t)t * f, BUF_F(j, ES_BUF_UP) + (size_t)t * f, f, h);
         j->k->quantize_row(h, f, j->d->act_block, BUF_I8(j, ES_BUF_HQ) + (size_t)t * f,
-                           BUF_F(j, ES_BUF_HS) + (size_t)t * n_scales(j->d, f));
+                           BUF_F(j, ES_BUF_HS) + (size_t)t * es_n_scales(j->d->act_block, f));
     }
 }
 
