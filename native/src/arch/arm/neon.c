@@ -233,16 +233,5 @@ static void f16_to_f32_neon(const uint16_t *x, float *y, int64_t n) {
 }
 
 void es_install_neon(es_kernels *k) {
-    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_neon);
-    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_neon);
-    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_neon);
-    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_neon);
-    ES_SET(k, rope, ES_K_ROPE, rope_neon);
-    ES_SET(k, attention, ES_K_ATTENTION, attention_neon);
-    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_neon);
-    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_neon);
-    ES_SET(k, add, ES_K_ADD, add_neon);
-    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_neon);
-    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_neon);
-    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_neon);
+    ES_SET_ALL(k, neon);
 }
