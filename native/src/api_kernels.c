@@ -1,4 +1,5 @@
 /* Whole-array kernel entry points for tests and tools, validated. */
+#include "buffers.h"
 #include "ctx.h"
 #include "products.h"
 #include "validate.h"
@@ -8,7 +9,7 @@ int es_quantize_rows(es_ctx *ctx, const float *x, int32_t n_rows, int32_t n_cols
     if (!ctx || !x || !q || !scales) return ES_ERR_NULL;
     if (n_rows <= 0 || n_cols <= 0) return ES_ERR_DIM;
     if (act_block < 0 || (act_block > 0 && n_cols % act_block)) return ES_ERR_GROUP;
-    const int32_t nb = act_block > 0 ? n_cols / act_block : 1;
+    const int32_t nb = es_n_scales(act_block, n_cols);
     for (int32_t r = 0; r < n_rows; r++)
         ctx->k->quantize_row(x + (size_t)r * n_cols, n_cols, act_block, q + (size_t)r * n_cols,
                              scales + (size_t)r * nb);

@@ -1,11 +1,15 @@
 /*
  * Scalar building blocks shared by every kernel file, so that SIMD and scalar
  * code compute the same bits: round-half-even, the canonical 16-lane fold,
- * es_expf, and IEEE half conversions.
+ * es_expf, IEEE half conversions, and the per-element steps of the kernels
+ * (an activation's int8 value, a RoPE pair, SwiGLU) that the scalar twins
+ * run everywhere and the SIMD kernels run on their tails.
  */
 #ifndef ES_MATH_H
 #define ES_MATH_H
 
+#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -17,6 +21,14 @@
 
 static inline float es_rint_small(float v) {
     return (v + ES_RINT_MAGIC) - ES_RINT_MAGIC;
+}
+
+/* One activation of a block whose multiplier is inv = 127/amax (amax > 0):
+   rint_half_even(clamp(x*inv, -127, 127)), the int8 spec of edge_sdk.h. */
+static inline int8_t es_quant_value(float x, float inv) {
+    float v = x * inv;
+    v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+    return (int8_t)(int32_t)es_rint_small(v);
 }
 
 /* Fold 16 lane sums in the canonical order: lane j += lane j+w, w = 8, 4, 2, 1. */
@@ -102,6 +114,32 @@ static inline float es_f16_to_f32_scalar(uint16_t h) {
     memcpy(&f, &bits, 4);
     return f;
 }
+
+/* Element i of a KV-cache row of dtype (es_kv_dtype), as f32. */
+static inline float es_kv_at(const void *row, int32_t dtype, size_t i) {
+    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+/* ---- per-element steps of the float kernels ------------------------------ */
+
+/* RoPE, rotate_half layout: the pair (x[i], x[i + half]). */
+static inline void es_rope_pair(float *x, const float *cos, const float *sin, int32_t half, int32_t i) {
+    const float a = x[i], b = x[i + half];
+    x[i] = a * cos[i] - b * sin[i];
+    x[i + half] = b * cos[i] + a * sin[i];
+}
+
+/* SwiGLU: silu(g) * u = (g / (1 + exp(-g))) * u. */
+static inline float es_swiglu_value(float g, float u) {
+    return (g / (1.0f + es_expf(-g))) * u;
+}
+
+/* RMSNorm's multiplier from the sum of squares ss of n values. */
+static inline float es_rms_inv(float ss, int32_t n, float eps) {
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
+/* ---- geometry of an int8 weight matrix ----------------------------------- */
 
 static inline int32_t es_n_groups(const es_qmat *w) {
     return w->group_size > 0 ? w->cols / w->group_size : 1;

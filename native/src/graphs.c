@@ -2,6 +2,7 @@
  * The embedding graph (row lookup + dequantization), the head graph (final
  * rmsnorm, quantize, int8 product -> logits) and the whole-model convenience.
  */
+#include "buffers.h"
 #include "ctx.h"
 #include "products.h"
 #include "validate.h"
@@ -60,7 +61,7 @@ static void task_head_norm_quant(void *arg, int32_t ith, int32_t nth) {
         float *xn = j->xn + (size_t)t * dim;
         j->k->rmsnorm(j->x + (size_t)t * dim, j->out_norm, dim, j->d->rms_eps, xn);
         j->k->quantize_row(xn, dim, j->d->act_block, j->xq + (size_t)t * dim,
-                           j->xs + (size_t)t * (j->d->act_block > 0 ? dim / j->d->act_block : 1));
+                           j->xs + (size_t)t * es_n_scales(j->d->act_block, dim));
     }
 }
 

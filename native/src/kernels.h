@@ -75,6 +75,24 @@ typedef struct es_kernels {
 /* Set one entry and its name: ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_avx2). */
 #define ES_SET(k, field, id, fn) do { (k)->field = (fn); (k)->names[(id)] = #fn; } while (0)
 
+/* Every entry, from the kernels named <kernel>_<isa>, for a set that has
+   them all (the scalar twins, NEON, AVX2): ES_SET_ALL(k, avx2). */
+#define ES_SET_ALL(k, isa)                                                      \
+    do {                                                                        \
+        ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_##isa);         \
+        ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_##isa);                  \
+        ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_##isa);                  \
+        ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_##isa);                        \
+        ES_SET(k, rope, ES_K_ROPE, rope_##isa);                                 \
+        ES_SET(k, attention, ES_K_ATTENTION, attention_##isa);                  \
+        ES_SET(k, softmax, ES_K_SOFTMAX, softmax_##isa);                        \
+        ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_##isa);                           \
+        ES_SET(k, add, ES_K_ADD, add_##isa);                                    \
+        ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_##isa);                  \
+        ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_##isa);               \
+        ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_##isa);               \
+    } while (0)
+
 /* Scalar twins (kernels_generic.c). */
 void quantize_row_generic(const float *x, int32_t n, int32_t block, int8_t *q, float *scales);
 void matvec_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,

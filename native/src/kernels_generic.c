@@ -1,39 +1,17 @@
 /*
  * Portable scalar twins of every kernel. These define the arithmetic; every
  * SIMD kernel must produce the same bits (see the header comment of
- * edge_sdk.h for the canonical reduction order and es_math.h for es_expf).
+ * edge_sdk.h for the canonical reduction order, es_math.h for es_expf and
+ * the per-element steps, kernel_common.h for the skeletons SIMD kernels
+ * share with these).
  */
-#include <math.h>
-#include <string.h>
-
-#include "es_math.h"
-#include "kernels.h"
+#include "kernel_common.h"
 
 /* ---- activation quantization ------------------------------------------ */
 
-static void quantize_block_generic(const float *x, int32_t n, int8_t *q, float *scale) {
-    float amax = 0.0f;
-    for (int32_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax) amax = a;
-    }
-    if (amax == 0.0f) {
-        *scale = 0.0f;
-        memset(q, 0, (size_t)n);
-        return;
-    }
-    *scale = amax / 127.0f;
-    const float inv = 127.0f / amax;
-    for (int32_t i = 0; i < n; i++) {
-        float v = x[i] * inv;
-        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-        q[i] = (int8_t)(int32_t)es_rint_small(v);
-    }
-}
-
+/* No vector loops: every value takes the scalar steps of kernel_common.h. */
 void quantize_row_generic(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
-    const int32_t B = block > 0 ? block : n;
-    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_generic(x + b0, B, q + b0, scales + b0 / B);
+    es_quantize_row(x, n, block, q, scales, es_absmax_none, es_quant_none);
 }
 
 /* ---- int8 products ----------------------------------------------------- */
@@ -76,16 +54,12 @@ void rmsnorm_generic(const float *x, const float *w, int32_t n, float eps, float
     float lane[16] = {0};
     for (int32_t i = 0; i < n; i++) lane[i & 15] += x[i] * x[i];
     const float ss = es_fold16(lane);
-    const float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    const float inv = es_rms_inv(ss, n, eps);
     for (int32_t i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
 }
 
 void rope_generic(float *x, const float *cos, const float *sin, int32_t half) {
-    for (int32_t i = 0; i < half; i++) {
-        const float a = x[i], b = x[i + half];
-        x[i] = a * cos[i] - b * sin[i];
-        x[i + half] = b * cos[i] + a * sin[i];
-    }
+    for (int32_t i = 0; i < half; i++) es_rope_pair(x, cos, sin, half, i);
 }
 
 void softmax_generic(float *x, int32_t n) {
@@ -101,17 +75,12 @@ void softmax_generic(float *x, int32_t n) {
     for (int32_t i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
-static inline float kv_at(const void *base, int32_t dtype, size_t i) {
-    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)base)[i])
-                              : ((const float *)base)[i];
-}
-
 void attention_generic(const float *q, const void *k, const void *v, int32_t dtype,
                        int32_t n_pos, int32_t head_dim, float scale, float *scores, float *out) {
     for (int32_t j = 0; j < n_pos; j++) {
         float lane[16] = {0};
         for (int32_t i = 0; i < head_dim; i++)
-            lane[i & 15] += q[i] * kv_at(k, dtype, (size_t)j * head_dim + i);
+            lane[i & 15] += q[i] * es_kv_at(k, dtype, (size_t)j * head_dim + i);
         scores[j] = es_fold16(lane) * scale;
     }
     softmax_generic(scores, n_pos);
@@ -119,12 +88,12 @@ void attention_generic(const float *q, const void *k, const void *v, int32_t dty
     for (int32_t j = 0; j < n_pos; j++) {
         const float p = scores[j];
         for (int32_t i = 0; i < head_dim; i++)
-            out[i] += p * kv_at(v, dtype, (size_t)j * head_dim + i);
+            out[i] += p * es_kv_at(v, dtype, (size_t)j * head_dim + i);
     }
 }
 
 void swiglu_generic(const float *g, const float *u, int32_t n, float *h) {
-    for (int32_t i = 0; i < n; i++) h[i] = (g[i] / (1.0f + es_expf(-g[i]))) * u[i];
+    for (int32_t i = 0; i < n; i++) h[i] = es_swiglu_value(g[i], u[i]);
 }
 
 void add_generic(float *x, const float *y, int32_t n) {
@@ -146,16 +115,5 @@ void f16_to_f32_generic(const uint16_t *x, float *y, int64_t n) {
 }
 
 void es_install_generic(es_kernels *k) {
-    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_generic);
-    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_generic);
-    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_generic);
-    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_generic);
-    ES_SET(k, rope, ES_K_ROPE, rope_generic);
-    ES_SET(k, attention, ES_K_ATTENTION, attention_generic);
-    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_generic);
-    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_generic);
-    ES_SET(k, add, ES_K_ADD, add_generic);
-    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_generic);
-    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_generic);
-    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_generic);
+    ES_SET_ALL(k, generic);
 }

@@ -7,11 +7,17 @@
 #include <math.h>
 #include <string.h>
 
+#include "buffers.h"
 #include "ctx.h"
 #include "products.h"
 #include "validate.h"
 
-typedef struct layer_job {
+typedef struct layer_job layer_job;
+
+/* One token's share of a per-token op. */
+typedef void (*token_fn)(const layer_job *j, int32_t t);
+
+struct layer_job {
     es_ctx *ctx;
     const es_kernels *k;
     const es_dims *d;
@@ -23,17 +29,32 @@ typedef struct layer_job {
     int32_t T, pos;
     void *b[ES_BUF_COUNT];
     size_t att_stride;             /* floats between two threads' score rows */
-} layer_job;
+    token_fn op;                   /* the per-token op task_tokens runs */
+};
 
 #define BUF_F(j, id) ((float *)(j)->b[id])
 #define BUF_I8(j, id) ((int8_t *)(j)->b[id])
 
-/* Activation scales per token for an input of n values. */
-static inline int32_t n_scales(const es_dims *d, int32_t n) { return d->act_block > 0 ? n / d->act_block : 1; }
+/* Row t of the f32 buffer id, whose rows hold n values. */
+static inline float *row_f(const layer_job *j, int32_t id, int32_t t, int32_t n) {
+    return BUF_F(j, id) + (size_t)t * n;
+}
 
-static void run_tokens(layer_job *j, es_task_fn fn) {
-    if (j->T == 1) fn(j, 0, 1);
-    else es_pool_run(j->ctx->pool, fn, j);
+static void task_tokens(void *arg, int32_t ith, int32_t nth) {
+    const layer_job *j = arg;
+    int32_t t0, t1;
+    es_split(j->T, ith, nth, &t0, &t1);
+    for (int32_t t = t0; t < t1; t++) j->op(j, t);
+}
+
+/* A per-token op: inline for one token, else split by tokens over the pool. */
+static void run_tokens(layer_job *j, token_fn op) {
+    if (j->T == 1) {
+        op(j, 0);
+        return;
+    }
+    j->op = op;
+    es_pool_run(j->ctx->pool, task_tokens, j);
 }
 
 static void products(layer_job *j, int32_t in_q, int32_t in_s, int32_t n, const es_qmat *w0,
@@ -46,47 +67,40 @@ static void products(layer_job *j, int32_t in_q, int32_t in_s, int32_t n, const 
     es_run_products(j->ctx, &ps);
 }
 
+/* Token t's n values of the f32 buffer `in` -> the int8 buffer q and its scales s. */
+static void quantize_token(const layer_job *j, int32_t in, int32_t q, int32_t s, int32_t t, int32_t n) {
+    j->k->quantize_row(row_f(j, in, t, n), n, j->d->act_block, BUF_I8(j, q) + (size_t)t * n,
+                       BUF_F(j, s) + (size_t)t * es_n_scales(j->d->act_block, n));
+}
+
 /* ops 0-1 */
-static void task_attn_norm_quant(void *arg, int32_t ith, int32_t nth) {
-    layer_job *j = arg;
+static void attn_norm_quant(const layer_job *j, int32_t t) {
     const int32_t dim = j->d->dim;
-    int32_t t0, t1;
-    es_split(j->T, ith, nth, &t0, &t1);
-    for (int32_t t = t0; t < t1; t++) {
-        float *xn = BUF_F(j, ES_BUF_XN) + (size_t)t * dim;
-        j->k->rmsnorm(j->x + (size_t)t * dim, j->lw->attn_norm, dim, j->d->rms_eps, xn);
-        j->k->quantize_row(xn, dim, j->d->act_block, BUF_I8(j, ES_BUF_XQ) + (size_t)t * dim,
-                           BUF_F(j, ES_BUF_XS) + (size_t)t * n_scales(j->d, dim));
-    }
+    j->k->rmsnorm(j->x + (size_t)t * dim, j->lw->attn_norm, dim, j->d->rms_eps, row_f(j, ES_BUF_XN, t, dim));
+    quantize_token(j, ES_BUF_XN, ES_BUF_XQ, ES_BUF_XS, t, dim);
 }
 
 /* op 3 */
-static void task_rope_store(void *arg, int32_t ith, int32_t nth) {
-    layer_job *j = arg;
+static void rope_store(const layer_job *j, int32_t t) {
     const es_dims *d = j->d;
     const int32_t hd = d->head_dim, half = hd / 2, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd;
     const es_kv_cache *kv = j->kv;
     const size_t esz = kv->dtype == ES_KV_F16 ? 2 : 4;
-    int32_t t0, t1;
-    es_split(j->T, ith, nth, &t0, &t1);
-    for (int32_t t = t0; t < t1; t++) {
-        const int32_t p = j->pos + t;
-        const float *c = j->rope->cos + (size_t)p * half, *s = j->rope->sin + (size_t)p * half;
-        float *q = BUF_F(j, ES_BUF_Q) + (size_t)t * qd;
-        float *k = BUF_F(j, ES_BUF_K) + (size_t)t * kvd;
-        const float *v = BUF_F(j, ES_BUF_V) + (size_t)t * kvd;
-        for (int32_t h = 0; h < d->n_heads; h++) j->k->rope(q + (size_t)h * hd, c, s, half);
-        for (int32_t h = 0; h < d->n_kv_heads; h++) {
-            j->k->rope(k + (size_t)h * hd, c, s, half);
-            const size_t row = (((size_t)j->layer * kv->n_kv_heads + h) * kv->ctx + p) * hd;
-            char *kd = (char *)kv->k + row * esz, *vd = (char *)kv->v + row * esz;
-            if (kv->dtype == ES_KV_F16) {
-                j->k->f32_to_f16(k + (size_t)h * hd, (uint16_t *)kd, hd);
-                j->k->f32_to_f16(v + (size_t)h * hd, (uint16_t *)vd, hd);
-            } else {
-                memcpy(kd, k + (size_t)h * hd, (size_t)hd * 4);
-                memcpy(vd, v + (size_t)h * hd, (size_t)hd * 4);
-            }
+    const int32_t p = j->pos + t;
+    const float *c = j->rope->cos + (size_t)p * half, *s = j->rope->sin + (size_t)p * half;
+    float *q = row_f(j, ES_BUF_Q, t, qd), *k = row_f(j, ES_BUF_K, t, kvd);
+    const float *v = row_f(j, ES_BUF_V, t, kvd);
+    for (int32_t h = 0; h < d->n_heads; h++) j->k->rope(q + (size_t)h * hd, c, s, half);
+    for (int32_t h = 0; h < d->n_kv_heads; h++) {
+        j->k->rope(k + (size_t)h * hd, c, s, half);
+        const size_t row = (((size_t)j->layer * kv->n_kv_heads + h) * kv->ctx + p) * hd;
+        char *kd = (char *)kv->k + row * esz, *vd = (char *)kv->v + row * esz;
+        if (kv->dtype == ES_KV_F16) {
+            j->k->f32_to_f16(k + (size_t)h * hd, (uint16_t *)kd, hd);
+            j->k->f32_to_f16(v + (size_t)h * hd, (uint16_t *)vd, hd);
+        } else {
+            memcpy(kd, k + (size_t)h * hd, (size_t)hd * 4);
+            memcpy(vd, v + (size_t)h * hd, (size_t)hd * 4);
         }
     }
 }
@@ -111,68 +125,45 @@ static void task_attention(void *arg, int32_t ith, int32_t nth) {
 }
 
 /* op 5 */
-static void task_out_quant(void *arg, int32_t ith, int32_t nth) {
-    layer_job *j = arg;
-    const int32_t qd = j->d->n_heads * j->d->head_dim;
-    int32_t t0, t1;
-    es_split(j->T, ith, nth, &t0, &t1);
-    for (int32_t t = t0; t < t1; t++)
-        j->k->quantize_row(BUF_F(j, ES_BUF_ATTN_OUT) + (size_t)t * qd, qd, j->d->act_block,
-                           BUF_I8(j, ES_BUF_AQ) + (size_t)t * qd, BUF_F(j, ES_BUF_AS) + (size_t)t * n_scales(j->d, qd));
+static void out_quant(const layer_job *j, int32_t t) {
+    quantize_token(j, ES_BUF_ATTN_OUT, ES_BUF_AQ, ES_BUF_AS, t, j->d->n_heads * j->d->head_dim);
 }
 
 /* ops 7-9 */
-static void task_resid_ffn_norm_quant(void *arg, int32_t ith, int32_t nth) {
-    layer_job *j = arg;
+static void resid_ffn_norm_quant(const layer_job *j, int32_t t) {
     const int32_t dim = j->d->dim;
-    int32_t t0, t1;
-    es_split(j->T, ith, nth, &t0, &t1);
-    for (int32_t t = t0; t < t1; t++) {
-        float *x = j->x + (size_t)t * dim, *fxn = BUF_F(j, ES_BUF_FXN) + (size_t)t * dim;
-        j->k->add(x, BUF_F(j, ES_BUF_O) + (size_t)t * dim, dim);
-        j->k->rmsnorm(x, j->lw->ffn_norm, dim, j->d->rms_eps, fxn);
-        j->k->quantize_row(fxn, dim, j->d->act_block, BUF_I8(j, ES_BUF_FXQ) + (size_t)t * dim,
-                           BUF_F(j, ES_BUF_FXS) + (size_t)t * n_scales(j->d, dim));
-    }
+    float *x = j->x + (size_t)t * dim;
+    j->k->add(x, row_f(j, ES_BUF_O, t, dim), dim);
+    j->k->rmsnorm(x, j->lw->ffn_norm, dim, j->d->rms_eps, row_f(j, ES_BUF_FXN, t, dim));
+    quantize_token(j, ES_BUF_FXN, ES_BUF_FXQ, ES_BUF_FXS, t, dim);
 }
 
 /* ops 11-12 */
-static void task_swiglu_quant(void *arg, int32_t ith, int32_t nth) {
-    layer_job *j = arg;
+static void swiglu_quant(const layer_job *j, int32_t t) {
     const int32_t f = j->d->ffn_dim;
-    int32_t t0, t1;
-    es_split(j->T, ith, nth, &t0, &t1);
-    for (int32_t t = t0; t < t1; t++) {
-        float *h = BUF_F(j, ES_BUF_H) + (size_t)t * f;
-        j->k->swiglu(BUF_F(j, ES_BUF_GATE) + (size_t)t * f, BUF_F(j, ES_BUF_UP) + (size_t)t * f, f, h);
-        j->k->quantize_row(h, f, j->d->act_block, BUF_I8(j, ES_BUF_HQ) + (size_t)t * f,
-                           BUF_F(j, ES_BUF_HS) + (size_t)t * n_scales(j->d, f));
-    }
+    j->k->swiglu(row_f(j, ES_BUF_GATE, t, f), row_f(j, ES_BUF_UP, t, f), f, row_f(j, ES_BUF_H, t, f));
+    quantize_token(j, ES_BUF_H, ES_BUF_HQ, ES_BUF_HS, t, f);
 }
 
 /* op 14 */
-static void task_resid_ffn(void *arg, int32_t ith, int32_t nth) {
-    layer_job *j = arg;
+static void resid_ffn(const layer_job *j, int32_t t) {
     const int32_t dim = j->d->dim;
-    int32_t t0, t1;
-    es_split(j->T, ith, nth, &t0, &t1);
-    for (int32_t t = t0; t < t1; t++)
-        j->k->add(j->x + (size_t)t * dim, BUF_F(j, ES_BUF_D) + (size_t)t * dim, dim);
+    j->k->add(j->x + (size_t)t * dim, row_f(j, ES_BUF_D, t, dim), dim);
 }
 
 static void run_layer(layer_job *j) {
     const es_layer_weights *lw = j->lw;
-    run_tokens(j, task_attn_norm_quant);
+    run_tokens(j, attn_norm_quant);
     products(j, ES_BUF_XQ, ES_BUF_XS, 3, &lw->wq, ES_BUF_Q, &lw->wk, ES_BUF_K, &lw->wv, ES_BUF_V);
-    run_tokens(j, task_rope_store);
+    run_tokens(j, rope_store);
     es_pool_run(j->ctx->pool, task_attention, j);
-    run_tokens(j, task_out_quant);
+    run_tokens(j, out_quant);
     products(j, ES_BUF_AQ, ES_BUF_AS, 1, &lw->wo, ES_BUF_O, NULL, -1, NULL, -1);
-    run_tokens(j, task_resid_ffn_norm_quant);
+    run_tokens(j, resid_ffn_norm_quant);
     products(j, ES_BUF_FXQ, ES_BUF_FXS, 2, &lw->w_gate, ES_BUF_GATE, &lw->w_up, ES_BUF_UP, NULL, -1);
-    run_tokens(j, task_swiglu_quant);
+    run_tokens(j, swiglu_quant);
     products(j, ES_BUF_HQ, ES_BUF_HS, 1, &lw->w_down, ES_BUF_D, NULL, -1, NULL, -1);
-    run_tokens(j, task_resid_ffn);
+    run_tokens(j, resid_ffn);
 }
 
 int es_run_layers(es_ctx *ctx, const es_dims *dims,

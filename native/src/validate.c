@@ -59,35 +59,3 @@ int es_check_kv(const es_dims *d, const es_kv_cache *kv, int32_t layer0, int32_t
         return ES_ERR_LAYER;
     return ES_OK;
 }
-
-int es_place_buffers(const es_dims *d, int32_t n_tokens, int32_t ctx_len, int32_t n_threads,
-                     void *arena, uint64_t arena_bytes, const uint64_t *offsets,
-                     int32_t n_offsets, const int32_t *ids, int32_t n_ids,
-                     void *ptrs[ES_BUF_COUNT]) {
-    if (!arena || !offsets) return ES_ERR_NULL;
-    if (n_offsets != ES_BUF_COUNT) return ES_ERR_ARG;
-    es_buffer_info info[ES_BUF_COUNT];
-    int st = es_layer_buffers(d, n_tokens, ctx_len, n_threads, info, ES_BUF_COUNT);
-    if (st != ES_OK) return st;
-    for (int32_t i = 0; i < n_ids; i++) {
-        const int32_t id = ids[i];
-        const uint64_t off = offsets[id], size = info[id].size_bytes;
-        if (off > arena_bytes || size > arena_bytes - off) return ES_ERR_ARENA;
-        char *p = (char *)arena + off;
-        if (((uintptr_t)p & (ES_ARENA_ALIGN - 1)) != 0) return ES_ERR_ALIGN;
-        ptrs[id] = p;
-    }
-    /* two buffers alive at the same op must not share a byte (the plan verifier's rule) */
-    for (int32_t i = 0; i < n_ids; i++) {
-        const es_buffer_info *a = &info[ids[i]];
-        const uint64_t a0 = offsets[ids[i]];
-        for (int32_t j = i + 1; j < n_ids; j++) {
-            const es_buffer_info *b = &info[ids[j]];
-            const uint64_t b0 = offsets[ids[j]];
-            if (!a->size_bytes || !b->size_bytes) continue;
-            if (a->first_use > b->last_use || b->first_use > a->last_use) continue;
-            if (a0 < b0 + b->size_bytes && b0 < a0 + a->size_bytes) return ES_ERR_ARENA;
-        }
-    }
-    return ES_OK;
-}

@@ -1,6 +1,7 @@
 /*
  * Checks every public entry point runs before touching memory: pointers,
- * dimensions, group sizes, and the placement of scratch buffers in the arena.
+ * dimensions, group sizes. The bottom of the core's layering: it needs only
+ * edge_sdk.h (buffers.h places scratch buffers using these checks).
  */
 #ifndef ES_VALIDATE_H
 #define ES_VALIDATE_H
@@ -23,12 +24,5 @@ int es_check_layer(const es_dims *d, const es_layer_weights *lw);
 
 /* Cache geometry matches dims and holds layers [layer0, layer0 + n). */
 int es_check_kv(const es_dims *d, const es_kv_cache *kv, int32_t layer0, int32_t n);
-
-/* Buffers listed in ids[0..n_ids) (sizes from es_layer_buffers) lie inside the
-   arena at 64-byte aligned addresses; ptrs[id] receives each address. */
-int es_place_buffers(const es_dims *d, int32_t n_tokens, int32_t ctx_len, int32_t n_threads,
-                     void *arena, uint64_t arena_bytes, const uint64_t *offsets,
-                     int32_t n_offsets, const int32_t *ids, int32_t n_ids,
-                     void *ptrs[ES_BUF_COUNT]);
 
 #endif /* ES_VALIDATE_H */

@@ -1,10 +1,12 @@
 """Compile the native core (`native/`) into a shared library.
 
-Every C file is compiled with `-O3 -fPIC -ffp-contract=off` (no FMA may change
-a rounding); each SIMD file gets its own `-m` flags, so one library runs on any
-CPU of its architecture and picks kernels at run time. The same recipe serves
-the host build (at `pip install` time through `setup.py`, or lazily on first
-use) and cross builds for boards (`tools/cross_build.py`).
+The sources and flags come from `native/sources.mk`, the list that
+`native/Makefile` includes too: every C file gets `-O3 -ffp-contract=off` (no
+FMA may change a rounding) and the common flags, each SIMD file its own `-m`
+flags, so one library runs on any CPU of its architecture and picks kernels at
+run time. The same recipe serves the host build (at `pip install` time through
+`setup.py`, or lazily on first use) and cross builds for boards
+(`tools/cross_build.py`).
 
 Example::
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,36 +31,10 @@ from ...errors import BackendError
 
 LIBRARY_NAME = "libedge_sdk.so"
 
-CORE_SOURCES = (
-    "status.c", "dispatch.c", "kernels_generic.c", "pool.c", "ctx.c", "validate.c",
-    "buffers.c", "products.c", "api_kernels.c", "layer.c", "graphs.c",
-)
-
-ARCH_SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "x86_64": (
-        ("arch/x86/cpu.c", ()),
-        ("arch/x86/avx2.c", ("-mavx2", "-mfma", "-mf16c")),
-        ("arch/x86/avx512vnni.c",
-         ("-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni")),
-    ),
-    "aarch64": (
-        ("arch/arm/cpu_aarch64.c", ()),
-        ("arch/arm/neon.c", ()),
-        ("arch/arm/dotprod.c", ("-march=armv8.2-a+dotprod",)),
-        ("arch/arm/i8mm.c", ("-march=armv8.2-a+dotprod+i8mm",)),
-    ),
-    "armv7": (
-        ("arch/arm/cpu_armv7.c", ()),
-        ("arch/arm/neon32.c", ("-mfpu=neon-vfpv4",)),
-    ),
-    "none": (("arch/none/cpu.c", ()),),
-}
-
-ARCH_BASE_FLAGS = {"armv7": ("-march=armv7-a", "-mfpu=vfpv3-d16", "-mfloat-abi=hard")}
-
-COMMON_FLAGS = (
-    "-std=c11", "-O3", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-D_GNU_SOURCE",
-)
+SOURCES_FILE = "sources.mk"  # in native/: the source list and flags, shared with native/Makefile
+_ASSIGN = re.compile(r"(\w+) :=([ \t][^$\\#]*)?")  # NAME := words, nothing make would expand or continue
+_NAME = re.compile(r"CORE_SOURCES|OPT_FLAGS|COMMON_FLAGS|LINK_LIBS|(ARCH_SOURCES|BASE_FLAGS|FLAGS)_\w+")
+_REQUIRED = ("CORE_SOURCES", "OPT_FLAGS", "COMMON_FLAGS", "LINK_LIBS")
 
 
 def native_source_dir() -> Path:
@@ -77,22 +54,81 @@ def host_arch() -> str:
     return "none"
 
 
-def _sources(arch: str) -> list[tuple[str, tuple[str, ...]]]:
-    if arch not in ARCH_SOURCES:
-        raise BackendError(f"unknown native-core architecture {arch!r}; known: {', '.join(ARCH_SOURCES)}")
-    return [(s, ()) for s in CORE_SOURCES] + list(ARCH_SOURCES[arch])
+def read_sources(src_dir: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """The variables of `native/sources.mk` (name -> words), as native/Makefile sees them.
+
+    Only blank lines, `#` comments and `NAME := words` lines are accepted. Any
+    other line (other make syntax, `$`, a `\\` continuation, an inline `#`), an
+    unknown or repeated name, BASE_FLAGS_<arch> without ARCH_SOURCES_<arch>,
+    or FLAGS_<file> that does not name exactly one source raises BackendError
+    naming the file and line.
+    """
+    path = (src_dir or native_source_dir()) / SOURCES_FILE
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise BackendError(f"cannot read {path}: {e.strerror}") from None
+    out: dict[str, tuple[str, ...]] = {}
+    line_of: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _ASSIGN.fullmatch(line.rstrip())
+        if m is None or not _NAME.fullmatch(m.group(1)):
+            raise BackendError(f"{path}:{n}: cannot read {line.strip()!r}: expected `NAME := words` with NAME one of "
+                               "CORE_SOURCES, ARCH_SOURCES_<arch>, BASE_FLAGS_<arch>, FLAGS_<file>, OPT_FLAGS, "
+                               "COMMON_FLAGS, LINK_LIBS and no $, \\ or # in the words")
+        name = m.group(1)
+        if name in out:
+            raise BackendError(f"{path}:{n}: {name} is already set on line {line_of[name]}")
+        out[name], line_of[name] = tuple((m.group(2) or "").split()), n
+    missing = [name for name in _REQUIRED if name not in out]
+    if missing:
+        raise BackendError(f"{path}: {', '.join(missing)} not set")
+    archs = {k.removeprefix("ARCH_SOURCES_") for k in out if k.startswith("ARCH_SOURCES_")}
+    files: dict[str, list[str]] = {}  # file name without directory and .c -> sources
+    for src in out["CORE_SOURCES"] + tuple(s for a in sorted(archs) for s in out[f"ARCH_SOURCES_{a}"]):
+        files.setdefault(src.rsplit("/", 1)[-1], []).append(src)
+    for name, n in line_of.items():
+        if name.startswith("BASE_FLAGS_") and name.removeprefix("BASE_FLAGS_") not in archs:
+            raise BackendError(f"{path}:{n}: {name}: there is no ARCH_SOURCES_{name.removeprefix('BASE_FLAGS_')}")
+        if name.startswith("FLAGS_") and len(files.get(name.removeprefix("FLAGS_"), ())) != 1:
+            named = files.get(name.removeprefix("FLAGS_"), [])
+            raise BackendError(f"{path}:{n}: {name} must name one source; it names "
+                               f"{len(named)}{' (' + ', '.join(named) + ')' if named else ''}")
+    return out
+
+
+def _sources(arch: str, src_dir: Path | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """(file under native/src, its own flags) for every file of the arch's library."""
+    v = read_sources(src_dir)
+    if f"ARCH_SOURCES_{arch}" not in v:
+        known = ", ".join(k[len("ARCH_SOURCES_"):] for k in v if k.startswith("ARCH_SOURCES_"))
+        raise BackendError(f"unknown native-core architecture {arch!r}; known: {known}")
+    return [(f"{s}.c", v.get(f"FLAGS_{s.rsplit('/', 1)[-1]}", ())) for s in v["CORE_SOURCES"] + v[f"ARCH_SOURCES_{arch}"]]
+
+
+def compile_commands(arch: str, compiler: str, extra_flags: tuple[str, ...] = (),
+                     src_dir: Path | None = None) -> list[tuple[str, list[str]]]:
+    """(file under native/src, compiler argv without `-o`) per file, in the Makefile's flag order:
+    OPT_FLAGS COMMON_FLAGS BASE_FLAGS_<arch> extra -Iinclude -Isrc FLAGS_<file>."""
+    src_dir = src_dir or native_source_dir()
+    v = read_sources(src_dir)
+    base = [*compiler.split(), *v["OPT_FLAGS"], *v["COMMON_FLAGS"], *v.get(f"BASE_FLAGS_{arch}", ()), *extra_flags,
+            f"-I{src_dir / 'include'}", f"-I{src_dir / 'src'}"]
+    return [(rel, [*base, *flags, "-c", str(src_dir / "src" / rel)]) for rel, flags in _sources(arch, src_dir)]
 
 
 def source_digest(src_dir: Path | None = None, arch: str | None = None, extra_flags: tuple[str, ...] = ()) -> str:
-    """Hash of every C source and header plus the flags: a library built from it is up to date."""
+    """Hash of every C source and header, the source list and the flags: a library built from it is up to date."""
     src_dir = src_dir or native_source_dir()
     arch = arch or host_arch()
     h = hashlib.sha256()
-    files = sorted((src_dir / "src").rglob("*.[ch]")) + sorted((src_dir / "include").glob("*.h"))
+    files = [src_dir / SOURCES_FILE, *sorted((src_dir / "src").rglob("*.[ch]")), *sorted((src_dir / "include").glob("*.h"))]
     for f in files:
         h.update(str(f.relative_to(src_dir)).encode())
         h.update(f.read_bytes())
-    h.update(repr((arch, COMMON_FLAGS, ARCH_BASE_FLAGS.get(arch), _sources(arch), extra_flags)).encode())
+    h.update(repr((arch, _sources(arch, src_dir), extra_flags)).encode())
     return h.hexdigest()[:16]
 
 
@@ -125,10 +161,10 @@ def build_library(
     compiler = find_compiler(cc)
     if compiler is None:
         raise BackendError("no C compiler found (set CC or install gcc/clang)")
+    commands = compile_commands(arch, compiler, extra_flags, src_dir)
+    link_libs = read_sources(src_dir)["LINK_LIBS"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    base = [*compiler.split(), *COMMON_FLAGS, *ARCH_BASE_FLAGS.get(arch, ()), *extra_flags,
-            f"-I{src_dir / 'include'}", f"-I{src_dir / 'src'}"]
     with tempfile.TemporaryDirectory(prefix="edge_sdk_build_") as tmp:
         objs: list[str] = []
         pending: list[tuple[subprocess.Popen[bytes], str]] = []
@@ -138,17 +174,16 @@ def build_library(
             if p.returncode != 0:
                 raise BackendError(f"compiling native/src/{name} failed:\n{err.decode(errors='replace')[-4000:]}")
 
-        for i, (rel, flags) in enumerate(_sources(arch)):
+        for i, (rel, cmd) in enumerate(commands):
             obj = os.path.join(tmp, f"{i:02d}_{Path(rel).stem}.o")
             objs.append(obj)
-            cmd = [*base, *flags, "-c", str(src_dir / "src" / rel), "-o", obj]
-            pending.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE), rel))
+            pending.append((subprocess.Popen([*cmd, "-o", obj], stdout=subprocess.PIPE, stderr=subprocess.PIPE), rel))
             if len(pending) >= max(1, jobs):
                 reap(*pending.pop(0))
         for p, rel in pending:
             reap(p, rel)
         tmp_out = out.with_name(out.name + f".tmp{os.getpid()}")
-        link = subprocess.run([*compiler.split(), "-shared", "-o", str(tmp_out), *objs, "-lpthread", "-lm"],
+        link = subprocess.run([*compiler.split(), "-shared", "-o", str(tmp_out), *objs, *link_libs],
                               capture_output=True)
         if link.returncode != 0:
             raise BackendError(f"linking {out.name} failed:\n{link.stderr.decode(errors='replace')[-4000:]}")

@@ -8,17 +8,12 @@
 
 static inline int32x4_t dot16_sdot(int32x4_t acc, int8x16_t x, int8x16_t w) { return vdotq_s32(acc, x, w); }
 
-static void matvec_q8_dotprod(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                              int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    if (es_act_block(w) % 16) matvec_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
-    else es_matvec_rows4(xq, xs, n_tokens, w, r0, r1, y, ldy, dot16_sdot);
+ES_INLINE void rows4_sdot(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows, float *y) {
+    es_rows4(x, xst, w, r, nrows, y, dot16_sdot);
 }
 
-static void matmul_q8_dotprod(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                              int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    if (es_act_block(w) % 16) matmul_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
-    else es_matmul_rows4(xq, xs, n_tokens, w, r0, r1, y, ldy, dot16_sdot);
-}
+ES_TILED_MATVEC(matvec_q8_dotprod, rows4_sdot, 4, 16)
+ES_TILED_MATMUL(matmul_q8_dotprod, rows4_sdot, 4, 16)
 
 void es_install_dotprod(es_kernels *k) {
     ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_dotprod);

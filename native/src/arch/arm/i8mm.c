@@ -19,22 +19,15 @@ static inline int8x16_t zip_hi(int8x16_t a, int8x16_t b) {
 /* Tokens x0, x1 (x1 may repeat x0; then y1 is NULL) against rows r..r+nrows-1. */
 static void tile2x4(const int8_t *x0, const int8_t *x1, const float *xs0, const float *xs1, const es_qmat *w,
                     int32_t r, int32_t nrows, float *y0, float *y1) {
-    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
-    const int32_t B = es_act_block(w), nb = cols / B;
+    const es_qshape s = es_qshape_of(w);
     const int8_t *wr[4];
-    int32_t idx[4];
-    for (int i = 0; i < 4; i++) {
-        const int32_t rr = r + (i < nrows ? i : nrows - 1);
-        wr[i] = w->q + (size_t)rr * cols;
-        idx[i] = rr * ng;
-    }
-    float ws[4];
-    for (int i = 0; i < 4; i++) ws[i] = w->scale[idx[i]];
-    float32x4_t wsv = vld1q_f32(ws), s0 = vdupq_n_f32(0.0f), s1 = s0;
-    for (int32_t b = 0; b < nb; b++) {
-        const int32_t k0 = b * B;
+    int32_t sidx[4];
+    es_tile_rows(w, r, nrows, 4, wr, sidx);
+    float32x4_t wsv = es_scales4(w, sidx, 0), s0 = vdupq_n_f32(0.0f), s1 = s0;
+    for (int32_t b = 0; b < s.nb; b++) {
+        const int32_t k0 = b * s.B;
         int32x4_t a01 = vdupq_n_s32(0), a23 = a01; /* [t0r0 t0r1 t1r0 t1r1], [t0r2 t0r3 t1r2 t1r3] */
-        for (int32_t c = k0; c < k0 + B; c += 16) {
+        for (int32_t c = k0; c < k0 + s.B; c += 16) {
             const int8x16_t xa = vld1q_s8(x0 + c), xb = vld1q_s8(x1 + c);
             const int8x16_t w0 = vld1q_s8(wr[0] + c), w1 = vld1q_s8(wr[1] + c);
             const int8x16_t w2 = vld1q_s8(wr[2] + c), w3 = vld1q_s8(wr[3] + c);
@@ -44,10 +37,7 @@ static void tile2x4(const int8_t *x0, const int8_t *x1, const float *xs0, const 
             a23 = vmmlaq_s32(a23, xl, zip_lo(w2, w3));
             a23 = vmmlaq_s32(a23, xh, zip_hi(w2, w3));
         }
-        if (ng > 1 && k0 % glen == 0 && k0 > 0) {
-            for (int i = 0; i < 4; i++) ws[i] = w->scale[idx[i] + k0 / glen];
-            wsv = vld1q_f32(ws);
-        }
+        if (es_new_group(&s, k0)) wsv = es_scales4(w, sidx, k0 / s.glen);
         const int32x4_t t0 = vcombine_s32(vget_low_s32(a01), vget_low_s32(a23));
         const int32x4_t t1 = vcombine_s32(vget_high_s32(a01), vget_high_s32(a23));
         s0 = vaddq_f32(s0, vmulq_f32(vmulq_f32(vcvtq_f32_s32(t0), vdupq_n_f32(xs0[b])), wsv));

@@ -5,38 +5,25 @@
  * no FMA (-ffp-contract=off), es_expf step for step with FRINTN for the
  * round-half-even, FCVTN for the half conversion (round to nearest even).
  *
- * int8 dot: vmull_s8 (int16 products, |p| <= 16129) + vpadalq_s16 (pairwise
- * add-accumulate into int32): exact. Products with act_block not a multiple
- * of 16 use the scalar twin.
+ * int8 dot: es_dot16_mull (neon_common.h), exact. Products with act_block
+ * not a multiple of 16 use the scalar twin.
  */
-#include <arm_neon.h>
-#include <math.h>
-#include <string.h>
-
-#include "../../es_math.h"
-#include "../../kernels.h"
 #include "neon_common.h"
 
 /* ---- activation quantization ------------------------------------------ */
 
-static void quantize_block_neon(const float *x, int32_t n, int8_t *q, float *scale) {
+static inline float absmax_neon(const float *x, int32_t n, int32_t *done) {
     float32x4_t vmax = vdupq_n_f32(0.0f);
     int32_t i = 0;
     for (; i + 4 <= n; i += 4) vmax = vmaxq_f32(vmax, vabsq_f32(vld1q_f32(x + i)));
-    float amax = vmaxvq_f32(vmax);
-    for (; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax) amax = a;
-    }
-    if (amax == 0.0f) {
-        *scale = 0.0f;
-        memset(q, 0, (size_t)n);
-        return;
-    }
-    *scale = amax / 127.0f;
-    const float inv = 127.0f / amax;
+    *done = i;
+    return vmaxvq_f32(vmax);
+}
+
+/* FCVTNS rounds half to even, as es_rint_small does. */
+static inline int32_t quant_neon(const float *x, int32_t n, float inv, int8_t *q) {
     const float32x4_t vinv = vdupq_n_f32(inv), lo = vdupq_n_f32(-127.0f), hi = vdupq_n_f32(127.0f);
-    i = 0;
+    int32_t i = 0;
     for (; i + 8 <= n; i += 8) {
         float32x4_t f0 = vmulq_f32(vld1q_f32(x + i), vinv), f1 = vmulq_f32(vld1q_f32(x + i + 4), vinv);
         f0 = vminq_f32(vmaxq_f32(f0, lo), hi);
@@ -44,36 +31,21 @@ static void quantize_block_neon(const float *x, int32_t n, int8_t *q, float *sca
         const int16x8_t s16 = vcombine_s16(vqmovn_s32(vcvtnq_s32_f32(f0)), vqmovn_s32(vcvtnq_s32_f32(f1)));
         vst1_s8(q + i, vqmovn_s16(s16));
     }
-    for (; i < n; i++) {
-        float v = x[i] * inv;
-        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-        q[i] = (int8_t)(int32_t)es_rint_small(v);
-    }
+    return i;
 }
 
 static void quantize_row_neon(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
-    const int32_t B = block > 0 ? block : n;
-    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_neon(x + b0, B, q + b0, scales + b0 / B);
+    es_quantize_row(x, n, block, q, scales, absmax_neon, quant_neon);
 }
 
 /* ---- int8 products ----------------------------------------------------- */
 
-static inline int32x4_t dot16(int32x4_t acc, int8x16_t x, int8x16_t w) {
-    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(w)));
-    return vpadalq_s16(acc, vmull_high_s8(x, w));
+ES_INLINE void rows4_neon(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows, float *y) {
+    es_rows4(x, xst, w, r, nrows, y, es_dot16_mull);
 }
 
-static void matvec_q8_neon(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    if (es_act_block(w) % 16) matvec_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
-    else es_matvec_rows4(xq, xs, n_tokens, w, r0, r1, y, ldy, dot16);
-}
-
-static void matmul_q8_neon(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    if (es_act_block(w) % 16) matmul_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
-    else es_matmul_rows4(xq, xs, n_tokens, w, r0, r1, y, ldy, dot16);
-}
+ES_TILED_MATVEC(matvec_q8_neon, rows4_neon, 4, 16)
+ES_TILED_MATMUL(matmul_q8_neon, rows4_neon, 4, 16)
 
 /* ---- float kernels ------------------------------------------------------ */
 
@@ -101,7 +73,7 @@ static float sumsq(const float *x, int32_t n) {
 }
 
 static void rmsnorm_neon(const float *x, const float *w, int32_t n, float eps, float *out) {
-    const float inv = 1.0f / sqrtf(sumsq(x, n) / (float)n + eps);
+    const float inv = es_rms_inv(sumsq(x, n), n, eps);
     const float32x4_t vinv = vdupq_n_f32(inv);
     int32_t i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vmulq_f32(vmulq_f32(vld1q_f32(x + i), vinv), vld1q_f32(w + i)));
@@ -116,11 +88,7 @@ static void rope_neon(float *x, const float *cos, const float *sin, int32_t half
         vst1q_f32(x + i, vsubq_f32(vmulq_f32(a, c), vmulq_f32(b, s)));
         vst1q_f32(x + half + i, vaddq_f32(vmulq_f32(b, c), vmulq_f32(a, s)));
     }
-    for (; i < half; i++) {
-        const float a = x[i], b = x[i + half];
-        x[i] = a * cos[i] - b * sin[i];
-        x[i + half] = b * cos[i] + a * sin[i];
-    }
+    for (; i < half; i++) es_rope_pair(x, cos, sin, half, i);
 }
 
 /* es_expf on 4 lanes, step for step. */
@@ -186,10 +154,6 @@ static inline float32x4_t kv_load4(const void *row, int32_t dtype, int32_t i) {
     return vld1q_f32((const float *)row + i);
 }
 
-static inline float kv_scalar(const void *row, int32_t dtype, int32_t i) {
-    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)row)[i]) : ((const float *)row)[i];
-}
-
 static void attention_neon(const float *q, const void *k, const void *v, int32_t dtype, int32_t n_pos,
                            int32_t hd, float scale, float *scores, float *out) {
     const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
@@ -204,7 +168,7 @@ static void attention_neon(const float *q, const void *k, const void *v, int32_t
             float tq[16] = {0}, tk[16] = {0};
             for (int32_t m = i; m < hd; m++) {
                 tq[m - i] = q[m];
-                tk[m - i] = kv_scalar(kr, dtype, m);
+                tk[m - i] = es_kv_at(kr, dtype, (size_t)m);
             }
             for (int u = 0; u < 4; u++) a[u] = vaddq_f32(a[u], vmulq_f32(vld1q_f32(tq + 4 * u), vld1q_f32(tk + 4 * u)));
         }
@@ -221,11 +185,7 @@ static void attention_neon(const float *q, const void *k, const void *v, int32_t
         }
         for (int u = 0; u < 4; u++) vst1q_f32(out + i0 + 4 * u, o[u]);
     }
-    for (; i0 < hd; i0++) {
-        float o = 0.0f;
-        for (int32_t j = 0; j < n_pos; j++) o += scores[j] * kv_scalar((const char *)v + (size_t)j * hd * esz, dtype, i0);
-        out[i0] = o;
-    }
+    es_attention_out_tail(scores, v, dtype, n_pos, hd, i0, out);
 }
 
 static void swiglu_neon(const float *g, const float *u, int32_t n, float *h) {
@@ -236,7 +196,7 @@ static void swiglu_neon(const float *g, const float *u, int32_t n, float *h) {
         const float32x4_t s = vdivq_f32(gv, vaddq_f32(one, exp4(vnegq_f32(gv))));
         vst1q_f32(h + i, vmulq_f32(s, vld1q_f32(u + i)));
     }
-    for (; i < n; i++) h[i] = (g[i] / (1.0f + es_expf(-g[i]))) * u[i];
+    for (; i < n; i++) h[i] = es_swiglu_value(g[i], u[i]);
 }
 
 static void add_neon(float *x, const float *y, int32_t n) {
@@ -273,16 +233,5 @@ static void f16_to_f32_neon(const uint16_t *x, float *y, int64_t n) {
 }
 
 void es_install_neon(es_kernels *k) {
-    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_neon);
-    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_neon);
-    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_neon);
-    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_neon);
-    ES_SET(k, rope, ES_K_ROPE, rope_neon);
-    ES_SET(k, attention, ES_K_ATTENTION, attention_neon);
-    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_neon);
-    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_neon);
-    ES_SET(k, add, ES_K_ADD, add_neon);
-    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_neon);
-    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_neon);
-    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_neon);
+    ES_SET_ALL(k, neon);
 }

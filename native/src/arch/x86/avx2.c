@@ -10,11 +10,8 @@
  * must stay in [-127, 127] (sign_epi8 cannot negate -128).
  */
 #include <immintrin.h>
-#include <math.h>
-#include <string.h>
 
-#include "../../es_math.h"
-#include "../../kernels.h"
+#include "../../kernel_common.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -67,25 +64,19 @@ static inline __m256 exp8(__m256 x) {
 
 /* ---- activation quantization ------------------------------------------ */
 
-static void quantize_block_avx2(const float *x, int32_t n, int8_t *q, float *scale) {
+static inline float absmax_avx2(const float *x, int32_t n, int32_t *done) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 vmax = _mm256_setzero_ps();
     int32_t i = 0;
     for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
-    float amax = hmax8(vmax);
-    for (; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax) amax = a;
-    }
-    if (amax == 0.0f) {
-        *scale = 0.0f;
-        memset(q, 0, (size_t)n);
-        return;
-    }
-    *scale = amax / 127.0f;
-    const float inv = 127.0f / amax;
+    *done = i;
+    return hmax8(vmax);
+}
+
+/* CVTPS2DQ rounds half to even (the default MXCSR mode), as es_rint_small does. */
+static inline int32_t quant_avx2(const float *x, int32_t n, float inv, int8_t *q) {
     const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-    i = 0;
+    int32_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
         f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
@@ -93,16 +84,11 @@ static void quantize_block_avx2(const float *x, int32_t n, int8_t *q, float *sca
         const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         _mm_storel_epi64((__m128i *)(q + i), _mm_packs_epi16(w16, w16));
     }
-    for (; i < n; i++) {
-        float v = x[i] * inv;
-        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-        q[i] = (int8_t)(int32_t)es_rint_small(v);
-    }
+    return i;
 }
 
 static void quantize_row_avx2(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
-    const int32_t B = block > 0 ? block : n;
-    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_avx2(x + b0, B, q + b0, scales + b0 / B);
+    es_quantize_row(x, n, block, q, scales, absmax_avx2, quant_avx2);
 }
 
 /* ---- int8 products ----------------------------------------------------- */
@@ -120,40 +106,34 @@ static inline __m256i hsum8x8(const __m256i a[8]) {
                             _mm256_permute2x128_si256(h0123, h4567, 0x31));
 }
 
-/* Rows r .. r+nrows-1 (nrows <= 8) of one token, act_block a multiple of 32:
-   lane i of every vector is row i, so the float sum over blocks runs in the
-   spec's order for eight rows at once. */
+/* The tile (kernel_common.h) of one token and eight rows, act_block a
+   multiple of 32: lane i of every vector is row r + i, so the float sum over
+   blocks runs in the spec's order for eight rows at once. */
 static void rows8_avx2(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows,
                        float *y) {
-    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
-    const int32_t B = es_act_block(w), nb = cols / B;
+    const es_qshape s = es_qshape_of(w);
     const int8_t *wr[8];
-    int32_t idx[8];
-    for (int i = 0; i < 8; i++) {
-        const int32_t rr = r + (i < nrows ? i : nrows - 1);
-        wr[i] = w->q + (size_t)rr * cols;
-        idx[i] = rr * ng;
-    }
-    const __m256i vidx = _mm256_loadu_si256((const __m256i *)idx);
+    int32_t sidx[8];
+    es_tile_rows(w, r, nrows, 8, wr, sidx);
+    const __m256i vidx = _mm256_loadu_si256((const __m256i *)sidx);
     /* linear software prefetch of the next 8 rows, spread over the blocks */
-    const int8_t *pf = w->q + (size_t)(r + 8) * cols, *end = w->q + (size_t)w->rows * cols;
-    if (pf < end) _mm_prefetch((const char *)(w->scale + (size_t)(r + 8) * ng), _MM_HINT_T0);
+    const int8_t *pf = w->q + (size_t)(r + 8) * s.cols, *end = w->q + (size_t)w->rows * s.cols;
+    if (pf < end) _mm_prefetch((const char *)(w->scale + (size_t)(r + 8) * s.ng), _MM_HINT_T0);
     __m256 wsv = _mm256_i32gather_ps(w->scale, vidx, 4);
     __m256 sumf = _mm256_setzero_ps();
-    for (int32_t b = 0; b < nb; b++) {
-        const int32_t k0 = b * B;
+    for (int32_t b = 0; b < s.nb; b++) {
+        const int32_t k0 = b * s.B;
         if (pf < end)
-            for (int32_t o = 0; o < 8 * B; o += 64) _mm_prefetch((const char *)pf + (size_t)k0 * 8 + o, _MM_HINT_T0);
+            for (int32_t o = 0; o < 8 * s.B; o += 64) _mm_prefetch((const char *)pf + (size_t)k0 * 8 + o, _MM_HINT_T0);
         __m256i acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
-        for (int32_t c = k0; c < k0 + B; c += 32) {
+        for (int32_t c = k0; c < k0 + s.B; c += 32) {
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c));
             const __m256i ax = _mm256_sign_epi8(xv, xv);
             for (int i = 0; i < 8; i++)
                 acc[i] = _mm256_add_epi32(acc[i], dot32(xv, ax, _mm256_loadu_si256((const __m256i *)(wr[i] + c))));
         }
-        if (ng > 1 && k0 % glen == 0 && k0 > 0)
-            wsv = _mm256_i32gather_ps(w->scale + k0 / glen, vidx, 4);
+        if (es_new_group(&s, k0)) wsv = _mm256_i32gather_ps(w->scale + k0 / s.glen, vidx, 4);
         const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8x8(acc)), _mm256_set1_ps(xst[b]));
         sumf = _mm256_add_ps(sumf, _mm256_mul_ps(f, wsv));
     }
@@ -161,34 +141,8 @@ static void rows8_avx2(const int8_t *x, const float *xst, const es_qmat *w, int3
 }
 
 /* act_block not a multiple of 32 goes to the scalar twin. */
-static void matvec_q8_avx2(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    const int32_t B = es_act_block(w), nb = w->cols / B;
-    if (B % 32 != 0) {
-        matvec_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
-        return;
-    }
-    for (int32_t t = 0; t < n_tokens; t++)
-        for (int32_t r = r0; r < r1; r += 8)
-            rows8_avx2(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 8 ? r1 - r : 8,
-                       y + (size_t)t * ldy);
-}
-
-/* Rows outer in groups of 8 (8*cols bytes stay in L1/L2), tokens inner: each
-   weight row comes from memory once per call. act_block not a multiple of 32
-   goes to the scalar twin. */
-static void matmul_q8_avx2(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                           int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    const int32_t B = es_act_block(w), nb = w->cols / B;
-    if (B % 32 != 0) {
-        matmul_q8_generic(xq, xs, n_tokens, w, r0, r1, y, ldy);
-        return;
-    }
-    for (int32_t r = r0; r < r1; r += 8)
-        for (int32_t t = 0; t < n_tokens; t++)
-            rows8_avx2(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 8 ? r1 - r : 8,
-                       y + (size_t)t * ldy);
-}
+ES_TILED_MATVEC(matvec_q8_avx2, rows8_avx2, 8, 32)
+ES_TILED_MATMUL(matmul_q8_avx2, rows8_avx2, 8, 32)
 
 /* ---- float kernels ------------------------------------------------------ */
 
@@ -209,7 +163,7 @@ static float sumsq(const float *x, int32_t n) {
 }
 
 static void rmsnorm_avx2(const float *x, const float *w, int32_t n, float eps, float *out) {
-    const float inv = 1.0f / sqrtf(sumsq(x, n) / (float)n + eps);
+    const float inv = es_rms_inv(sumsq(x, n), n, eps);
     const __m256 vinv = _mm256_set1_ps(inv);
     int32_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -226,11 +180,7 @@ static void rope_avx2(float *x, const float *cos, const float *sin, int32_t half
         _mm256_storeu_ps(x + i, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
         _mm256_storeu_ps(x + half + i, _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s)));
     }
-    for (; i < half; i++) {
-        const float a = x[i], b = x[i + half];
-        x[i] = a * cos[i] - b * sin[i];
-        x[i + half] = b * cos[i] + a * sin[i];
-    }
+    for (; i < half; i++) es_rope_pair(x, cos, sin, half, i);
 }
 
 static void softmax_avx2(float *x, int32_t n) {
@@ -283,10 +233,6 @@ static inline __m256 kv_load8_tail(const void *row, int32_t dtype, int32_t i, in
     return load8_tail((const float *)row + i, n);
 }
 
-static inline float kv_scalar(const void *row, int32_t dtype, int32_t i) {
-    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)row)[i]) : ((const float *)row)[i];
-}
-
 static void attention_avx2(const float *q, const void *k, const void *v, int32_t dtype,
                            int32_t n_pos, int32_t hd, float scale, float *scores, float *out) {
     const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
@@ -322,12 +268,7 @@ static void attention_avx2(const float *q, const void *k, const void *v, int32_t
         _mm256_storeu_ps(out + i0 + 16, o2);
         _mm256_storeu_ps(out + i0 + 24, o3);
     }
-    for (; i0 < hd; i0++) {
-        float o = 0.0f;
-        for (int32_t j = 0; j < n_pos; j++)
-            o += scores[j] * kv_scalar((const char *)v + (size_t)j * hd * esz, dtype, i0);
-        out[i0] = o;
-    }
+    es_attention_out_tail(scores, v, dtype, n_pos, hd, i0, out);
 }
 
 static void swiglu_avx2(const float *g, const float *u, int32_t n, float *h) {
@@ -338,7 +279,7 @@ static void swiglu_avx2(const float *g, const float *u, int32_t n, float *h) {
         const __m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, sign))));
         _mm256_storeu_ps(h + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) h[i] = (g[i] / (1.0f + es_expf(-g[i]))) * u[i];
+    for (; i < n; i++) h[i] = es_swiglu_value(g[i], u[i]);
 }
 
 static void add_avx2(float *x, const float *y, int32_t n) {
@@ -375,16 +316,5 @@ static void f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n) {
 }
 
 void es_install_avx2(es_kernels *k) {
-    ES_SET(k, quantize_row, ES_K_QUANTIZE_ROW, quantize_row_avx2);
-    ES_SET(k, matvec_q8, ES_K_MATVEC_Q8, matvec_q8_avx2);
-    ES_SET(k, matmul_q8, ES_K_MATMUL_Q8, matmul_q8_avx2);
-    ES_SET(k, rmsnorm, ES_K_RMSNORM, rmsnorm_avx2);
-    ES_SET(k, rope, ES_K_ROPE, rope_avx2);
-    ES_SET(k, attention, ES_K_ATTENTION, attention_avx2);
-    ES_SET(k, softmax, ES_K_SOFTMAX, softmax_avx2);
-    ES_SET(k, swiglu, ES_K_SWIGLU, swiglu_avx2);
-    ES_SET(k, add, ES_K_ADD, add_avx2);
-    ES_SET(k, embed_row, ES_K_EMBED_ROW, embed_row_avx2);
-    ES_SET(k, f32_to_f16, ES_K_F32_TO_F16, f32_to_f16_avx2);
-    ES_SET(k, f16_to_f32, ES_K_F16_TO_F32, f16_to_f32_avx2);
+    ES_SET_ALL(k, avx2);
 }

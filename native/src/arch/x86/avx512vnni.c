@@ -18,13 +18,8 @@
  * a multiple of 32) and row tails use masked loads and stores.
  */
 #include <immintrin.h>
-#include <math.h>
-#include <string.h>
 
-#include "../../es_math.h"
-#include "../../kernels.h"
-
-#define ES_INLINE static inline __attribute__((always_inline))
+#include "../../kernel_common.h"
 
 /* Software prefetch distance of the 16-row product, in 16-row groups. */
 #ifndef ES_PF_GROUPS
@@ -35,18 +30,18 @@
 
 static inline __mmask16 mask16(int32_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
 
-static void quantize_block_avx512(const float *x, int32_t n, int8_t *q, float *scale) {
+/* Masked loads and stores cover the block's tail: no scalar step is left. */
+static inline float absmax_avx512(const float *x, int32_t n, int32_t *done) {
     __m512 vmax = _mm512_setzero_ps();
     for (int32_t i = 0; i < n; i += 16)
         vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask16(n - i), x + i)));
-    const float amax = _mm512_reduce_max_ps(vmax);
-    if (amax == 0.0f) {
-        *scale = 0.0f;
-        memset(q, 0, (size_t)n);
-        return;
-    }
-    *scale = amax / 127.0f;
-    const __m512 vinv = _mm512_set1_ps(127.0f / amax);
+    *done = n;
+    return _mm512_reduce_max_ps(vmax);
+}
+
+/* VCVTPS2DQ rounds half to even; the saturating store narrows to int8. */
+static inline int32_t quant_avx512(const float *x, int32_t n, float inv, int8_t *q) {
+    const __m512 vinv = _mm512_set1_ps(inv);
     const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
     for (int32_t i = 0; i < n; i += 16) {
         const __mmask16 m = mask16(n - i);
@@ -54,11 +49,11 @@ static void quantize_block_avx512(const float *x, int32_t n, int8_t *q, float *s
         f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
         _mm512_mask_cvtsepi32_storeu_epi8(q + i, m, _mm512_cvtps_epi32(f));
     }
+    return n;
 }
 
 static void quantize_row_avx512(const float *x, int32_t n, int32_t block, int8_t *q, float *scales) {
-    const int32_t B = block > 0 ? block : n;
-    for (int32_t b0 = 0; b0 < n; b0 += B) quantize_block_avx512(x + b0, B, q + b0, scales + b0 / B);
+    es_quantize_row(x, n, block, q, scales, absmax_avx512, quant_avx512);
 }
 
 /* ---- int8 products ----------------------------------------------------- */
@@ -84,19 +79,25 @@ ES_INLINE __m512i load_pair(const int8_t *a, const int8_t *b, __mmask32 m, int f
                               _mm256_maskz_loadu_epi8(m, b), 1);
 }
 
-/* Rows r .. r+nrows-1 (nrows <= 16) of one token: y[r + i]. */
+/* Scale indices (r + i) * ng of rows r .. r+15. */
+static inline __m512i scale_index16(int32_t r, int32_t ng) {
+    return _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32(r), _mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), _mm512_set1_epi32(ng));
+}
+
+/* The tile (kernel_common.h) of one token and 16 rows, any act_block. */
 static void rows16(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, int32_t nrows, float *y) {
-    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
-    const int32_t B = es_act_block(w), nb = cols / B;
+    const es_qshape s = es_qshape_of(w);
+    const int32_t B = s.B, nb = s.nb;
     static const int ROW_OF_PAIR[8][2] = {{0, 4}, {1, 5}, {2, 6}, {3, 7}, {8, 12}, {9, 13}, {10, 14}, {11, 15}};
-    const int8_t *pa[8], *pb[8];
-    int32_t idx[16];
-    for (int i = 0; i < 16; i++) idx[i] = (r + (i < nrows ? i : nrows - 1)) * ng;
+    const int8_t *wr[16], *pa[8], *pb[8];
+    int32_t sidx[16];
+    es_tile_rows(w, r, nrows, 16, wr, sidx);
     for (int j = 0; j < 8; j++) {
-        pa[j] = w->q + (size_t)(idx[ROW_OF_PAIR[j][0]] / ng) * cols;
-        pb[j] = w->q + (size_t)(idx[ROW_OF_PAIR[j][1]] / ng) * cols;
+        pa[j] = wr[ROW_OF_PAIR[j][0]];
+        pb[j] = wr[ROW_OF_PAIR[j][1]];
     }
-    const __m512i vidx = _mm512_loadu_si512(idx);
+    const __m512i vidx = _mm512_loadu_si512(sidx);
     const __m512i ones = _mm512_set1_epi8(1), bias = _mm512_set1_epi8((char)0x80);
     __m512 wsv = _mm512_i32gather_ps(vidx, w->scale, 4);
     __m512 sumf = _mm512_setzero_ps();
@@ -118,8 +119,7 @@ static void rows16(const int8_t *x, const float *xst, const es_qmat *w, int32_t 
             for (int j = 0; j < 8; j++)
                 p[j] = _mm512_dpbusd_epi32(p[j], _mm512_xor_si512(load_pair(pa[j] + c, pb[j] + c, m, full), bias), xv);
         }
-        if (ng > 1 && k0 % glen == 0 && k0 > 0)
-            wsv = _mm512_i32gather_ps(vidx, w->scale + k0 / glen, 4);
+        if (es_new_group(&s, k0)) wsv = _mm512_i32gather_ps(vidx, w->scale + k0 / s.glen, 4);
         const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(fold_pairs(p)), _mm512_set1_ps(xst[b]));
         sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsv));
     }
@@ -130,14 +130,13 @@ static void rows16(const int8_t *x, const float *xst, const es_qmat *w, int32_t 
    as base + stride (no per-row pointers), and a linear software prefetch of
    the next 16 rows spread over the blocks, so DRAM streams one group ahead. */
 static void rows16_fast(const int8_t *x, const float *xst, const es_qmat *w, int32_t r, float *y) {
-    const size_t cols = (size_t)w->cols;
-    const int32_t ng = es_n_groups(w), glen = es_group_len(w);
-    const int32_t B = es_act_block(w), nb = w->cols / B;
+    const es_qshape s = es_qshape_of(w);
+    const size_t cols = (size_t)s.cols;
+    const int32_t ng = s.ng, B = s.B, nb = s.nb;
     const int8_t *p = w->q + (size_t)r * cols;
     const int8_t *pf = p + ES_PF_GROUPS * 16 * cols, *end = w->q + (size_t)w->rows * cols;
     const __m512i ones = _mm512_set1_epi8(1), bias = _mm512_set1_epi8((char)0x80);
-    const __m512i vidx = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32(r), _mm512_setr_epi32(
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), _mm512_set1_epi32(ng));
+    const __m512i vidx = scale_index16(r, ng);
     if (pf < end) { /* the next group's scales: one line per group for per-row scales */
         const char *sp = (const char *)(w->scale + (size_t)(r + ES_PF_GROUPS * 16) * ng);
         for (int32_t o = 0; o < 16 * ng * 4; o += 64) _mm_prefetch(sp + o, _MM_HINT_T0);
@@ -168,7 +167,7 @@ static void rows16_fast(const int8_t *x, const float *xst, const es_qmat *w, int
             PAIR(p7, r8 + 3 * cols, r12 + 3 * cols);
 #undef PAIR
         }
-        if (ng > 1 && k0 % glen == 0 && k0 > 0) wsv = _mm512_i32gather_ps(vidx, w->scale + k0 / glen, 4);
+        if (es_new_group(&s, k0)) wsv = _mm512_i32gather_ps(vidx, w->scale + k0 / s.glen, 4);
         const __m512i pp[8] = {p0, p1, p2, p3, p4, p5, p6, p7};
         const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(fold_pairs(pp)), _mm512_set1_ps(xst[b]));
         sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsv));
@@ -182,14 +181,8 @@ static inline void rows16_any(const int8_t *x, const float *xst, const es_qmat *
     else rows16(x, xst, w, r, nrows, y);
 }
 
-static void matvec_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
-                                 int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    const int32_t nb = w->cols / es_act_block(w);
-    for (int32_t t = 0; t < n_tokens; t++)
-        for (int32_t r = r0; r < r1; r += 16)
-            rows16_any(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
-                           y + (size_t)t * ldy);
-}
+/* rows16 takes any act_block: no scalar fallback (multiple 1). */
+ES_TILED_MATVEC(matvec_q8_avx512vnni, rows16_any, 16, 1)
 
 /* ---- prefill: repacked 16-row panels -------------------------------------
 
@@ -287,9 +280,7 @@ static void matmul_panels(const int8_t *xq, const float *xs, int32_t n_tokens, c
             }
         for (r = r0; r + 16 <= r1; r += 16) {
             pack_panel(w, r, pk);
-            for (int32_t g = 0; g < ng; g++)
-                wsg[g] = _mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32(r), _mm512_setr_epi32(
-                    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), _mm512_set1_epi32(ng)), w->scale + g, 4);
+            for (int32_t g = 0; g < ng; g++) wsg[g] = _mm512_i32gather_ps(scale_index16(r, ng), w->scale + g, 4);
             panel_tokens(xq, xs, t0, t1, w, r, pk, wsg, xcorr, y, ldy);
         }
     }
@@ -302,15 +293,10 @@ static void matmul_panels(const int8_t *xq, const float *xs, int32_t n_tokens, c
    each weight row comes from memory once per call. */
 static void matmul_q8_avx512vnni(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w,
                                  int32_t r0, int32_t r1, float *y, int32_t ldy) {
-    const int32_t nb = w->cols / es_act_block(w);
-    if (n_tokens >= 4 && es_act_block(w) % 32 == 0 && w->cols <= PANEL_MAX_COLS) {
+    if (n_tokens >= 4 && es_act_block(w) % 32 == 0 && w->cols <= PANEL_MAX_COLS)
         matmul_panels(xq, xs, n_tokens, w, r0, r1, y, ldy);
-        return;
-    }
-    for (int32_t r = r0; r < r1; r += 16)
-        for (int32_t t = 0; t < n_tokens; t++)
-            rows16_any(xq + (size_t)t * w->cols, xs + (size_t)t * nb, w, r, r1 - r < 16 ? r1 - r : 16,
-                       y + (size_t)t * ldy);
+    else
+        es_tiles_by_row(xq, xs, n_tokens, w, r0, r1, y, ldy, 16, rows16_any);
 }
 
 void es_install_avx512vnni(es_kernels *k) {
