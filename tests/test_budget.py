@@ -262,13 +262,8 @@ def test_grouped_weight_scales_cost_one_eighth_more():
 
 
 def test_bench_tool_replaces_the_bandwidth_it_measured():
-    import importlib.util
-    from pathlib import Path
+    from edge_sdk.bench import plan as tool
 
-    path = Path(__file__).resolve().parent.parent / "tools" / "bench_plan.py"
-    spec = importlib.util.spec_from_file_location("tool_bench_plan", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     board = load_board("generic-x86_64")
     faster = tool.with_bandwidth(board, 2, 2 * board.bandwidth_gbps(2))
     assert faster.bandwidth_gbps(2) == pytest.approx(2 * board.bandwidth_gbps(2), abs=0.01)

@@ -41,14 +41,6 @@ def load_example(name: str):
     return mod
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def robot():
     return load_example("robot")
@@ -466,11 +458,11 @@ def test_kiosk_rejects_bad_options(tiny_gguf):
     assert r.returncode == 2 and "--max-rss-mb must be > 0" in r.stderr.decode()
 
 
-# ------------------------------------------------------------------ the soak benchmark (tools/bench_soak.py)
+# ------------------------------------------------------------------ the soak benchmark (edge_sdk/bench/soak.py)
 
 
 def test_soak_slope_is_least_squares():
-    soak = load_tool("bench_soak")
+    from edge_sdk.bench import soak
     S = soak.Sample
     assert soak.slope_per_1000([S(0, 0.0, 100, 0), S(1000, 1.0, 300, 0)]) == pytest.approx(200.0, abs=1e-9)
     # y = 1000 + 2x plus noise mirrored about the middle sample: the fit recovers 2 bytes per generation
@@ -485,7 +477,7 @@ def test_soak_slope_is_least_squares():
 
 def test_soak_short_run_on_tiny_model(tiny_gguf, tmp_path):
     out = tmp_path / "soak.csv"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_soak.py"), "-m", tiny_gguf, "--backend", "numpy",
+    r = subprocess.run([sys.executable, "-m", "edge_sdk.bench.soak", "-m", tiny_gguf, "--backend", "numpy",
                         "--iterations", "20", "--every", "5", "--warmup", "2", "--max-tokens", "4", "--csv", str(out)],
                        capture_output=True, timeout=RUN_TIMEOUT_S, cwd=ROOT)
     assert r.returncode == 0, r.stderr.decode()

@@ -1,8 +1,10 @@
 """Benchmarks (a tool): speed, memory and accuracy of the SDK measured side by side with peers.
 
-Nothing in the library imports this package; `edge-sdk bench` (`cli/bench.py`) and the scripts that run its
-modules do. `backends` measures prefill and decode tokens/s and peak memory of every backend in its own
-process, with rounds interleaved with llama.cpp's and the read bandwidth; `machine` holds the machine
-measurements (bandwidth, memory available); `plan` compares the planner's predictions with measured runs;
-`soak` runs thousands of generations and records memory.
+Nothing in the library imports this package; `edge-sdk bench` (`cli/bench.py`) and `python -m
+edge_sdk.bench.<module>` do. `backends` measures prefill and decode tokens/s and peak memory of every backend
+in its own process, in rounds interleaved with llama.cpp's (`peer`) and with the machine's read bandwidth
+(`machine`); `sweep` runs it over thread counts and context lengths; `plan` compares the planner's predictions
+with measured runs; `soak` runs thousands of generations and records memory; `native_core` and
+`native_busy` time native-core builds against each other, idle and next to busy processes. The C core's
+micro-benchmarks are in `native/bench/` (`make -C native bench`).
 """

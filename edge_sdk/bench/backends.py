@@ -41,7 +41,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,6 +49,8 @@ import numpy as np
 
 from ..errors import BackendError, EdgeSDKError, InvalidArgumentError, ModelFileError
 from ..plan.host import mem_available_bytes, peak_rss_bytes
+from .machine import BandwidthProbe, read_bandwidth_gbps, roofline  # noqa: F401 (read_bandwidth_gbps: tests)
+from .peer import find_quantize, parse_llama_bench, q8_0_copy, run_llama_bench  # noqa: F401
 
 
 
@@ -178,126 +179,6 @@ def _thread_env(threads: int | None) -> dict[str, str]:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
     return env
-
-
-# ---- the machine ---------------------------------------------------------------------------------
-
-
-class BandwidthProbe:
-    """The machine's read bandwidth, measured again in every round: `max` over a float32 array (256 MiB), one
-    slice per thread.
-
-    numpy's float32 `max` is vectorized (AVX-512 / AVX2 / NEON) and so reads as fast as one core can stream;
-    an int64 `max` or a float `sum` (pairwise summation) is compute-bound below that on this x86 machine.
-    The array is written once (every page resident) and kept, so a round costs one pass per repeat.
-    """
-
-    def __init__(self, threads: int = 1, mib: int = 256) -> None:
-        if threads < 1:
-            raise InvalidArgumentError(f"threads must be >= 1, got {threads}")
-        self.a = np.ones(mib * 2**20 // 4, dtype=np.float32)
-        self.parts = np.array_split(self.a, threads)
-        self._read_all()  # warm-up
-
-    def _read_all(self) -> None:
-        workers = [threading.Thread(target=np.max, args=(p,)) for p in self.parts]  # numpy releases the GIL
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-
-    def measure(self, repeats: int = 3) -> float:
-        """GB/s: the median of `repeats` passes."""
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            self._read_all()
-            times.append(time.perf_counter() - t)
-        return self.a.nbytes / statistics.median(times) / 1e9
-
-
-def read_bandwidth_gbps(threads: int = 1, mib: int = 256, repeats: int = 5) -> float:
-    """Memory read bandwidth in GB/s (`BandwidthProbe`), the median of `repeats` passes."""
-    return BandwidthProbe(threads, mib).measure(repeats)
-
-
-ROOFLINE_SUSPECT = 1.0
-"""A decode faster than the bandwidth measured beside it allows is impossible: the bandwidth read was low
-(another process took the memory bus or a core during it). Such a fraction is reported as suspect."""
-
-
-def roofline(decode_runs: Sequence[float], bandwidth_runs: Sequence[float], bytes_per_token: int) -> dict[str, Any]:
-    """Decode as a fraction of the read-bandwidth roofline, round by round (bandwidth measured in the same round).
-
-    Returns the median fraction, its range, and `suspect` when the median is above `ROOFLINE_SUSPECT`.
-
-    Example::
-
-        roofline([60.0, 62.0], [20.0, 18.0], 140_000_000)["fraction"]   # 0.44 (median of 0.42 and 0.48)
-    """
-    fractions = [d * bytes_per_token / (bw * 1e9) for d, bw in zip(decode_runs, bandwidth_runs, strict=True)]
-    median = statistics.median(fractions)
-    return {"fraction": median, "fraction_range": [min(fractions), max(fractions)],
-            "roofline_decode_tok_s": statistics.median(bw * 1e9 / bytes_per_token for bw in bandwidth_runs),
-            "suspect": median > ROOFLINE_SUSPECT}
-
-
-# ---- llama.cpp -------------------------------------------------------------------------------------
-
-
-def find_quantize(peer: str | os.PathLike, given: str | os.PathLike | None = None) -> Path:
-    """`llama-quantize`: the given path, else next to `llama-bench`."""
-    path = Path(given) if given else Path(peer).resolve().parent / "llama-quantize"
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise BackendError(f"{path}: llama-quantize not found or not executable; give it with --peer-quantize")
-    return path
-
-
-def q8_0_copy(gguf: str | os.PathLike, quantize: str | os.PathLike) -> Path:
-    """The model converted to Q8_0 by llama.cpp, cached in the user cache (keyed by name, size and mtime)."""
-    from ..importers.registry import cache_dir
-
-    src = Path(gguf).resolve()
-    st = src.stat()
-    dest = cache_dir() / "peer" / f"{src.stem}-{st.st_size}-{st.st_mtime_ns}.Q8_0.gguf"
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    proc = subprocess.run([str(quantize), "--allow-requantize", str(src), str(tmp), "Q8_0"], capture_output=True, text=True)
-    if proc.returncode != 0 or not tmp.is_file():
-        raise BackendError(f"llama-quantize failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
-    os.replace(tmp, dest)
-    return dest
-
-
-def parse_llama_bench(text: str) -> dict[str, float]:
-    """prefill_tok_s and decode_tok_s from `llama-bench -o json` output."""
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BackendError(f"llama-bench did not print JSON ({e}): {text[:300]!r}") from e
-    out: dict[str, float] = {}
-    for row in rows:
-        # the median of the runs, like ours (llama-bench's avg_ts is their mean)
-        speed = float(statistics.median(row["samples_ts"]) if row.get("samples_ts") else row["avg_ts"])
-        if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
-            out["prefill_tok_s"] = speed
-        elif row.get("n_gen", 0) > 0 and row.get("n_prompt", 0) == 0:
-            out["decode_tok_s"] = speed
-    if len(out) != 2:
-        raise BackendError(f"llama-bench output lacks a prompt or a generation row: {text[:300]!r}")
-    return out
-
-
-def run_llama_bench(peer: str | os.PathLike, q8_gguf: str | os.PathLike, threads: int, prompt_tokens: int,
-                    gen_tokens: int, repeats: int) -> dict[str, Any]:
-    cmd = [str(peer), "-m", str(q8_gguf), "-t", str(threads), "-p", str(prompt_tokens), "-n", str(gen_tokens),
-           "-r", str(repeats), "-o", "json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BackendError(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
-    return {"command": " ".join(cmd), **parse_llama_bench(proc.stdout)}
 
 
 # ---- the whole benchmark ---------------------------------------------------------------------------

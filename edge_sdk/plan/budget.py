@@ -77,12 +77,12 @@ the opened package (which, for these backends, holds no weights: `load_package(w
   above everything else the plan counts: 1.34x the weights (plan 477 MiB). It then
   settles at 1.26x (see `edge_sdk/backends/onnx_backend.py`), 1.47x since the mappings
   it keeps of weights.bin are detached from the file (`backends/file_pages.py`: 272 ->
-  303 MiB after loading; the peak, 463 -> 466 MiB at ctx 512 in `tools/bench_plan.py`,
+  303 MiB after loading; the peak, 463 -> 466 MiB at ctx 512 in `python -m edge_sdk.bench.plan`,
   is the same).
 - tflite: the .tflite files' own copy of the weights plus XNNPACK's packed copy. LiteRT
   runs the files' bytes read into memory at load (it used to map the files, and died of
   SIGBUS when one was truncated), all of them resident (162 MiB for 144 MiB of weights):
-  `tools/bench_plan.py --backend tflite --kv f32 --ctx 512 --tokens 64` peaked at 413 MiB,
+  `python -m edge_sdk.bench.plan --backend tflite --kv f32 --ctx 512 --tokens 64` peaked at 413 MiB,
   296 MiB above everything else the plan counts, 2.05x the weights (385 MiB, 1.94x,
   with the files mapped); plan 428 MiB."""
 

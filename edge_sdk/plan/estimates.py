@@ -30,7 +30,7 @@ DECODE_BANDWIDTH_EFFICIENCY = 1.0
 native core. On the reference x86-64 VM (1 thread, SmolLM2-135M, per-row int8,
 f16 KV) it decoded 85.3 tok/s = 11.6 GB/s against a 12.0 GB/s numpy read
 (0.97), and 1.05-1.08 of a read measured right before runs on a loaded machine
-(tools/bench_plan.py --fresh-bandwidth). llama.cpp reaches about 0.7 of a numpy
+(python -m edge_sdk.bench.plan --fresh-bandwidth). llama.cpp reaches about 0.7 of a numpy
 read on a 2-core AVX-512 VM (102 and 133 tok/s at Q8_0 on 1 and 2 threads
 against 140 and 192 tok/s ceilings). Board figures from tinymembench are
 single-core peaks; decode on several cores can exceed them, which this factor

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Soak benchmark: thousands of generations in one process, watching its memory.
 
 A board runs the model for days; a leak of a few kilobytes per request ends
@@ -16,9 +15,9 @@ the maximum, and the least-squares slope of RSS over iterations in bytes per
 
 Usage::
 
-    python tools/bench_soak.py                                   # default model, 2000 iterations
-    python tools/bench_soak.py -m tiny.gguf --backend numpy --iterations 2000 --csv soak.csv
-    python tools/bench_soak.py --backend native --minutes 5      # as many as fit in 5 minutes
+    python -m edge_sdk.bench.soak                                # default model, 2000 iterations
+    python -m edge_sdk.bench.soak -m tiny.gguf --backend numpy --iterations 2000 --csv soak.csv
+    python -m edge_sdk.bench.soak --backend native --minutes 5      # as many as fit in 5 minutes
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ updated in place it must not grow with ctx.
 
 Example::
 
-    python tools/bench_backends.py -m model.gguf --backend onnx,native --threads 1,2 \\
+    python -m edge_sdk.bench.sweep -m model.gguf --backend onnx,native --threads 1,2 \\
         --peer /path/to/llama.cpp/build/bin/llama-bench --ctx-sweep 256,2048,8192
 """
 

@@ -1,10 +1,10 @@
 """Decode and prefill speed of native libraries on a machine with other busy processes.
 
-    python native/bench/bench_busy.py MODEL.gguf --lib before=/path/old/libedge_sdk.so \\
+    python -m edge_sdk.bench.native_busy MODEL.gguf --lib before=/path/old/libedge_sdk.so \\
         --lib after=native/build/host/libedge_sdk.so [--threads 1 2] [--hogs 0 1] [--rounds 2]
 
 For each round, for each hog count, it starts that many CPU-bound
-`python -c "while True: pass"` processes, runs `bench_model.py` once per
+`python -c "while True: pass"` processes, runs `edge_sdk.bench.native_core` once per
 library (EDGE_SDK_NATIVE_LIB selects it, so both run the same Python code),
 then kills the hogs. Runs of the libraries alternate, so a change in the
 machine's other load hits both alike. The table keeps the best decode and
@@ -21,21 +21,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 LINE = re.compile(r"threads (\d+) isa \S+(?: spin \d+ us)?: prefill pp64\s+([\d.]+) tok/s.*decode tg64\s+([\d.]+) tok/s")
 
 
 def run_model(gguf: str, lib: Path, threads: list[int], reps: int) -> dict[int, tuple[float, float]]:
-    """{threads: (prefill tok/s, decode tok/s)} from one bench_model.py run on library `lib`."""
+    """{threads: (prefill tok/s, decode tok/s)} from one native_core run on library `lib`."""
     env = dict(os.environ, EDGE_SDK_NATIVE_LIB=str(lib))
-    cmd = [sys.executable, str(HERE / "bench_model.py"), gguf, "--reps", str(reps),
+    cmd = [sys.executable, "-m", "edge_sdk.bench.native_core", gguf, "--reps", str(reps),
            "--threads", *map(str, threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"bench_model.py failed with {lib}:\n{out.stderr}")
+        raise SystemExit(f"native_core failed with {lib}:\n{out.stderr}")
     rates = {int(m[1]): (float(m[2]), float(m[3])) for m in LINE.finditer(out.stdout)}
     if sorted(rates) != sorted(threads):
-        raise SystemExit(f"unexpected bench_model.py output:\n{out.stdout}")
+        raise SystemExit(f"unexpected native_core output:\n{out.stdout}")
     return rates
 
 

@@ -1,6 +1,6 @@
 """Decode and prefill speed of the native core on SmolLM2-135M-Instruct (int8, act_block 32).
 
-    python native/bench/bench_model.py /path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 1 2]
+    python -m edge_sdk.bench.native_core /path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 1 2]
         [--spin-us 0 20]    # pool spin before blocking (EDGE_SDK_POOL_SPIN_US), one row per value
 
 Decode: 64 single-token steps after an 8-token prompt (tokens/s, best of 3).
@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from edge_sdk.backends.native.core import NativeCore  # noqa: E402
-from edge_sdk.model.config import QuantConfig  # noqa: E402
-from edge_sdk.importers.gguf_import import import_gguf  # noqa: E402
-from edge_sdk.model.quantize import quantize_weights  # noqa: E402
+from ..backends.native.core import NativeCore
+from ..importers.gguf_import import import_gguf
+from ..model.config import QuantConfig
+from ..model.quantize import quantize_weights
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ Three measurements:
 
 Usage::
 
-    python tools/bench_plan.py --bandwidth
-    python tools/bench_plan.py --storage model.gguf
-    python tools/bench_plan.py -m smollm2-135m --board generic-x86_64 --ctx 512 2048 --tokens 64 --fresh-bandwidth
+    python -m edge_sdk.bench.plan --bandwidth
+    python -m edge_sdk.bench.plan --storage model.gguf
+    python -m edge_sdk.bench.plan -m smollm2-135m --board generic-x86_64 --ctx 512 2048 --tokens 64 --fresh-bandwidth
 """
 
 from __future__ import annotations
