@@ -76,6 +76,7 @@ struct es_pool {
     void *arg;
     es_worker *workers;      /* (n - 1) */
     _Atomic int64_t no_spin_until; /* now_ns() before which waiters block at once */
+    _Atomic int64_t backoffs;      /* times a descheduled spinner turned spinning off (for tests and tuning) */
     pthread_mutex_t run_mu;  /* one call at a time: callers on other threads wait their turn */
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* workers sleep here for the next call */
@@ -156,6 +157,7 @@ static int spin(es_pool *p, es_ready_fn ready, uint32_t key) {
         const int64_t t2 = now_ns();
         if (t2 - t > PREEMPTED_NS) {
             atomic_store_explicit(&p->no_spin_until, t2 + BACKOFF_NS, memory_order_relaxed);
+            atomic_fetch_add_explicit(&p->backoffs, 1, memory_order_relaxed);
             return 0;
         }
         if (t2 >= until) return 0;
@@ -215,6 +217,7 @@ int es_pool_create(int32_t n_threads, int64_t spin_ns, es_pool **out) {
     atomic_init(&p->caller_waiting, 0);
     atomic_init(&p->stop, 0);
     atomic_init(&p->no_spin_until, 0);
+    atomic_init(&p->backoffs, 0);
     if (n_threads > 1) {
         p->workers = calloc((size_t)n_threads - 1, sizeof *p->workers);
         if (!p->workers) {
@@ -291,6 +294,8 @@ static void run_call(es_pool *p, es_task_fn fn, void *arg) {
 int32_t es_pool_size(const es_pool *p) { return p->n; }
 
 int64_t es_pool_spin_setting(const es_pool *p) { return p->spin_ns; }
+
+int64_t es_pool_backoffs(const es_pool *p) { return atomic_load_explicit(&p->backoffs, memory_order_relaxed); }
 
 int64_t es_pool_spin_ns(const es_pool *p) {
     return now_ns() < atomic_load_explicit(&p->no_spin_until, memory_order_relaxed) ? 0 : p->spin_ns;

@@ -53,6 +53,8 @@ int64_t es_pool_spin_ns(const es_pool *p);
 /* The spin the pool was made with: spin_ns as given, or 0 when oversubscribed.
  * Unlike es_pool_spin_ns it does not change while the pool runs. */
 int64_t es_pool_spin_setting(const es_pool *p);
+/* How many times a spinning thread found it had been descheduled and turned spinning off (for BACKOFF_NS). */
+int64_t es_pool_backoffs(const es_pool *p);
 
 /* How many CPUs this process may run on (its affinity mask), at least 1. */
 int32_t es_pool_cpus_available(void);

@@ -191,18 +191,24 @@ static void test_preempted_spinner_turns_spinning_off(void) {
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &usr1, &old);
+    /* The pool counts each back-off, so the check does not race the 50 ms it lasts: on a busy host (or under
+     * qemu) this thread may itself be descheduled for longer than that between two polls. */
     int seen_off = 0, tries = 0;
     const int cpus = es_pool_cpus_available();
     for (; tries < 20 && !seen_off && cpus >= 2; tries++) {
         j.call = tries + 1;
         es_pool_run(p, count_task, &j); /* the worker now spins for the next call */
         const int before = atomic_load(&g_handled);
+        const int64_t backoffs = es_pool_backoffs(p);
         kill(getpid(), SIGUSR1);
-        for (int w = 0; w < 50 && !seen_off; w++) {
-            sleep_ms(1);
-            seen_off = atomic_load(&g_handled) > before && es_pool_spin_ns(p) == 0;
+        for (int w = 0; w < 2000 && atomic_load(&g_handled) == before; w++) sleep_ms(1); /* up to 2 s */
+        /* the worker reads its clock as soon as it runs again after the handler: on a busy host that may be
+         * tens of milliseconds later; a worker that had stopped spinning before the signal never backs off */
+        for (int w = 0; w < 500 && !seen_off; w++) {
+            seen_off = es_pool_backoffs(p) > backoffs;
+            if (!seen_off) sleep_ms(1);
         }
-        if (!seen_off) sleep_ms(120); /* the worker had gone to sleep: start over */
+        if (!seen_off) sleep_ms(120); /* the worker had gone to sleep before the signal: start over */
     }
     if (cpus >= 2) {
         CHECK(seen_off, "spinning stayed on after %d descheduled spins", tries);
