@@ -82,6 +82,7 @@ def test_native_greedy_tokens_equal_the_x86_ids(tiny_gguf, native, threads):
 
 def test_every_kernel_set_decodes_the_same_tokens(tiny_gguf, native):
     """Greedy decode straight on NativeCore for each kernel set the CPU offers, the scalar twin included."""
+    from edge_sdk.backends.native.core import NativeCore
     from edge_sdk.importers import import_model
     from edge_sdk.model.config import QuantConfig
     from edge_sdk.model.quantize import quantize_weights
@@ -92,7 +93,7 @@ def test_every_kernel_set_decodes_the_same_tokens(tiny_gguf, native):
     isas = native.library_info()["supported_isas"]
     assert "generic" in isas and len(isas) >= 2
     for isa in isas:
-        with native.NativeCore(cfg, ctx=64, isa=isa, act_block=qcfg.act_block) as core:
+        with NativeCore(cfg, ctx=64, isa=isa, act_block=qcfg.act_block) as core:
             core.load_weights(qweights)
             assert core.isa == isa
             logits = core.forward(np.array(PROMPT_IDS, dtype=np.int32), pos=0, last_only=True)
