@@ -22,7 +22,7 @@ import threading
 import weakref
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import BackendError, BusyError, EdgeSDKError
+from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
 from .generate.generator import Generator
 from .generate.sampling import SamplingParams
 from .model.config import ModelConfig, QuantConfig
@@ -34,6 +34,7 @@ from .text.tokenizer import Tokenizer
 __all__ = ["BACKENDS", "MAX_THREADS", "Model", "load", "make_backend"]
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed", "stop")
+CONSTRAINT_KEYS = ("response_format", "regex", "choices", "grammar")
 
 
 class Model:
@@ -57,6 +58,7 @@ class Model:
         self._open: Callable[[], Iterator[str] | None] | None = None  # the stream holding the model (a weakref)
         self._closed = False
         self._template: ChatTemplate | None = None
+        self._constraints: Any = None  # generate.constraints.ConstraintEngine, made on the first constrained call
         self.last_stats: dict[str, Any] = {}
         # the model's own sampling defaults (GGUF general.sampling.*, generation_config.json); a call's own
         # arguments win, and fields neither gives take SamplingParams' defaults (greedy, no penalty)
@@ -99,9 +101,29 @@ class Model:
     def _params(self, sampling: dict[str, Any]) -> SamplingParams:
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
-            raise TypeError(f"unknown sampling parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS)}")
+            raise TypeError(f"unknown parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS + CONSTRAINT_KEYS)}")
         given = {k: v for k, v in sampling.items() if v is not None}
         return SamplingParams(**{**self.generation_defaults, **given})
+
+    def _constraint_state(self, constraint: Any) -> Any:
+        """A fresh state of `constraint` (compiled once per model and grammar), or None."""
+        if constraint is None:
+            return None
+        from .generate.constraints import ConstraintEngine, ConstraintState
+
+        if self._constraints is None:
+            self._constraints = ConstraintEngine(self.tokenizer, self.config.vocab_size)
+        return ConstraintState(self._constraints.compile(constraint))
+
+    def compile_constraint(self, *, response_format: Any = None, regex: Any = None, choices: Any = None,
+                           grammar: Any = None) -> Any:
+        """Check and compile a constraint now (it is cached: later requests with it start at once); returns the
+        `generate.constraints.Constraint`. Errors are `InvalidArgumentError`s naming the field."""
+        from .generate.constraints import constraint_from_args
+
+        constraint = constraint_from_args(response_format, regex, choices, grammar)
+        self._constraint_state(constraint)
+        return constraint
 
     def stream_ids(self, prompt_ids: Sequence[int], *, cancel: threading.Event | None = None,
                    timeout: float | None = None, **sampling: Any) -> Iterator[str]:
@@ -109,22 +131,36 @@ class Model:
         return self._stream(check_token_ids(prompt_ids), cancel, timeout, sampling)
 
     def _stream(self, ids: list[int], cancel: threading.Event | None, timeout: float | None,
-                sampling: dict[str, Any]) -> Iterator[str]:
-        """The one entry of every stream: sampling and timeout are checked here, once; inner layers trust them."""
+                sampling: dict[str, Any], constraint: Any = None) -> Iterator[str]:
+        """The one entry of every stream: sampling, timeout and the constraint are checked here, once (before any
+        token is generated); inner layers trust them."""
+        from .generate.constraints import constraint_from_args
+
+        sampling = dict(sampling)
+        args = {k: sampling.pop(k) for k in CONSTRAINT_KEYS if k in sampling}
+        if args:
+            if constraint is not None and any(v is not None for v in args.values()):
+                raise InvalidArgumentError(f"{', '.join(k for k, v in args.items() if v is not None)} cannot be "
+                                           "combined with tools: give one constraint")
+            constraint = constraint if constraint is not None else constraint_from_args(**args)
+        params = self._params(sampling)
+        timeout = check_timeout(timeout, "timeout")
+        state = self._constraint_state(constraint)
         me: list[Callable[[], Iterator[str] | None]] = []
-        it = self._stream_ids(ids, self._params(dict(sampling)), cancel, check_timeout(timeout, "timeout"), me)
+        it = self._stream_ids(ids, params, cancel, timeout, me, state)
         me.append(weakref.ref(it))
         return it
 
     def _stream_ids(self, prompt_ids: Sequence[int], params: SamplingParams, cancel: threading.Event | None,
-                    timeout: float | None, me: list[Callable[[], Iterator[str] | None]]) -> Iterator[str]:
+                    timeout: float | None, me: list[Callable[[], Iterator[str] | None]],
+                    constraint: Any = None) -> Iterator[str]:
         self._acquire()
         self._open = me[0]
         try:
             check_files = getattr(self.backend, "check_files", None)
             if check_files is not None:  # the package on disk must still be the one loaded (one stat per file)
                 check_files()
-            yield from self._gen.stream_text(prompt_ids, params, cancel, timeout)
+            yield from self._gen.stream_text(prompt_ids, params, cancel, timeout, constraint)
         finally:
             self.last_stats = self._gen.stats.to_dict()
             self._open = None
@@ -132,33 +168,70 @@ class Model:
 
     def stream(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
                **sampling: Any) -> Iterator[str]:
-        """Stream the completion of `prompt` as text pieces (never splitting a UTF-8 character)."""
+        """Stream the completion of `prompt` as text pieces (never splitting a UTF-8 character).
+
+        Sampling parameters as `SamplingParams`; one constraint at most: `response_format` (OpenAI's
+        {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema"}}), `regex`,
+        `choices` or `grammar` (Lark; see `generate.constraints`). `last_stats["finish_reason"]` says "stop"
+        only when the output ended and any constraint is complete."""
         return self._stream(self.tokenizer.encode(prompt, special=False), cancel, timeout, sampling)
 
     def generate(self, prompt: str, *, cancel: threading.Event | None = None, timeout: float | None = None,
                  **sampling: Any) -> str:
-        """The completion of `prompt` (without the prompt)."""
+        """The completion of `prompt` (without the prompt); takes what `stream` takes."""
         return "".join(self.stream(prompt, cancel=cancel, timeout=timeout, **sampling))
 
-    def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """The model's chat template applied to `messages`."""
+    def chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """The model's chat template applied to `messages` (with `tools`: as `chat(..., tools=)` renders them)."""
         if self._template is None:  # compiled once per model
             self._template = ChatTemplate(self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE)
+        extra: dict[str, Any] = {}
+        if tools:
+            from .generate.tools import prompt_messages, template_renders_tools
+
+            own = template_renders_tools(self._template.source)
+            messages = prompt_messages(messages, tools, own)
+            if own:
+                extra["tools"] = list(tools)
         tok = self.tokenizer
         bos = tok.id_to_token(tok.bos_id) if tok.bos_id is not None else ""
         eos = tok.id_to_token(tok.eos_id) if tok.eos_id is not None else ""
         return self._template.render(messages, add_generation_prompt=add_generation_prompt, bos_token=bos or "",
-                                     eos_token=eos or "")
+                                     eos_token=eos or "", **extra)
 
-    def chat_stream(self, messages: list[dict[str, str]], *, cancel: threading.Event | None = None,
+    def chat_stream(self, messages: list[dict[str, Any]], *, cancel: threading.Event | None = None,
                     timeout: float | None = None, **sampling: Any) -> Iterator[str]:
+        """Stream the assistant's reply; takes what `stream` takes."""
         return self._stream(self.tokenizer.encode(self.chat_prompt(messages), special=True), cancel, timeout, sampling)
 
-    def chat(self, messages: list[dict[str, str]], *, stream: bool = False, cancel: threading.Event | None = None,
-             timeout: float | None = None, **sampling: Any) -> str | Iterator[str]:
-        """The assistant's reply to a conversation (a list of {"role", "content"} dicts)."""
-        it = self.chat_stream(messages, cancel=cancel, timeout=timeout, **sampling)
-        return it if stream else "".join(it)
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, cancel: threading.Event | None = None,
+             timeout: float | None = None, tools: Sequence[dict[str, Any]] | None = None, tool_choice: Any = None,
+             **sampling: Any) -> Any:
+        """The assistant's reply to a conversation (a list of {"role", "content"} dicts): its text, or with
+        `stream=True` its text pieces.
+
+        With `tools` (OpenAI function tools) the reply is OpenAI's assistant message, {"role": "assistant",
+        "content": text or None, "tool_calls": [...]}, each call naming a tool with `arguments` (a JSON string)
+        valid against its parameters; `tool_choice` is "auto" (default), "required", "none" or
+        {"type": "function", "function": {"name": ...}} (see `generate.tools`)."""
+        if tools is None:
+            if tool_choice is not None:
+                raise InvalidArgumentError("tool_choice needs tools")
+            it = self.chat_stream(messages, cancel=cancel, timeout=timeout, **sampling)
+            return it if stream else "".join(it)
+        from .generate.tools import check_tool_choice, check_tools, parse_reply, tool_constraint
+
+        if stream:
+            raise InvalidArgumentError("a reply with tools is parsed whole: call chat(..., tools=...) without stream=True")
+        tools = check_tools(tools)
+        choice = check_tool_choice(tool_choice, tools)
+        ids = self.tokenizer.encode(self.chat_prompt(messages, tools=tools), special=True)
+        text = "".join(self._stream(ids, cancel, timeout, sampling, constraint=tool_constraint(tools, choice)))
+        content, calls = parse_reply(text, tools) if self.last_stats.get("finish_reason") == "stop" else (text, [])
+        if calls:
+            self.last_stats["finish_reason"] = "tool_calls"
+        return {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -59,12 +59,14 @@ TESTS = (
     "tests/test_sampling.py",
     "tests/test_generate.py",
     "tests/test_streaming.py",
+    "tests/test_constraints.py",
 )
 # the real model takes minutes per test under emulation; the x86 run covers it
 PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-m", "not real_model")
 
 # Installed as aarch64 wheels; pinned to the versions of this Python when it has them.
-PACKAGES = ("numpy", "cffi", "gguf", "tokenizers", "safetensors", "jinja2", "pyserial", "pytest")
+PACKAGES = ("numpy", "cffi", "gguf", "tokenizers", "safetensors", "jinja2", "pyserial", "jsonschema", "llguidance",
+            "pytest")
 WHEEL_TAGS = (
     "--only-binary=:all:", "--implementation", "cp", "--python-version", "311",
     "--abi", "cp311", "--abi", "abi3", "--abi", "none",

@@ -6,6 +6,12 @@ re-uses those positions instead of recomputing them. The cache record is
 updated only after a forward pass completes, so a cancelled or interrupted
 generation leaves it consistent and the next request just works.
 
+With a constraint (`constraints.ConstraintState`) the logits are masked here,
+before sampling, for every backend alike; tokens the constraint forces are fed
+to the backend as one chunk (counted in `forced_tokens`, the rest in
+`sampled_tokens`), and a constraint that admits nothing but the end finishes
+the generation without another forward pass.
+
 Example::
 
     gen = Generator(backend, tokenizer)
@@ -26,6 +32,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..errors import ContextOverflowError, InvalidArgumentError
 from ..plan.budget import DEFAULT_PREFILL_CHUNK
+from .constraints import ConstraintState
 from .sampling import Sampler, SamplingParams
 from ..text.streaming import StopMatcher, TextStreamer
 from ..text.tokenizer import Tokenizer
@@ -35,10 +42,24 @@ from ..text.tokenizer import Tokenizer
 class GenerationStats:
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose cache entries were kept from the previous request
-    generated_tokens: int = 0
+    generated_tokens: int = 0  # sampled + forced
+    sampled_tokens: int = 0  # chosen by the sampler
+    forced_tokens: int = 0  # the only continuation a constraint admitted, fed to the model as chunks
     prefill_s: float = 0.0
     decode_s: float = 0.0
     stop_reason: str = ""  # eos | stop | length | context | cancelled | timeout
+    constraint: str | None = None  # None (no constraint), "satisfied" or "incomplete"
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's word for how it ended: "stop" (the end of text, a stop string, the constraint complete),
+        "length" (max_tokens or the context), else "cancelled" or "timeout"; never "stop" for a constraint
+        left incomplete."""
+        if self.stop_reason in ("eos", "stop") and self.constraint != "incomplete":
+            return "stop"
+        if self.stop_reason in ("length", "context", "eos", "stop"):
+            return "length"
+        return self.stop_reason
 
     @property
     def prefill_tok_s(self) -> float:
@@ -55,6 +76,7 @@ class GenerationStats:
         d = asdict(self)
         d["prefill_tok_s"] = self.prefill_tok_s
         d["decode_tok_s"] = self.decode_tok_s
+        d["finish_reason"] = self.finish_reason
         return d
 
 
@@ -110,17 +132,19 @@ class Generator:
         params: SamplingParams,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
+        constraint: ConstraintState | None = None,
     ) -> Iterator[int]:
         """Yield generated token ids (EOS excluded); `self.stats` is final when the iterator ends.
 
         `cancel` and `timeout` (seconds, from this call) are checked between prefill chunks and before
-        each new token; a stop leaves the cache consistent (see the module's docstring).
+        each new token; a stop leaves the cache consistent (see the module's docstring). `constraint`: the
+        state of a compiled constraint for this generation (`constraints.ConstraintState`).
         """
         self.stats = GenerationStats()
-        yield from self._tokens(list(prompt_ids), params, cancel, timeout)
+        yield from self._tokens(list(prompt_ids), params, cancel, timeout, constraint)
 
     def _tokens(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None,
-                timeout: float | None) -> Iterator[int]:
+                timeout: float | None, constraint: ConstraintState | None = None) -> Iterator[int]:
         """stream_tokens of a prompt as a list. Ids, `params` and `timeout` are the caller's, already checked
         (`api.Model`); the backend checks every forward call's ids against the vocabulary."""
         st = self.stats
@@ -140,6 +164,8 @@ class Generator:
         prefilled = self._prefill(prompt_ids, stopped)
         st.prefill_s = time.perf_counter() - t0
         if prefilled is None:
+            if constraint is not None:
+                st.constraint = "satisfied" if constraint.complete else "incomplete"
             return
         logits = prefilled
         history = list(prompt_ids)
@@ -153,22 +179,50 @@ class Generator:
                 if st.generated_tokens >= params.max_tokens:
                     st.stop_reason = "length"
                     return
+                if constraint is not None:
+                    if constraint.finished:  # nothing can follow but the end: no need to ask the model
+                        st.stop_reason = "eos"
+                        return
+                    forced = constraint.forced()[: params.max_tokens - st.generated_tokens]
+                    if forced:
+                        pos = len(self.cached)
+                        forced = forced[: self.backend.ctx - pos]
+                        if not forced:
+                            st.stop_reason = "context"
+                            return
+                        constraint.consume(forced)
+                        st.generated_tokens += len(forced)
+                        st.forced_tokens += len(forced)
+                        history += forced
+                        yield from forced
+                        logits = self.backend.forward(np.asarray(forced, dtype=np.int64), pos, last_only=True)[-1]
+                        self.cached += forced
+                        continue
+                    logits = constraint.mask(logits)
                 tok = sampler.sample(logits, history)
                 if tok in self.tokenizer.eos_ids:
                     st.stop_reason = "eos"
                     return
+                if constraint is not None:
+                    constraint.consume([tok])
                 st.generated_tokens += 1
+                st.sampled_tokens += 1
                 history.append(tok)
                 yield tok
                 pos = len(self.cached)
                 if pos >= self.backend.ctx:
                     st.stop_reason = "context"
                     return
+                if constraint is not None and constraint.finished:
+                    st.stop_reason = "eos"
+                    return
                 logits = self.backend.forward(np.asarray([tok], dtype=np.int64), pos, last_only=True)[-1]
                 self.cached.append(tok)
         finally:
             if not st.stop_reason:
                 st.stop_reason = "cancelled"
+            if constraint is not None:
+                st.constraint = "satisfied" if constraint.complete else "incomplete"
             st.decode_s = time.perf_counter() - t1
 
     def stream_text(
@@ -177,13 +231,14 @@ class Generator:
         params: SamplingParams,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
+        constraint: ConstraintState | None = None,
     ) -> Iterator[str]:
         """Yield text pieces; never splits a UTF-8 character; cuts at the first stop string."""
         self.stats = GenerationStats()
         prompt_ids = list(prompt_ids)
         streamer = TextStreamer(self.tokenizer, context=prompt_ids)
         stops = StopMatcher(params.stop)
-        tokens = self._tokens(prompt_ids, params, cancel, timeout)
+        tokens = self._tokens(prompt_ids, params, cancel, timeout, constraint)
         try:
             for tok in tokens:
                 text, hit = stops.feed(streamer.push(tok))
