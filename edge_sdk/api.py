@@ -101,7 +101,7 @@ class Model:
     def _params(self, sampling: dict[str, Any]) -> SamplingParams:
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
-            raise TypeError(f"unknown parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS + CONSTRAINT_KEYS)}")
+            raise TypeError(f"unknown sampling parameters {sorted(unknown)}; known: {', '.join(SAMPLING_KEYS + CONSTRAINT_KEYS)}")
         given = {k: v for k, v in sampling.items() if v is not None}
         return SamplingParams(**{**self.generation_defaults, **given})
 
