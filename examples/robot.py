@@ -15,8 +15,9 @@ the first newline, ``--seconds`` per command) and `parse_action` accepts it
 only when it *starts* with an action; anything else, a timeout, a reply cut
 by the token limit right after its action, or an error becomes ``STOP`` with
 the reason printed next to it. With ``--constrained``
-the model cannot even produce garbage: `ActionDecoder` lets it pick only
-tokens that keep the reply a prefix of a valid action.
+the model cannot even produce garbage: the reply is generated under the
+SDK's constraint `ACTION_REGEX`, so only valid actions can come out (see
+`examples/robot_tools.py` for the same robot driven through tool calls).
 
 Acting is `Actuator.act`: it prints the action and, in serial mode, writes it
 back on the line (``FORWARD 20\\n``). Undecodable or non-printable lines are
@@ -38,11 +39,8 @@ import logging
 import re
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
-
-import numpy as np
 
 from edge_sdk.errors import EdgeSDKError
 
@@ -129,20 +127,8 @@ def cut_at_action(reply: str) -> bool:
     return parse_action(reply + "X")[0] != parse_action(reply)[0]
 
 
-def is_action_prefix(text: str) -> bool:
-    """Whether `text` can still grow into a valid action (exact upper case, no leading space)."""
-    for word in ACTIONS:
-        if len(text) <= len(word):
-            if word.startswith(text):
-                return True
-        elif text.startswith(word):
-            return re.fullmatch(r" (?:[1-9][0-9]{0,2})?", text[len(word):]) is not None
-    return False
-
-
-def is_complete_action(text: str) -> bool:
-    """Whether `text` is a whole action in the constrained grammar (``LEFT``, ``FORWARD 20``)."""
-    return re.fullmatch(r"(?:FORWARD|BACK|LEFT|RIGHT|STOP)(?: [1-9][0-9]{0,2})?", text) is not None
+ACTION_REGEX = r"(?:FORWARD|BACK|LEFT|RIGHT|STOP)(?: [1-9][0-9]{0,2})?"
+"""Every reply the constrained robot can give: an action word, then optionally its argument in 1..MAX_ARG."""
 
 
 # ---------------------------------------------------------------------------
@@ -176,103 +162,23 @@ def build_messages(command: str) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------
 
 
-class ActionDecoder:
-    """Greedy decoding restricted to replies that are valid actions.
-
-    At each step only tokens whose text keeps the reply a prefix of a valid
-    action are candidates (the table of such tokens is built once from the
-    tokenizer's bytes); once the reply is a complete action, end-of-turn
-    tokens and newlines may end it. The best-scoring candidate wins, so the
-    model still chooses *which* action, it just cannot say anything else.
-
-    It drives `model.backend.forward` itself and keeps its own record of the
-    cached prompt (the shared system prompt and examples are computed once),
-    so it must be the only user of that model's KV cache: do not mix it with
-    `model.chat` on the same `Model`.
+def constrained_decide(model: Any, command: str, max_tokens: int, timeout: float | None) -> tuple[Action, str, str]:
+    """(action, reply, fallback reason or "") for one command, generated under `ACTION_REGEX`: the reply is a
+    valid action unless it was cut short (time or token limit), which the stats say.
 
     Example::
 
-        dec = ActionDecoder(model)
-        dec.decide(model.chat_prompt(build_messages("the goal is behind you")), timeout=5.0)
+        constrained_decide(model, "the goal is behind you", max_tokens=8, timeout=5.0)
         # (Action('BACK', 20), 'BACK 20', '')
     """
-
-    def __init__(self, model: Any, max_tokens: int = 8) -> None:
-        self.model = model
-        self.max_tokens = max_tokens
-        tok = model.tokenizer
-        alphabet = set("".join(ACTIONS)) | set("0123456789 ")
-        special = tok.special_ids
-        self.ends = frozenset(tok.eos_ids)
-        self.pieces: dict[int, str] = {}  # token id -> its text, for tokens made of action characters only
-        self.newlines: set[int] = set()
-        for i in range(tok.vocab_size):
-            if i in special:
-                continue
-            raw = tok.token_bytes(i)
-            if raw and set(raw) <= {ord("\n")}:
-                self.newlines.add(i)
-            elif raw and all(chr(b) in alphabet for b in raw):
-                self.pieces[i] = raw.decode("ascii")
-        self.cached: list[int] = []  # prompt tokens whose K/V this decoder left in the backend
-
-    def allowed(self, text: str) -> list[int]:
-        """Token ids that may follow the reply `text`."""
-        start = text == ""
-        drop = self.model.tokenizer.strips_leading_space
-        ids = [i for i, p in self.pieces.items() if is_action_prefix(text + (p[1:] if start and drop and p.startswith(" ") else p))]
-        if is_complete_action(text):
-            ids += sorted(self.ends | self.newlines)
-        return ids
-
-    def _prefill(self, ids: list[int]) -> np.ndarray:
-        common = 0
-        for a, b in zip(self.cached, ids):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)
-        self.cached = ids[:common]  # stays true if the forward pass below is interrupted
-        logits = self.model.backend.forward(np.asarray(ids[common:], dtype=np.int64), common, last_only=True)
-        self.cached = list(ids)
-        return logits[-1]
-
-    def decode(self, prompt: str, timeout: float | None = None) -> tuple[str, str]:
-        """(reply text, stop reason: "end" | "length" | "timeout")."""
-        deadline = None if timeout is None else time.perf_counter() + timeout
-        ids = self.model.tokenize(prompt, special=True)
-        if len(ids) + self.max_tokens > self.model.backend.ctx:
-            raise ValueError(f"the prompt has {len(ids)} tokens; with {self.max_tokens} to generate it does not fit the context of {self.model.backend.ctx}")
-        logits = self._prefill(ids)
-        text = ""
-        pos = len(ids)
-        for _ in range(self.max_tokens):
-            if deadline is not None and time.perf_counter() > deadline:
-                return text, "timeout"
-            allowed = self.allowed(text)
-            if not allowed:
-                return text, "end"
-            cand = np.asarray(allowed, dtype=np.int64)
-            best = int(cand[int(np.argmax(logits[cand]))])
-            if best in self.ends or best in self.newlines:
-                return text, "end"
-            piece = self.pieces[best]
-            text += piece[1:] if text == "" and self.model.tokenizer.strips_leading_space and piece.startswith(" ") else piece
-            self.cached = self.cached[:pos]
-            logits = self.model.backend.forward(np.asarray([best], dtype=np.int64), pos, last_only=True)[-1]
-            self.cached.append(best)
-            pos += 1
-        return text, "length"
-
-    def decide(self, prompt: str, timeout: float | None = None) -> tuple[Action, str, str]:
-        """(action, reply, fallback reason or "") for a rendered chat prompt."""
-        reply, why = self.decode(prompt, timeout)
-        if why == "timeout":
-            return STOP, reply, f"no complete action within {timeout:g} s"
-        if why == "length":
-            return STOP, reply, f"the reply {reply!r} did not end within {self.max_tokens} tokens"
-        action, reason = parse_action(reply)
-        return (action, reply, "") if action is not None else (STOP, reply, reason)
+    reply = model.chat(build_messages(command), max_tokens=max_tokens, temperature=0.0, regex=ACTION_REGEX,
+                       timeout=timeout)
+    stats = model.last_stats
+    if stats.get("finish_reason") != "stop":  # the action was not finished: never act on a part of one
+        return STOP, reply, (f"no complete action within {timeout:g} s" if stats.get("stop_reason") == "timeout"
+                             else f"the reply {reply!r} did not end within {max_tokens} tokens")
+    action, reason = parse_action(reply)
+    return (action, reply, "") if action is not None else (STOP, reply, reason)
 
 
 # ---------------------------------------------------------------------------
@@ -461,15 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EdgeSDKError, OSError, ValueError) as e:
         print(f"robot: cannot load the model: {e}", file=sys.stderr)
         return 2
-    if a.constrained:
-        decoder = ActionDecoder(model, a.max_tokens)
+    decide_one = constrained_decide if a.constrained else chat_decide
 
-        def decide_within(c: str, seconds: float | None) -> tuple[Action, str, str]:
-            return decoder.decide(model.chat_prompt(build_messages(c)), seconds)
-    else:
-
-        def decide_within(c: str, seconds: float | None) -> tuple[Action, str, str]:
-            return chat_decide(model, c, a.max_tokens, seconds)
+    def decide_within(c: str, seconds: float | None) -> tuple[Action, str, str]:
+        return decide_one(model, c, a.max_tokens, seconds)
 
     def decide(c: str) -> tuple[Action, str, str]:
         return decide_within(c, a.seconds)

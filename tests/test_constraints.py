@@ -267,3 +267,44 @@ def test_bad_tools_are_refused(model, tools, choice, message):
         model.chat([{"role": "user", "content": "hi"}], tools=tools, tool_choice=choice)
     with pytest.raises(InvalidArgumentError, match=r"choices cannot be combined with tools"):
         model.chat([{"role": "user", "content": "hi"}], tools=TOOLS, choices=["a"])
+
+
+def test_cli_constraints(tiny_gguf, tmp_path):
+    from test_cli import cli
+
+    schema = tmp_path / "robot.json"
+    schema.write_text(json.dumps(ROBOT))
+    base = ["run", "-m", tiny_gguf, "--backend", "numpy", "--raw", "--kv", "f32"]
+    r = cli(*base, "--max-tokens", "80", "--json-schema", str(schema), "The cat")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == GREEDY_ROBOT + "\n"
+    r = cli(*base, "--choice", "yes", "--choice", "no", "--temperature", "1.5", "--seed", "3", "The cat")
+    assert r.returncode == 0 and r.stdout in ("yes\n", "no\n")
+    r = cli(*base, "--regex", "[0-9]{4}", "The cat")
+    assert r.returncode == 0 and re.fullmatch(r"[0-9]{4}\n", r.stdout)
+    r = cli(*base, "--max-tokens", "4", "--json-schema", str(schema), "The cat")
+    assert r.returncode == 1 and "before it matched the constraint; it is incomplete" in r.stderr
+    schema.write_text('{"type": "array", "uniqueItems": true}')
+    r = cli(*base, "--json-schema", str(schema), "The cat")
+    assert r.returncode == 1 and "uniqueItems" in r.stderr and "Traceback" not in r.stderr
+    r = cli(*base, "--json-schema", str(tmp_path / "missing.json"), "The cat")
+    assert r.returncode == 1 and "--json-schema" in r.stderr and "cannot read" in r.stderr
+    r = cli(*base, "--regex", "a", "--choice", "b", "The cat")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr
+
+
+def test_cli_chat_with_tools(long_model, tmp_path):
+    from test_cli import cli
+
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    path = long_model.name
+    r = cli("chat", "-m", path, "--backend", "numpy", "--ctx", "2048", "--tools", str(tools), "--tool-choice",
+            "required", "--max-tokens", "80", stdin="Drive.\ndone\n/exit\n")
+    assert r.returncode == 0, r.stderr
+    calls = [line for line in r.stdout.replace("> ", "\n").splitlines() if line.startswith("[tool call] ")]
+    assert len(calls) == 2
+    for line in calls:
+        name, args = line[len("[tool call] "):].split(" ", 1)
+        params = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}[name]
+        jsonschema.validate(json.loads(args), params)

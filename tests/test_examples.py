@@ -4,7 +4,7 @@ They run as subprocesses exactly as a person would start them (`-m <tiny
 gguf> --backend numpy`), and their pure parts (the action parser, the line
 splitter, the history trimming) are checked on their own. The tiny model's
 text is random bytes, so the robot's plain-chat path always falls back to
-STOP; the constrained path always produces a valid action.
+STOP; the constrained path (the SDK's regex constraint) always produces a valid action.
 
 `tiny_gguf` has a 128-token context, too short for the robot's prompt (that
 is one of the checked fallbacks); `tiny_gguf_512` is the same model with a
@@ -148,15 +148,11 @@ def test_chat_decide(robot, reply, stop_reason, action, note):
     assert messages[-1]["content"] == "the goal is to the left"
 
 
-def test_action_prefix_grammar(robot):
-    prefixes = ["", "F", "FORW", "FORWARD", "FORWARD ", "FORWARD 2", "FORWARD 20", "FORWARD 999", "S", "STOP 1"]
-    not_prefixes = ["f", " F", "FORWARDS", "FORWARD  ", "FORWARD 0", "FORWARD 1000", "FORWARD 20 ", "X", "LEFT-"]
-    assert [robot.is_action_prefix(t) for t in prefixes] == [True] * len(prefixes)
-    assert [robot.is_action_prefix(t) for t in not_prefixes] == [False] * len(not_prefixes)
-    complete = ["FORWARD", "BACK 5", "LEFT 90", "RIGHT 360", "STOP"]
-    incomplete = ["", "FORW", "FORWARD ", "LEFT 1000", "left"]
-    assert [robot.is_complete_action(t) for t in complete] == [True] * 5
-    assert [robot.is_complete_action(t) for t in incomplete] == [False] * 5
+def test_action_regex(robot):
+    complete = ["FORWARD", "BACK 5", "LEFT 90", "RIGHT 360", "STOP", "STOP 999"]
+    not_actions = ["", "FORW", "FORWARD ", "FORWARD 0", "LEFT 1000", "left", "FORWARDS", "BACK 20 "]
+    assert [bool(re.fullmatch(robot.ACTION_REGEX, t)) for t in complete] == [True] * len(complete)
+    assert [bool(re.fullmatch(robot.ACTION_REGEX, t)) for t in not_actions] == [False] * len(not_actions)
     # everything the constrained grammar completes, the parser accepts unchanged
     assert [str(robot.parse_action(t)[0]) for t in complete] == complete
 
@@ -227,22 +223,16 @@ def test_robot_constrained_decoding_gives_valid_actions(tiny_gguf_512, robot):
     import edge_sdk
 
     with edge_sdk.load(tiny_gguf_512, backend="numpy") as model:
-        dec = robot.ActionDecoder(model, max_tokens=8)
-        # tokens made of action characters only: the 17 letters, 10 digits, space and two merges
-        assert sorted(dec.pieces.values()) == [" ", "  ", " H", *"0123456789", *"ABCDEFGHIKLOPRSTW"]
-        assert [dec.pieces[i] for i in dec.allowed("")] == ["B", "F", "L", "R", "S"]
-        # after a whole action: a space (towards an argument), end of turn (ids 0, 2) or a newline (13, 298)
-        assert dec.allowed("BACK") == [35, 0, 2, 13, 298] and dec.pieces[35] == " "
-        assert dec.allowed("LEFT 9") == [*range(51, 61), 0, 2, 13, 298]  # ids 51..60 are the digits 0..9
-        assert [dec.pieces[i] for i in range(51, 61)] == list("0123456789")
-        assert dec.allowed("RIGHT 999") == [0, 2, 13, 298]
-        prompt = model.chat_prompt(robot.build_messages("the goal is behind you"))
-        assert dec.decide(prompt, timeout=None) == (robot.Action("BACK"), "BACK", "")
-        n = len(dec.cached)
-        # the second command reuses the shared system prompt and examples
-        assert dec.decide(model.chat_prompt(robot.build_messages("turn")), timeout=None)[0] == robot.Action("BACK")
-        assert dec.decide(prompt, timeout=0.0) == (robot.STOP, "", "no complete action within 0 s")
-        assert n > 300
+        # the tiny model's greedy pick: "B" sampled, then "ACK" is the only continuation (forced), then the end
+        assert robot.constrained_decide(model, "the goal is behind you", 8, None) == (robot.Action("BACK"), "BACK", "")
+        assert (model.last_stats["sampled_tokens"], model.last_stats["forced_tokens"]) == (1, 3)
+        for sampling in ({"temperature": 1.5, "seed": s} for s in range(8)):  # whatever is sampled: an action
+            reply = model.chat(robot.build_messages("turn"), max_tokens=8, regex=robot.ACTION_REGEX, **sampling)
+            assert re.fullmatch(robot.ACTION_REGEX, reply) and robot.parse_action(reply)[0] is not None, reply
+        # never act on a part of an action
+        assert robot.constrained_decide(model, "turn", 8, 0.0) == (robot.STOP, "", "no complete action within 0 s")
+        assert robot.constrained_decide(model, "turn", 1, None) == (
+            robot.STOP, "B", "the reply 'B' did not end within 1 tokens")
 
 
 class CountingLines(io.BytesIO):
@@ -512,3 +502,55 @@ def test_robot_real_model_actions(real_gguf_path, mode):
     assert r.returncode == 0, r.stderr.decode()
     # greedy, with the worked examples in the prompt: well-formed actions (the model likes 100)
     assert r.stdout.decode() == robot_stdout(REAL_CMDS, ["LEFT 100", "RIGHT 100", "LEFT 100"])
+
+
+# ------------------------------------------------------------------ the robot through tool calls
+
+
+@pytest.fixture(scope="module")
+def robot_tools():
+    return load_example("robot_tools")
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf_2048(tmp_path_factory, tiny_cfg, tiny_float_weights, tiny_vocab):
+    """The tiny model with room for the tools' listing (its vocabulary spells it nearly a byte at a time)."""
+    path = tmp_path_factory.mktemp("tiny2048") / "tiny2048.gguf"
+    return str(write_gguf(str(path), dataclasses.replace(tiny_cfg, max_ctx=2048), tiny_float_weights, tiny_vocab))
+
+
+def test_robot_tools_calls_are_always_valid(tiny_gguf_2048, robot_tools):
+    import json
+
+    import jsonschema
+
+    cmds = b"drive forward\nturn around\nsay hi\n"
+    # the tiny vocabulary spells a call nearly a byte at a time: room for 400 tokens (most of them forced)
+    r = run_example("robot_tools", ["-m", tiny_gguf_2048, "--backend", "numpy", "--history-turns", "1",
+                                    "--max-tokens", "400"], cmds)
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().splitlines()
+    assert lines[0::2] == ["command: drive forward", "command: turn around", "command: say hi"]
+    params = {t["function"]["name"]: t["function"]["parameters"] for t in robot_tools.TOOLS}
+    for line in lines[1::2]:  # whatever the random model picks, a valid call
+        name, args = re.fullmatch(r"call: (\w+) (\{.*\})", line).groups()
+        jsonschema.validate(json.loads(args), params[name])
+    assert r.stderr.decode().endswith("robot_tools: 3 commands handled\n")
+
+
+def test_robot_tools_falls_back_to_stop(tiny_gguf_2048, robot_tools):
+    r = run_example("robot_tools", ["-m", tiny_gguf_2048, "--backend", "numpy", "--seconds", "0"], b"drive\n")
+    assert r.stdout.decode() == "command: drive\ncall: stop {}  (fallback: no complete call within 0 s)\n"
+    r = run_example("robot_tools", ["-m", tiny_gguf_2048, "--backend", "numpy", "--max-tokens", "3"], b"drive\n")
+    assert r.stdout.decode() == "command: drive\ncall: stop {}  (fallback: the call did not end within 3 tokens)\n"
+
+
+@pytest.mark.real_model
+def test_robot_tools_on_the_real_model(real_gguf_path):
+    r = run_example("robot_tools", ["-m", real_gguf_path],
+                    b"drive forward 30 centimetres\nturn around\nstop now\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().splitlines() == [
+        "command: drive forward 30 centimetres", 'call: move {"direction":"forward","cm":100}',
+        "command: turn around", 'call: turn {"direction":"right","degrees":180}',
+        "command: stop now", "call: stop {}"]

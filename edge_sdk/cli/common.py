@@ -58,3 +58,65 @@ def load_from_args(a: argparse.Namespace):
 
     return load(a.model, backend=a.backend, board=a.board, threads=a.threads, ctx=a.ctx, kv_dtype=a.kv_dtype,
                 group_size=a.group_size, quiet=False)
+
+
+def add_constraint_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("constraint", "The output always matches one of these (generate/constraints.py); an "
+                                          "output cut short by --max-tokens is reported and exits with status 1.")
+    one = g.add_mutually_exclusive_group()
+    one.add_argument("--json-schema", metavar="FILE", help="JSON valid against the JSON Schema in FILE")
+    one.add_argument("--json", dest="json_object", action="store_true", help="any JSON object")
+    one.add_argument("--regex", metavar="R", help="text matching the whole regular expression R")
+    one.add_argument("--choice", action="append", metavar="TEXT", help="exactly one of these (repeat the flag)")
+    one.add_argument("--grammar", metavar="FILE", help="text of the Lark grammar in FILE (llguidance's dialect)")
+
+
+def read_json_file(path: str, what: str) -> Any:
+    import json
+
+    from ..errors import InvalidArgumentError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise InvalidArgumentError(f"{what} {path}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise InvalidArgumentError(f"{what} {path}: not valid JSON ({e})") from None
+
+
+def constraint_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The constraint keyword of `generate`/`stream`/`chat` the flags ask for ({} for none)."""
+    import os
+
+    from ..errors import InvalidArgumentError
+
+    if getattr(a, "json_schema", None):
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in os.path.splitext(os.path.basename(a.json_schema))[0])
+        schema = read_json_file(a.json_schema, "--json-schema")
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": name[:64] or "schema",
+                                                                           "schema": schema}}}
+    if getattr(a, "json_object", False):
+        return {"response_format": {"type": "json_object"}}
+    if getattr(a, "regex", None) is not None:
+        return {"regex": a.regex}
+    if getattr(a, "choice", None):
+        return {"choices": list(a.choice)}
+    if getattr(a, "grammar", None):
+        try:
+            with open(a.grammar, encoding="utf-8") as f:
+                return {"grammar": f.read()}
+        except OSError as e:
+            raise InvalidArgumentError(f"--grammar {a.grammar}: cannot read ({e.strerror or e})") from None
+    return {}
+
+
+def report_incomplete(stats: dict[str, Any]) -> int:
+    """Exit status 1, with why on stderr, when a constrained output ended before it was complete."""
+    import sys
+
+    if stats.get("constraint") == "incomplete":
+        print(f"edge-sdk: error: the output ended ({stats.get('stop_reason')}) before it matched the constraint; "
+              "it is incomplete (raise --max-tokens)", file=sys.stderr)
+        return 1
+    return 0

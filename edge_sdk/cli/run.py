@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
+from .common import (add_constraint_args, add_model_args, add_sampling_args, constraint_from_args, load_from_args,
+                     report_incomplete, sampling_from_args)
 
 
 def print_stats(stats: dict) -> None:
@@ -37,6 +38,7 @@ def cmd(a: argparse.Namespace) -> int:
     prompt = a.prompt if a.prompt != "-" else sys.stdin.read()
     if not prompt:
         raise InvalidArgumentError("the prompt is empty; give some text (or - to read it from stdin)")
+    constraint = constraint_from_args(a)
     with load_from_args(a) as model:
         chat = uses_chat(a, model)
         if a.stats:
@@ -44,16 +46,16 @@ def cmd(a: argparse.Namespace) -> int:
                   f"{'chat template' if chat else 'raw completion'}]", file=sys.stderr)
         if chat:
             messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": prompt}]
-            stream = model.chat_stream(messages, **sampling_from_args(a))
+            stream = model.chat_stream(messages, **sampling_from_args(a), **constraint)
         else:
-            stream = model.stream(prompt, **sampling_from_args(a))
+            stream = model.stream(prompt, **sampling_from_args(a), **constraint)
         for piece in stream:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
         if a.stats:
             print_stats(model.last_stats)
-    return 0
+        return report_incomplete(model.last_stats)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n", 1)[1].strip())
     add_model_args(p)
     add_sampling_args(p)
+    add_constraint_args(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--chat", action="store_true",
                       help="send PROMPT as a user turn in the chat template (the default for models that have one)")
