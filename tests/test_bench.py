@@ -174,3 +174,19 @@ def test_bench_errors(tmp_path, tiny_gguf, tiny_hf_dir, monkeypatch):
     with pytest.raises(ModelFileError, match="needs a .gguf model"):
         run_bench(tiny_hf_dir, ["numpy"], threads=1, prompt_tokens=2, gen_tokens=1, repeats=1, peer=sys.executable)
     assert not os.path.exists(tmp_path / "cache" / "peer")
+
+
+def test_bench_constrained_decode_side_by_side(tmp_path, tiny_gguf, monkeypatch):
+    """--json-schema: each round decodes under the schema and then unconstrained for as many tokens."""
+    pytest.importorskip("llguidance")
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    schema = {"type": "object", "properties": {"action": {"enum": ["forward", "back"]},
+                                               "speed": {"type": "integer", "minimum": 0, "maximum": 100}},
+              "required": ["action", "speed"], "additionalProperties": False}
+    r = run_bench(tiny_gguf, ["numpy"], threads=1, prompt_tokens=8, gen_tokens=60, repeats=2, schema=schema)
+    (x,) = r["results"]
+    c = x["constrained"]
+    assert len(c["ratio_runs"]) == 2 and c["ratio"] == pytest.approx(sum(c["ratio_runs"]) / 2)
+    assert c["satisfied"] and 0 < c["forced_tokens"] < c["tokens"] <= 60
+    assert c["decode_tok_s"] > 0 and c["unconstrained_decode_tok_s"] > 0
+    assert 0 < x["compile_ms"] < 1000 and x["first_constraint_s"] > 0

@@ -74,7 +74,7 @@ class _Session:
     """One backend loaded and warmed up in this process; `round()` times one prefill and one decode run."""
 
     def __init__(self, model: str | None, backend: str, threads: int | None, prompt_tokens: int,
-                 gen_tokens: int) -> None:
+                 gen_tokens: int, schema: dict[str, Any] | None = None) -> None:
         from ..api import load
 
         t0 = time.perf_counter()
@@ -82,7 +82,35 @@ class _Session:
         self.load_s = time.perf_counter() - t0
         self.threads, self.prompt_tokens, self.gen_tokens = threads, prompt_tokens, gen_tokens
         self.ids = _prompt_ids(self.model.config.vocab_size, prompt_tokens)
+        self.constraint: dict[str, Any] = {}
+        if schema is not None:
+            self.constraint = self._compile({"type": "json_schema", "json_schema": {"name": "bench", "schema": schema}})
         self.round(warm_up=True)
+
+    def _compile(self, response_format: dict[str, Any]) -> dict[str, Any]:
+        """Compile the constraint twice: the first time also builds the engine's view of the tokenizer (once per
+        model); the second, with the cache emptied, is the schema's own compile time."""
+        t = time.perf_counter()
+        self.model.compile_constraint(response_format=response_format)
+        self.first_constraint_s = time.perf_counter() - t
+        self.model._constraints._cache.clear()
+        t = time.perf_counter()
+        self.model.compile_constraint(response_format=response_format)
+        self.compile_ms = (time.perf_counter() - t) * 1e3
+        return {"response_format": response_format}
+
+    def _constrained_round(self) -> dict[str, float]:
+        """Greedy decode through the generator under the schema, then unconstrained for as many tokens: tokens/s
+        over sampled + forced tokens, side by side."""
+        ids = [int(i) for i in self.ids]
+        "".join(self.model.stream_ids(ids, max_tokens=self.gen_tokens, temperature=0, **self.constraint))
+        c = dict(self.model.last_stats)
+        "".join(self.model.stream_ids(ids, max_tokens=max(c["generated_tokens"], 1), temperature=0))
+        u = self.model.last_stats
+        return {"constrained_decode_tok_s": c["generated_tokens"] / c["decode_s"],
+                "unconstrained_decode_tok_s": u["generated_tokens"] / u["decode_s"],
+                "constrained_tokens": c["generated_tokens"], "forced_tokens": c["forced_tokens"],
+                "constraint": c["constraint"]}
 
     def round(self, warm_up: bool = False) -> dict[str, float]:
         be, n = self.model.backend, self.prompt_tokens
@@ -94,12 +122,18 @@ class _Session:
         for i in range(steps):
             logits = be.forward(np.array([int(logits[-1].argmax())]), n + i, last_only=True)
         t_decode = time.perf_counter() - t
-        return {"prefill_tok_s": n / t_prefill, "decode_tok_s": steps / t_decode}
+        out = {"prefill_tok_s": n / t_prefill, "decode_tok_s": steps / t_decode}
+        if self.constraint and not warm_up:
+            out.update(self._constrained_round())
+        return out
 
     def summary(self) -> dict[str, Any]:
         m = self.model
-        return {"backend": m.backend.name, "threads": self.threads, "load_s": self.load_s,
-                "quant": m.quant.to_dict() if m.quant else None}
+        out = {"backend": m.backend.name, "threads": self.threads, "load_s": self.load_s,
+               "quant": m.quant.to_dict() if m.quant else None}
+        if self.constraint:
+            out.update(compile_ms=self.compile_ms, first_constraint_s=self.first_constraint_s)
+        return out
 
     def close(self) -> None:
         self.model.close()
@@ -111,6 +145,14 @@ def _medians(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
            "prefill_runs": prefill, "decode_runs": decode}
     if runs and "bandwidth_gbps" in runs[0]:
         out["bandwidth_runs"] = [r["bandwidth_gbps"] for r in runs]
+    if runs and "constrained_decode_tok_s" in runs[0]:
+        ratios = [r["constrained_decode_tok_s"] / r["unconstrained_decode_tok_s"] for r in runs]
+        out["constrained"] = {
+            "decode_tok_s": statistics.median(r["constrained_decode_tok_s"] for r in runs),
+            "unconstrained_decode_tok_s": statistics.median(r["unconstrained_decode_tok_s"] for r in runs),
+            "ratio": statistics.median(ratios), "ratio_runs": ratios,
+            "tokens": runs[0]["constrained_tokens"], "forced_tokens": runs[0]["forced_tokens"],
+            "satisfied": all(r["constraint"] == "satisfied" for r in runs)}
     return out
 
 
@@ -121,11 +163,11 @@ class _Worker:
     """A backend loaded in its own process (`--worker`), running one timed round per request."""
 
     def __init__(self, model: str | None, backend: str, threads: int | None, prompt_tokens: int, gen_tokens: int,
-                 timeout_s: float) -> None:
+                 timeout_s: float, schema: dict[str, Any] | None = None) -> None:
         import tempfile
 
         args = {"model": model, "backend": backend, "threads": threads, "prompt_tokens": prompt_tokens,
-                "gen_tokens": gen_tokens}
+                "gen_tokens": gen_tokens, "schema": schema}
         self.name, self.timeout_s = backend, timeout_s
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and stall the worker
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_sdk.bench.backends", "--worker", json.dumps(args)],
@@ -218,8 +260,12 @@ def side_by_side_bytes(cfg: Any, backends: Sequence[str]) -> int:
 def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), threads: int | None = None,
               prompt_tokens: int = 64, gen_tokens: int = 32, repeats: int = 3, peer: str | None = None,
               peer_quantize: str | None = None, interleave: bool | None = None,
-              timeout_s: float = 1800) -> dict[str, Any]:
+              timeout_s: float = 1800, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure each backend in its own process, the bandwidth, the roofline and (with `peer`) llama.cpp.
+
+    `schema`: a JSON Schema; each round then also decodes greedily under it and, right after, unconstrained
+    for as many tokens, through the generator (`constrained` in each result: tokens/s over sampled + forced
+    tokens, the median per-round ratio, and the schema's compile time).
 
     `interleave`: True loads all backends at once and interleaves their rounds (see the module notes), False
     measures one backend after the other, None (default) interleaves when the estimated memory of all the
@@ -263,7 +309,7 @@ def run_bench(model: str | None = None, backends: Sequence[str] = ("auto",), thr
             schedule_note = (f"sequential: the backends together need about {need / 2**20:.0f} MiB, more than 80% of "
                              f"the {avail / 2**20:.0f} MiB available")
     results, peer_runs = _measure(sources, backends, threads, prompt_tokens, gen_tokens, repeats,
-                                  (peer, q8, n_threads) if peer else None, timeout_s, interleave, probe)
+                                  (peer, q8, n_threads) if peer else None, timeout_s, interleave, probe, schema)
     all_bandwidth = [bw for r in results for bw in r["bandwidth_runs"]]
     for r in results:
         q = QuantConfig.from_dict(r["quant"]) if r.get("quant") else None
@@ -310,7 +356,8 @@ def _ratios(r: dict[str, Any], base: dict[str, Any], paired: bool) -> dict[str, 
 
 def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | None, prompt_tokens: int,
              gen_tokens: int, repeats: int, peer: tuple[str, Path, int] | None, timeout_s: float,
-             interleave: bool, probe: BandwidthProbe) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+             interleave: bool, probe: BandwidthProbe,
+             schema: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Each backend in its worker; `repeats` rounds each, and the peer's runs.
 
     Interleaved: all workers loaded (one after the other, so each load's peak is its own), then round r runs
@@ -325,7 +372,7 @@ def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | Non
     try:
         if not interleave:
             for src, name in zip(sources, backends):
-                workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s)]
+                workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s, schema)]
                 rounds = []
                 for _ in range(repeats):
                     rounds.append({**workers[0].round(), "bandwidth_gbps": probe.measure()})
@@ -333,7 +380,7 @@ def _measure(sources: Sequence[str], backends: Sequence[str], threads: int | Non
             if peer:
                 peer_runs.append(run_llama_bench(*peer, prompt_tokens, gen_tokens, repeats))
             return results, peer_runs
-        workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s)
+        workers = [_Worker(src, name, threads, prompt_tokens, gen_tokens, timeout_s, schema)
                    for src, name in zip(sources, backends)]
         runs: list[list[dict[str, float]]] = [[] for _ in workers]
         players = list(range(len(workers))) + ([-1] if peer else [])

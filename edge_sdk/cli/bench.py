@@ -29,8 +29,13 @@ def cmd(a: argparse.Namespace) -> int:
     from ..bench.backends import run_bench
 
     backends = [b for item in (a.backend or ["auto"]) for b in item.split(",") if b]
+    schema = None
+    if a.json_schema:
+        from .common import read_json_file
+
+        schema = read_json_file(a.json_schema, "--json-schema")
     report = run_bench(a.model, backends, a.threads, a.prompt_tokens, a.gen_tokens, a.repeats, a.peer, a.peer_quantize,
-                       interleave=False if a.sequential else None)
+                       interleave=False if a.sequential else None, schema=schema)
     if a.json:
         print(json.dumps(report, indent=1))
     out = sys.stderr if a.json else sys.stdout
@@ -42,6 +47,13 @@ def cmd(a: argparse.Namespace) -> int:
         print(report["schedule_note"], file=out)
     for r in report["results"]:
         print(_fmt(r), file=out)
+        c = r.get("constrained")
+        if c:
+            print(f"{'':>9}constrained by {a.json_schema}: decode {c['decode_tok_s']:7.1f} tok/s vs {c['unconstrained_decode_tok_s']:.1f} "
+                  f"unconstrained through the generator ({c['ratio']:.2f}x, median of per-round ratios), "
+                  f"{c['forced_tokens']} of {c['tokens']} tokens forced, "
+                  f"{'complete' if c['satisfied'] else 'INCOMPLETE'}; schema compile {r['compile_ms']:.1f} ms "
+                  f"(first use, with the tokenizer: {r['first_constraint_s']:.2f} s)", file=out)
     first = report["results"][0]["backend"]
     for r in report["results"][1:]:
         print(f"{r['backend']:>7} / {first}: prefill {r['vs_first']['prefill']:.2f}x, decode {r['vs_first']['decode']:.2f}x",
@@ -66,5 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequential", action="store_true",
                    help="load and measure one backend at a time (less memory; by default all are loaded and their "
                         "rounds interleaved, so that ratios see the same machine, when their memory fits)")
+    p.add_argument("--json-schema", metavar="FILE", default=None,
+                   help="also decode greedily under this JSON Schema and, beside it, unconstrained: tokens/s of both")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=cmd)
