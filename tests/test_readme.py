@@ -25,9 +25,8 @@ def _readme() -> str:
         return f.read()
 
 
-def python_claims(text: str) -> tuple[str, int]:
-    """The README's first Python block with its claims as checks, and the number of claims."""
-    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+def python_claims(block: str) -> tuple[str, int]:
+    """A README Python block with its claims as checks, and the number of claims."""
     out, n = [], 0
     for line in block.splitlines():
         m = re.match(r"^(\s*)print\((.*)\)\s+# (.+)$", line)
@@ -41,11 +40,15 @@ def python_claims(text: str) -> tuple[str, int]:
     return "\n".join(out), n
 
 
-def test_the_python_example_prints_what_it_claims(real_gguf_path, capsys):
+BLOCKS = re.findall(r"```python\n(.*?)```", _readme(), re.S)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_the_python_examples_print_what_they_claim(real_gguf_path, block):
     from edge_sdk.backends.native import library as native_library
 
     assert native_library.available()[0], "the README's outputs are the native core's"
-    code, n = python_claims(_readme())
+    code, n = python_claims(block)
     assert n >= 3
     seen = []
 
@@ -55,6 +58,10 @@ def test_the_python_example_prints_what_it_claims(real_gguf_path, capsys):
 
     exec(compile(code, "README.md", "exec"), {"_check": _check})
     assert len(seen) == n
+
+
+def test_every_python_block_is_checked():
+    assert len(BLOCKS) >= 2  # the quick tour and structured output
 
 
 def test_the_first_command_answers_what_the_readme_says():

@@ -72,6 +72,7 @@ WHEEL_TAGS = (
     "--abi", "cp311", "--abi", "abi3", "--abi", "none",
     "--platform", "manylinux_2_17_aarch64", "--platform", "manylinux2014_aarch64",
     "--platform", "manylinux_2_27_aarch64", "--platform", "manylinux_2_28_aarch64",
+    "--platform", "manylinux_2_31_aarch64",
     "--platform", "manylinux_2_34_aarch64",
 )
 
