@@ -236,30 +236,66 @@ static void pack_panel(const es_qmat *w, int32_t r, __m512i *pk) {
     }
 }
 
-/* Tokens [t0, t1) (at most PANEL_TOKENS) against 16 whole rows from r. */
-static void panel_tokens(const int8_t *xq, const float *xs, int32_t t0, int32_t t1, const es_qmat *w, int32_t r,
-                         const __m512i *pk, const __m512 *wsg, const int32_t *xcorr, float *y, int32_t ldy) {
-    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
-    const int32_t B = es_act_block(w), nb = cols / B;
-    for (int32_t t = t0; t < t1; t++) {
-        const int32_t *x32 = (const int32_t *)(xq + (size_t)t * cols);
-        const float *xst = xs + (size_t)t * nb;
-        const int32_t *corr = xcorr + (size_t)(t - t0) * nb;
-        __m512 sumf = _mm512_setzero_ps();
-        for (int32_t b = 0; b < nb; b++) {
-            const int32_t kk0 = b * B / 4;
-            __m512i acc = _mm512_set1_epi32(corr[b]);
-            for (int32_t kk = kk0; kk < kk0 + B / 4; kk += 4) {
-                acc = _mm512_dpbusd_epi32(acc, pk[kk], _mm512_set1_epi32(x32[kk]));
-                acc = _mm512_dpbusd_epi32(acc, pk[kk + 1], _mm512_set1_epi32(x32[kk + 1]));
-                acc = _mm512_dpbusd_epi32(acc, pk[kk + 2], _mm512_set1_epi32(x32[kk + 2]));
-                acc = _mm512_dpbusd_epi32(acc, pk[kk + 3], _mm512_set1_epi32(x32[kk + 3]));
-            }
-            const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(xst[b]));
-            sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsg[ng > 1 ? b * B / glen : 0]));
-        }
-        _mm512_storeu_ps(y + (size_t)t * ldy + r, sumf);
+/* NT tokens from t against 16 whole rows from r: the NT accumulators are
+   independent dpbusd chains (one chain alone waits on dpbusd's latency), and
+   each packed vector is loaded once for the NT tokens. Per token and row the
+   float steps are those of the scalar twin, in block order. */
+#define PANEL_STEP(NT)                                                                                              \
+    static void panel_step##NT(const int8_t *xq, const float *xs, int32_t t, const es_qmat *w, int32_t r,            \
+                               const __m512i *pk, const __m512 *wsg, const int32_t *corr, float *y, int32_t ldy) {   \
+        const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);                                   \
+        const int32_t B = es_act_block(w), nb = cols / B;                                                            \
+        const int32_t *x32[NT];                                                                                       \
+        __m512 sumf[NT];                                                                                              \
+        for (int i = 0; i < NT; i++) {                                                                                \
+            x32[i] = (const int32_t *)(xq + (size_t)(t + i) * cols);                                                  \
+            sumf[i] = _mm512_setzero_ps();                                                                            \
+        }                                                                                                             \
+        for (int32_t b = 0; b < nb; b++) {                                                                            \
+            const int32_t kk0 = b * B / 4;                                                                            \
+            __m512i acc[NT];                                                                                          \
+            for (int i = 0; i < NT; i++) acc[i] = _mm512_set1_epi32(corr[i * nb + b]);                                \
+            for (int32_t kk = kk0; kk < kk0 + B / 4; kk++) {                                                          \
+                const __m512i wv = pk[kk];                                                                            \
+                for (int i = 0; i < NT; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], wv, _mm512_set1_epi32(x32[i][kk])); \
+            }                                                                                                         \
+            const __m512 ws = wsg[ng > 1 ? b * B / glen : 0];                                                         \
+            for (int i = 0; i < NT; i++) {                                                                            \
+                const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[i]), _mm512_set1_ps(xs[(size_t)(t + i) * nb + b])); \
+                sumf[i] = _mm512_add_ps(sumf[i], _mm512_mul_ps(f, ws));                                               \
+            }                                                                                                         \
+        }                                                                                                             \
+        for (int i = 0; i < NT; i++) _mm512_storeu_ps(y + (size_t)(t + i) * ldy + r, sumf[i]);                        \
     }
+PANEL_STEP(8)
+PANEL_STEP(4)
+PANEL_STEP(1)
+#undef PANEL_STEP
+
+/* Prefetch lines [l0, l1) of the n_lines from p into L2. */
+ES_INLINE void prefetch_lines(const int8_t *p, size_t l0, size_t l1) {
+    for (size_t l = l0; l < l1; l++) _mm_prefetch((const char *)p + l * 64, _MM_HINT_T1);
+}
+
+/* Tokens [t0, t1) (at most PANEL_TOKENS) against 16 whole rows from r; `next`
+   (16 rows, or NULL) is the next panel's weights, prefetched a share per step
+   so that its packing does not wait on memory. */
+static void panel_tokens(const int8_t *xq, const float *xs, int32_t t0, int32_t t1, const es_qmat *w, int32_t r,
+                         const __m512i *pk, const __m512 *wsg, const int32_t *xcorr, float *y, int32_t ldy,
+                         const int8_t *next) {
+    const int32_t nb = w->cols / es_act_block(w);
+    const size_t lines = next ? ((size_t)16 * w->cols + 63) / 64 : 0;
+    const size_t steps = (size_t)(t1 - t0 + 7) / 8, per = (lines + steps - 1) / steps;
+    size_t l = 0;
+    int32_t t = t0;
+    for (; t + 8 <= t1; t += 8) {
+        panel_step8(xq, xs, t, w, r, pk, wsg, xcorr + (size_t)(t - t0) * nb, y, ldy);
+        prefetch_lines(next, l, l + per < lines ? l + per : lines);
+        l += per;
+    }
+    for (; t + 4 <= t1; t += 4) panel_step4(xq, xs, t, w, r, pk, wsg, xcorr + (size_t)(t - t0) * nb, y, ldy);
+    for (; t < t1; t++) panel_step1(xq, xs, t, w, r, pk, wsg, xcorr + (size_t)(t - t0) * nb, y, ldy);
+    if (l < lines) prefetch_lines(next, l, lines);
 }
 
 static void matmul_panels(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w, int32_t r0,
@@ -281,7 +317,8 @@ static void matmul_panels(const int8_t *xq, const float *xs, int32_t n_tokens, c
         for (r = r0; r + 16 <= r1; r += 16) {
             pack_panel(w, r, pk);
             for (int32_t g = 0; g < ng; g++) wsg[g] = _mm512_i32gather_ps(scale_index16(r, ng), w->scale + g, 4);
-            panel_tokens(xq, xs, t0, t1, w, r, pk, wsg, xcorr, y, ldy);
+            const int8_t *next = r + 32 <= r1 ? w->q + (size_t)(r + 16) * cols : NULL;
+            panel_tokens(xq, xs, t0, t1, w, r, pk, wsg, xcorr, y, ldy, next);
         }
     }
     if (r < r1) /* fewer than 16 rows left */
