@@ -76,10 +76,10 @@ def test_cobs_rejects_what_no_encoder_makes(bad: bytes, why: str) -> None:
 
 def test_frame_layout_exact_bytes() -> None:
     wire = encode_frame(Frame(TOKEN, 0x1234, b"Hi"))
-    body = bytes([1, TOKEN, 0x34, 0x12, 2, 0]) + b"Hi"
+    body = bytes([2, TOKEN, 0x34, 0x12, 2, 0]) + b"Hi"
     body += struct.pack("<I", zlib.crc32(body))
     assert wire == b"\x00" + cobs.encode(body) + b"\x00"
-    assert wire.hex(" ") == "00 06 01 83 34 12 02 07 48 69 bb 7a 7a 33 00"
+    assert wire.hex(" ") == "00 06 02 83 34 12 02 07 48 69 58 7d f5 bd 00"
     assert decode_body(wire[1:-1]) == Frame(TOKEN, 0x1234, b"Hi")
 
 
@@ -179,8 +179,12 @@ def test_assembler_joins_fragments_and_checks_requests() -> None:
     # Responses (an echoing line, another server) get no reply, so nothing can ping-pong.
     assert asm.push(Frame(TOKEN, 4)) == [] and asm.push(Frame(ERROR, 0, b"\x01\x00")) == []
     assert asm.ignored == 2
-    assert asm.push(Frame(PING, 5, version=2)) == [
-        MessageFault(ErrorCode.BAD_VERSION, 5, "protocol version 2 is not supported; this server speaks 1")
+    # A version-1 client is told in version 1 (its ERROR layout is ours); a version we do not know, in ours.
+    assert asm.push(Frame(PING, 5, version=1)) == [
+        MessageFault(ErrorCode.BAD_VERSION, 5, "protocol version 1 is not supported; this server speaks 2", 1)
+    ]
+    assert asm.push(Frame(PING, 5, version=3)) == [
+        MessageFault(ErrorCode.BAD_VERSION, 5, "protocol version 3 is not supported; this server speaks 2", 2)
     ]
     assert asm.push(Frame(PING, 0)) == [MessageFault(ErrorCode.BAD_SEQ, 0, "seq 0 is reserved; number requests from 1")]
     # A fragment left hanging by another request is reported under its own seq.
