@@ -9,9 +9,9 @@ server keeps serving. The last test sends a robot action schema to SmolLM2-135M-
 from __future__ import annotations
 
 import json
+import os
 import re
-import threading
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -20,9 +20,10 @@ import serial
 import edge_sdk
 from edge_sdk.errors import BackendError
 from edge_sdk.serial import RemoteError, SerialClient, SerialServer, messages
-from edge_sdk.serial.protocol import ACK, CHAT, DONE, ERROR, GENERATE, PING, PONG, REGISTER, TOKEN, UNREGISTER, ErrorCode, Frame, FrameReader, encode_frame, split_message
+from edge_sdk.serial.protocol import ACK, CHAT, DONE, ERROR, GENERATE, PONG, REGISTER, TOKEN, UNREGISTER, ErrorCode, Frame, FrameReader, encode_frame, split_message
 from test_serial_server import STATS, FakeModel, RawLine, open_pty, ping, wait_for
 
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/ptmx"), reason="needs POSIX pseudo-terminals (/dev/ptmx)")
 pytest.importorskip("llguidance", reason="constrained generation needs llguidance (a dependency on x86-64/aarch64)")
 
 ACTIONS = ["forward", "back", "left", "right", "stop"]
