@@ -396,6 +396,19 @@ def test_client_skips_a_reply_cut_short_and_takes_the_next(pty) -> None:
         script.close()
 
 
+def test_client_refuses_a_server_of_the_old_version(pty) -> None:
+    """A version-1 server answers in version 1: the client says which versions meet, instead of a timeout."""
+    master, path = pty
+    script = ScriptedServer(master, [encode_frame(Frame(PONG, 1, version=1))])
+    try:
+        with SerialClient(path, timeout=2) as client:
+            with pytest.raises(ProtocolError, match="^server speaks protocol version 1; this client speaks 2$"):
+                client.ping()
+        assert [(f.type, f.seq, f.version) for f in script.requests] == [(PING, 1, 2)]
+    finally:
+        script.close()
+
+
 class CorruptFirstWrite:
     """A pyserial port whose first write has one bit flipped in its CRC."""
 
@@ -897,8 +910,10 @@ def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
     monkeypatch.setattr(serve_serial, "SerialServer", Recorded)
     parser = argparse.ArgumentParser(prog="edge-sdk")
     serve_serial.register(parser.add_subparsers())
-    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2", "--max-tokens", "1"])
+    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2", "--max-tokens", "1",
+                              "--max-constraints", "3"])
     assert (args.port, args.baud, args.model, args.threads, args.backend, args.write_timeout) == (path, 57600, "tiny", 2, "auto", 2.0)
+    assert (args.max_constraints, args.max_constraint_bytes) == (3, 4096)
     rc: list[int] = []
     runner = threading.Thread(target=lambda: rc.append(args.func(args)))
     runner.start()
@@ -912,6 +927,12 @@ def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
     # --max-tokens 1: the request for 2 runs with 1, and its DONE says so
     assert got == [token(1, "The"), done(1, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length", capped_max_tokens=1,
                                          finish_reason="length")]
+    master.write(encode_frame(Frame(0x02, 2)))  # INFO: the limits of --max-constraints and the default size
+    got, deadline = [], time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        got += reader.feed(master.read(64))
+    info = messages.decode_info_reply(got[0].payload)
+    assert (info["max_constraints"], info["max_constraint_size"]) == (3, 4096)
     started[0].stop()
     runner.join(5)
     assert rc == [0]
@@ -947,6 +968,9 @@ def test_cli_max_tokens_below_one_fails_before_loading_the_model(monkeypatch) ->
     serve_serial.register(parser.add_subparsers())
     args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty", "--max-tokens", "0"])
     with pytest.raises(InvalidArgumentError, match="^--max-tokens must be >= 1, got 0$"):
+        args.func(args)
+    args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty", "--max-constraint-bytes", "0"])
+    with pytest.raises(InvalidArgumentError, match="^--max-constraint-bytes must be >= 1, got 0$"):
         args.func(args)
 
 
