@@ -333,7 +333,9 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     else numpy), "native", "numpy" (int8 reference), "float", "onnx", "tflite".
     `ctx`: context length (default min(model's, 2048); on a board, the plan's: the
     largest that keeps every weight resident). `kv_dtype`: "auto" (f16 where the
-    backend stores it, else f32; `plan.budget.DEFAULT_KV_DTYPE`), "f32" or "f16".
+    backend stores it, else f32; `plan.budget.DEFAULT_KV_DTYPE`), "f32", "f16" or "int8"
+    (one float32 scale per head and position, about a quarter of f32's bytes; native, numpy and
+    float backends; ONNX and TFLite keep f32 and refuse the others).
     `group_size`: 0 for per-row int8 scales, or the group size for per-group scales.
     `board`: a board profile id (`edge-sdk boards`): the memory plan for it is made
     from the model's metadata before any weight is loaded, and a model that does not

@@ -25,7 +25,7 @@ MAX_THREADS = 256
 """The most threads any backend is given (the native core's limit, `ES_MAX_THREADS` in edge_sdk.h)."""
 
 BACKENDS = ("auto", "native", "numpy", "float", "onnx", "tflite")
-KV_CHOICES = ("auto", "f32", "f16")
+KV_CHOICES = ("auto", "f32", "f16", "int8")
 
 
 def check_count(name: str, value: Any, limit: int | None = None) -> int | None:
@@ -71,7 +71,7 @@ class LoadArgs:
     backend: str
     threads: int | None
     ctx: int | None
-    kv_dtype: str  # f32 or f16, "auto" resolved for the backend
+    kv_dtype: str  # f32, f16 or int8, "auto" resolved for the backend
     group_size: int
     board: str | None = None
 

@@ -181,12 +181,23 @@ def test_bad_requests():
         plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="bf16")
     with pytest.raises(PlanError, match=r"prefill_chunk must be positive"):
         plan_device(SMOLLM2, Q, board, ctx=512, prefill_chunk=0)
-    int8 = plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8")
+    int8 = plan_device(SMOLLM2, Q, board, ctx=512, kv_dtype="int8", backend="onnx")
     assert not int8.fits
-    assert int8.reasons == ("the native backend keeps the KV cache in f32 or f16, not int8; "
-                            "the numbers are for int8 values",)
-    # int8 values + one f32 scale per (layer, head, position)
-    assert int8.breakdown["kv_cache"] == 2 * 30 * 3 * 512 * 64 + 2 * 30 * 3 * 512 * 4
+    assert int8.reasons[0] == "the onnx backend keeps the KV cache in f32, not int8; the numbers are for int8 values"
+
+
+def test_int8_kv_is_planned_with_its_scales():
+    board = load_board("raspberry-pi-zero-2w")
+    int8 = plan_device(SMOLLM2, Q, board, ctx=2048, kv_dtype="int8")
+    f16 = plan_device(SMOLLM2, Q, board, ctx=2048, kv_dtype="f16")
+    assert int8.fits and int8.reasons == ()
+    # int8 values + one f32 scale per (layer, kv head, position), for K and for V: 68 of f16's 128 bytes
+    assert int8.breakdown["kv_cache"] == 2 * 30 * 3 * 2048 * 64 + 2 * 30 * 3 * 2048 * 4 == 25_067_520
+    assert f16.breakdown["kv_cache"] == 2 * 30 * 3 * 2048 * 64 * 2 == 47_185_920
+    assert int8.peak_bytes - f16.peak_bytes == 25_067_520 - 47_185_920
+    # every weight resident: f16 up to 4420 positions, int8 to the model's whole 8192
+    assert (int8.max_ctx_resident, f16.max_ctx_resident) == (8192, 4420)
+    assert int8.estimate_details["decode"]["kv_bytes_per_token"] == 2 * 30 * 3 * (64 + 4) * 256 == 3_133_440
 
 
 def test_default_ctx_is_max_ctx_and_json_has_the_fields():

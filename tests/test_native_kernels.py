@@ -76,8 +76,12 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return (x * inv[:, None]) * w
 
 
-def numpy_layers(cfg, layers, x, pos, kcache, vcache, cos, sin, block, kv_dtype):
-    """The decoder layers with the C core's arithmetic; kcache/vcache (L, kvh, ctx, hd) updated in place."""
+def numpy_layers(cfg, layers, x, pos, kcache, vcache, cos, sin, block, kv_dtype, scales=None):
+    """The decoder layers with the C core's arithmetic; kcache/vcache (L, kvh, ctx, hd) updated in place.
+
+    int8: `scales` = (kscale, vscale) (L, kvh, ctx), each row of head_dim values one quantization block;
+    a score is (dot(q, kq) * kscale) * 1/sqrt(hd), a value row weighs (p * vscale) * vq.
+    """
     t = x.shape[0]
     hd, half = cfg.head_dim, cfg.head_dim // 2
     scale = F(1.0) / np.sqrt(F(hd))
@@ -95,17 +99,28 @@ def numpy_layers(cfg, layers, x, pos, kcache, vcache, cos, sin, block, kv_dtype)
             return np.concatenate([a1 * c - a2 * s, a2 * c + a1 * s], axis=-1)
 
         q, k = rot(q), rot(k)
-        kcache[li, :, pos : pos + t] = k.transpose(1, 0, 2).astype(kcache.dtype)
-        vcache[li, :, pos : pos + t] = v.transpose(1, 0, 2).astype(vcache.dtype)
+        for name, a, cache in (("k", k, kcache), ("v", v, vcache)):
+            rows = a.transpose(1, 0, 2)  # (kvh, t, hd)
+            if kv_dtype == "int8":
+                rq, rs = quantize(rows.reshape(-1, hd), hd)
+                cache[li, :, pos : pos + t] = rq.reshape(rows.shape)
+                scales[0 if name == "k" else 1][li, :, pos : pos + t] = rs.reshape(rows.shape[:2])
+            else:
+                cache[li, :, pos : pos + t] = rows.astype(cache.dtype)
         att = np.zeros((t, cfg.n_heads, hd), F)
         for ti in range(t):
             n_pos = pos + ti + 1
             for h in range(cfg.n_heads):
                 kk = kcache[li, h // rep, :n_pos].astype(F)
                 vv = vcache[li, h // rep, :n_pos].astype(F)
-                sc = canonical_sum(q[ti, h][None, :] * kk) * scale
+                sc = canonical_sum(q[ti, h][None, :] * kk)
+                if kv_dtype == "int8":
+                    sc = sc * scales[0][li, h // rep, :n_pos]
+                sc = sc * scale
                 e = es_expf(sc - sc.max())
                 p = e / canonical_sum(e[None, :])[0]
+                if kv_dtype == "int8":
+                    p = p * scales[1][li, h // rep, :n_pos]
                 o = np.zeros(hd, F)
                 for j in range(n_pos):
                     o = o + p[j] * vv[j]
@@ -213,48 +228,57 @@ def test_matmul_q8_equals_spec(group, block, t):
 
 
 @pytest.mark.parametrize("group,block", [(0, 32), (32, 32), (0, 0)])
-@pytest.mark.parametrize("kv_dtype", ["f32", "f16"])
+@pytest.mark.parametrize("kv_dtype", ["f32", "f16", "int8"])
 def test_run_layers_equals_numpy_layers(group, block, kv_dtype):
     rng = np.random.default_rng(7)
     layers = make_layers(rng, CFG, group, block)
     cos, sin = rope_tables(CFG, 16)
     x0 = (rng.standard_normal((5, CFG.dim)) * 2).astype(F)
     x1 = (rng.standard_normal((1, CFG.dim)) * 2).astype(F)
-    dt = np.float16 if kv_dtype == "f16" else np.float32
+    dt = {"f32": np.float32, "f16": np.float16, "int8": np.int8}[kv_dtype]
     kc = np.zeros((CFG.n_layers, CFG.n_kv_heads, 16, CFG.head_dim), dt)
     vc = np.zeros_like(kc)
+    scales = (np.zeros(kc.shape[:3], F), np.zeros(kc.shape[:3], F)) if kv_dtype == "int8" else None
     with native_core.NativeCore(CFG, ctx=16, kv_dtype=kv_dtype, act_block=block, rope=(cos, sin), n_threads=2) as core:
         prep = core.prepare_layers(layers)
         y0 = core.run_layers(prep, 0, x0, pos=0)  # prefill T=5
         y1 = core.run_layers(prep, 0, x1, pos=5)  # decode T=1
         k_nat, v_nat = core.kv_cache
-        r0 = numpy_layers(CFG, layers, x0, 0, kc, vc, cos, sin, block, kv_dtype)
-        r1 = numpy_layers(CFG, layers, x1, 5, kc, vc, cos, sin, block, kv_dtype)
+        r0 = numpy_layers(CFG, layers, x0, 0, kc, vc, cos, sin, block, kv_dtype, scales)
+        r1 = numpy_layers(CFG, layers, x1, 5, kc, vc, cos, sin, block, kv_dtype, scales)
         assert np.abs(y0 - r0).max() <= TOL_LAYER and np.abs(y1 - r1).max() <= TOL_LAYER
         np.testing.assert_array_equal(y0.view(np.uint32), r0.view(np.uint32))
         np.testing.assert_array_equal(y1.view(np.uint32), r1.view(np.uint32))
         np.testing.assert_array_equal(k_nat[:, :, :6], kc[:, :, :6])
         np.testing.assert_array_equal(v_nat[:, :, :6], vc[:, :, :6])
+        if kv_dtype == "int8":
+            ks_nat, vs_nat = core.kv_scales
+            np.testing.assert_array_equal(ks_nat[:, :, :6], scales[0][:, :, :6])
+            np.testing.assert_array_equal(vs_nat[:, :, :6], scales[1][:, :, :6])
+            assert (np.abs(k_nat[:, :, :6]).max(axis=-1) == 127).all()  # every row spans the int8 range
+        else:
+            assert core.kv_scales is None
         assert np.abs(y0 - x0).max() > 0.1  # the layers did something
 
 
-def _prefill_decode(isa: str, n_threads: int, block: int = 32) -> np.ndarray:
+def _prefill_decode(isa: str, n_threads: int, block: int = 32, kv_dtype: str = "f32") -> np.ndarray:
     rng = np.random.default_rng(3)
     layers = make_layers(rng, CFG, 0, block)
     x = (rng.standard_normal((6, CFG.dim)) * 2).astype(F)
     with native_core.NativeCore(CFG, ctx=16, isa=isa, n_threads=n_threads, act_block=block,
-                               rope=rope_tables(CFG, 16)) as core:
+                               rope=rope_tables(CFG, 16), kv_dtype=kv_dtype) as core:
         a = core.run_layers(layers, 0, x[:4], pos=0)
         b = core.run_layers(layers, 0, x[4:], pos=4)
     return np.concatenate([a, b])
 
 
-def test_every_kernel_set_and_thread_count_gives_the_same_bits():
-    ref = _prefill_decode("generic", 1)
+@pytest.mark.parametrize("kv_dtype", ["f32", "int8"])
+def test_every_kernel_set_and_thread_count_gives_the_same_bits(kv_dtype):
+    ref = _prefill_decode("generic", 1, kv_dtype=kv_dtype)
     for isa in native_library.library_info()["supported_isas"]:
         for nt in (1, 2, 3):
-            np.testing.assert_array_equal(_prefill_decode(isa, nt).view(np.uint32), ref.view(np.uint32),
-                                          err_msg=f"isa={isa} threads={nt}")
+            np.testing.assert_array_equal(_prefill_decode(isa, nt, kv_dtype=kv_dtype).view(np.uint32),
+                                          ref.view(np.uint32), err_msg=f"isa={isa} threads={nt} kv={kv_dtype}")
 
 
 def test_forced_scalar_subprocess_matches_simd():
@@ -345,7 +369,7 @@ def test_errors_surface_as_exceptions():
         core.run_layers(layers, 0, x, pos=0)
     with pytest.raises(BackendError, match="closed"):
         core.quantize_rows(x)
-    with pytest.raises(BackendError, match="kv_dtype"):
+    with pytest.raises(BackendError, match="kv_dtype must be one of f32, f16, int8, got 'bf16'"):
         native_core.NativeCore(CFG, kv_dtype="bf16")
     with pytest.raises(BackendError, match="unknown ISA"):
         native_core.NativeCore(CFG, isa="sve2")

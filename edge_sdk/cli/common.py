@@ -16,8 +16,9 @@ def add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
         p.add_argument("--ctx", type=int, default=None,
                        help="context length (default: min(model's, 2048); with --board, the largest that keeps the "
                             "weights resident, as `edge-sdk plan` shows)")
-        p.add_argument("--kv", dest="kv_dtype", default="auto", choices=KV_CHOICES,
-                       help="KV cache dtype (default auto: f16 where the backend stores it, else f32)")
+        p.add_argument("--kv", "--kv-dtype", dest="kv_dtype", default="auto", choices=KV_CHOICES,
+                       help="KV cache dtype (default auto: f16 where the backend stores it, else f32; int8: one "
+                            "scale per head and position, native, numpy and float backends)")
         p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row; default 32)")
         p.add_argument("--board", default=None, help="board profile id: plan memory for it and refuse what does not fit")
 

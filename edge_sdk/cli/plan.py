@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ctx", type=int,
                    help="context length to plan for (default: the largest that keeps every weight resident, "
                         "capped by the model's; the same as `edge-sdk run --board`)")
-    p.add_argument("--kv", choices=["auto", "f32", "f16", "int8"], default="auto",
+    p.add_argument("--kv", "--kv-dtype", dest="kv", choices=["auto", "f32", "f16", "int8"], default="auto",
                    help="KV cache dtype (default auto: f16 where the backend stores it, else f32, as `run` uses)")
     p.add_argument("--backend", choices=["native", "onnx", "tflite"], help="default: the board's first")
     p.add_argument("--threads", type=int, help="default: the cores of the board's fastest cluster")

@@ -77,8 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", type=int, default=32, help="int8 weight scale per group of G inputs (0: per row)")
     p.add_argument("--backend", default="auto", choices=("auto", "native", "numpy"),
                    help="where the int8 model runs (default: the native core when built, else numpy)")
-    p.add_argument("--kv", dest="kv_dtype", default="auto", choices=("auto", "f32", "f16"),
-                   help="the int8 model's KV cache dtype (default auto, as `run`: f16 on native and numpy)")
+    p.add_argument("--kv", "--kv-dtype", dest="kv_dtype", default="auto", choices=("auto", "f32", "f16", "int8"),
+                   help="the int8 model's KV cache dtype (default auto, as `run`: f16 on native and numpy); the "
+                        "float model keeps f32")
     p.add_argument("--window", type=int, default=512, help="tokens per evaluation window")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first N tokens")
     p.add_argument("--json", action="store_true")

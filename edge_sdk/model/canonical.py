@@ -69,21 +69,31 @@ def silu(g: np.ndarray) -> np.ndarray:
 
 
 def attention(cfg, q: np.ndarray, cache, layer: int, pos: int) -> np.ndarray:
-    """Causal GQA like the core: canonical dot products, es_expf softmax, outputs summed position by position."""
+    """Causal GQA like the core: canonical dot products, es_expf softmax, outputs summed position by position.
+
+    An int8 cache is read as the core reads it: the dot with the integer key row times the row's scale, then
+    times 1/sqrt(head_dim); each probability times its value row's scale, then times the integer values.
+    """
     T = q.shape[0]
     end = pos + T
     rep = cfg.n_heads // cfg.n_kv_heads
-    k = cache.k[layer, :, :end].astype(F)  # (kvh, end, hd)
+    k = cache.k[layer, :, :end].astype(F)  # (kvh, end, hd); int8: the integers
     v = cache.v[layer, :, :end].astype(F)
     kh = np.repeat(k, rep, axis=0)  # (n_heads, end, hd)
     vh = np.repeat(v, rep, axis=0)
     qh = q.transpose(1, 0, 2)  # (n_heads, T, hd)
     scale = F(1.0) / np.sqrt(F(cfg.head_dim))
-    scores = canonical_sum(qh[:, :, None, :] * kh[:, None, :, :]) * scale  # (n_heads, T, end)
+    scores = canonical_sum(qh[:, :, None, :] * kh[:, None, :, :])  # (n_heads, T, end)
+    int8 = getattr(cache, "k_scale", None) is not None
+    if int8:
+        scores = scores * np.repeat(cache.k_scale[layer, :, :end], rep, axis=0)[:, None, :]
+    scores = scores * scale
     valid = np.arange(end)[None, :] <= (pos + np.arange(T))[:, None]  # (T, end)
     scores = np.where(valid[None], scores, F(-np.inf))
     e = es_expf(scores - scores.max(axis=-1, keepdims=True))
     p = e / canonical_sum(e)[..., None]
+    if int8:
+        p = p * np.repeat(cache.v_scale[layer, :, :end], rep, axis=0)[:, None, :]
     out = np.zeros((cfg.n_heads, T, cfg.head_dim), F)
     for j in range(end):  # the core adds position j's value vector after position j-1's
         out = out + p[:, :, j : j + 1] * vh[:, None, j, :]

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import canonical
 from .config import ModelConfig
-from .quantize import QMAX, QMat, QWeights
+from .quantize import QMat, QWeights, quantize_last_axis
 from .reference import FloatForward
 
 
@@ -41,12 +41,7 @@ def quantize_activations(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndar
     """Symmetric int8 per block of each row: q (T, K) int8 and scale (T, K // block) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     T, K = x.shape
-    xb = x.reshape(T, K // block, block)
-    amax = np.abs(xb).max(axis=-1)  # (T, nb)
-    nz = amax > 0
-    scale = np.where(nz, amax / np.float32(QMAX), np.float32(0)).astype(np.float32)
-    inv = np.divide(np.float32(QMAX), amax, out=np.zeros_like(amax), where=nz)
-    q = np.clip(np.rint(xb * inv[..., None]), -QMAX, QMAX).astype(np.int8)
+    q, scale = quantize_last_axis(x.reshape(T, K // block, block))  # scale (T, nb)
     return q.reshape(T, K), scale
 
 

@@ -104,6 +104,19 @@ def quantize_matrix(w: np.ndarray, qc: QuantConfig) -> QMat:
     return QMat(q=q, scale=scale, group_size=qc.group_size, act_block=qc.act_block)
 
 
+def quantize_last_axis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 over the last axis, as the native core quantizes activations (and int8 KV rows):
+    q (..., n) int8 and scale (...) float32, scale = amax / 127, q = rint(x * (127 / amax)) in [-127, 127]
+    (round half to even); an all-zero row gets scale 0 and q 0."""
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.abs(x).max(axis=-1)
+    nz = amax > 0
+    scale = np.where(nz, amax / np.float32(QMAX), np.float32(0)).astype(np.float32)
+    inv = np.divide(np.float32(QMAX), amax, out=np.zeros_like(amax), where=nz)
+    q = np.clip(np.rint(x * inv[..., None]), -QMAX, QMAX).astype(np.int8)
+    return q, scale
+
+
 def dequantize(m: QMat) -> np.ndarray:
     rows, cols = m.shape
     g = cols // m.n_groups

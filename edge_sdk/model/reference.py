@@ -21,24 +21,11 @@ import numpy as np
 
 from .config import ModelConfig
 from ..errors import ContextOverflowError, InvalidArgumentError
+from .kv_cache import KVCache
 from .rope import apply_rope, rope_table
 from .weights import FloatWeights
 
 Linear = Callable[[np.ndarray, Any], np.ndarray]  # (x (T, in), weight) -> (T, out) float32
-
-
-class KVCache:
-    """Keys and values of every layer, stored as float32 or float16."""
-
-    def __init__(self, cfg: ModelConfig, ctx: int, dtype: str = "f32") -> None:
-        np_dtype = {"f32": np.float32, "f16": np.float16}.get(dtype)
-        if np_dtype is None:
-            raise InvalidArgumentError(f"KV cache dtype must be 'f32' or 'f16', got {dtype!r}")
-        shape = (cfg.n_layers, cfg.n_kv_heads, ctx, cfg.head_dim)
-        self.k = np.zeros(shape, dtype=np_dtype)  # (n_layers, n_kv_heads, ctx, head_dim)
-        self.v = np.zeros(shape, dtype=np_dtype)  # (n_layers, n_kv_heads, ctx, head_dim)
-        self.ctx = ctx
-        self.dtype = dtype
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -56,8 +43,7 @@ def attention(cfg: ModelConfig, q: np.ndarray, cache: KVCache, layer: int, pos: 
     T = q.shape[0]
     n_rep = cfg.n_heads // cfg.n_kv_heads
     end = pos + T
-    k = cache.k[layer, :, :end].astype(np.float32)  # (n_kv_heads, end, head_dim)
-    v = cache.v[layer, :, :end].astype(np.float32)
+    k, v = cache.read(layer, end)  # (n_kv_heads, end, head_dim)
     qh = q.reshape(T, cfg.n_kv_heads, n_rep, cfg.head_dim).transpose(1, 2, 0, 3)  # (kvh, rep, T, hd)
     scores = np.matmul(qh, k[:, None].swapaxes(-1, -2)) * np.float32(1.0 / np.sqrt(cfg.head_dim))  # (kvh, rep, T, end)
     causal = np.arange(end)[None, :] > (pos + np.arange(T))[:, None]  # (T, end)
@@ -88,8 +74,7 @@ def layer_forward(
     v = linear(xn, lw.wv).reshape(T, cfg.n_kv_heads, cfg.head_dim)
     c, s = cos[pos : pos + T], sin[pos : pos + T]
     q, k = apply_rope(q, c, s), apply_rope(k, c, s)
-    cache.k[layer, :, pos : pos + T] = k.transpose(1, 0, 2)
-    cache.v[layer, :, pos : pos + T] = v.transpose(1, 0, 2)
+    cache.store(layer, pos, k, v)
     x = x + linear(ops.attention(cfg, q, cache, layer, pos), lw.wo)
     xn = ops.rmsnorm(x, lw.ffn_norm, cfg.rms_eps)
     h = ops.silu(linear(xn, lw.w_gate)) * linear(xn, lw.w_up)

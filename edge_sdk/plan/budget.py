@@ -120,7 +120,7 @@ DEFAULT_PREFILL_CHUNK = 64
 """Prompt tokens per native-core call (`NativeBackend(prefill_chunk=64)`; longer prompts
 run in chunks): sizes the prefill arena and I/O buffers and sets the prefill estimate."""
 
-KV_DTYPES: Mapping[str, tuple[str, ...]] = {"native": ("f32", "f16"), "onnx": ("f32",), "tflite": ("f32",)}
+KV_DTYPES: Mapping[str, tuple[str, ...]] = {"native": ("f32", "f16", "int8"), "onnx": ("f32",), "tflite": ("f32",)}
 """KV cache dtypes each backend stores. Other dtypes are still planned (what the cache
 would need) but the plan does not fit, with the reason."""
 

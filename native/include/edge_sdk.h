@@ -23,6 +23,13 @@
  *     index order), then lanes folded 8, 4, 2, 1 (lane j += lane j + w).
  *     exp is es_expf (range reduction + degree-5 polynomial, no FMA).
  *     So every kernel gives the same bits on every ISA and thread count.
+ *   - int8 KV cache (ES_KV_I8): each (layer, kv head, position) row of
+ *     head_dim keys (after RoPE) or values is quantized as one activation
+ *     block above (amax, scale = amax/127, rint_half_even, 0 for an all-zero
+ *     row) into q (int8) and its scale (f32). Attention reads them as
+ *     score_j = (dot(q, (float)kq_j) * kscale_j) * (1/sqrt(head_dim)), the
+ *     dot in the canonical order, and out = sum_j in order of
+ *     (p_j * vscale_j) * (float)vq_j, p the softmax of the scores.
  *
  * Usage (C):
  *   es_ctx *ctx; es_ctx_create(2, ES_ISA_AUTO, &ctx);
@@ -48,7 +55,7 @@ extern "C" {
 /* ES_CDEF_BEGIN */
 
 enum es_abi {
-    ES_ABI_VERSION = 2
+    ES_ABI_VERSION = 3
 };
 
 /* ---- status codes ---------------------------------------------------- */
@@ -166,17 +173,20 @@ typedef struct es_model_weights {
 
 enum es_kv_dtype {
     ES_KV_F32 = 0,
-    ES_KV_F16 = 1
+    ES_KV_F16 = 1,
+    ES_KV_I8 = 2
 };
 
 typedef struct es_kv_cache {
-    void *k;                  /* (n_layers, n_kv_heads, ctx, head_dim) of dtype */
-    void *v;                  /* (n_layers, n_kv_heads, ctx, head_dim) of dtype */
-    int32_t dtype;            /* es_kv_dtype; f16 is IEEE half, round-to-nearest-even */
+    void *k;                  /* (n_layers, n_kv_heads, ctx, head_dim) of dtype, aligned to its size */
+    void *v;                  /* (n_layers, n_kv_heads, ctx, head_dim) of dtype, aligned to its size */
+    int32_t dtype;            /* es_kv_dtype; f16 is IEEE half, round-to-nearest-even; int8 as above */
     int32_t n_layers;
     int32_t n_kv_heads;
     int32_t ctx;
     int32_t head_dim;
+    float *k_scale;           /* int8: (n_layers, n_kv_heads, ctx) f32, one per key row; else unused */
+    float *v_scale;           /* int8: (n_layers, n_kv_heads, ctx) f32, one per value row; else unused */
 } es_kv_cache;
 
 typedef struct es_rope {

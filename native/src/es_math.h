@@ -115,9 +115,17 @@ static inline float es_f16_to_f32_scalar(uint16_t h) {
     return f;
 }
 
-/* Element i of a KV-cache row of dtype (es_kv_dtype), as f32. */
+/* Bytes per KV-cache value of dtype (es_kv_dtype, already validated). */
+static inline size_t es_kv_esize(int32_t dtype) {
+    return dtype == ES_KV_F16 ? 2 : dtype == ES_KV_I8 ? 1 : 4;
+}
+
+/* Element i of a KV-cache row of dtype (es_kv_dtype), as f32: for int8 the
+   integer value, its row's scale applied by the caller. */
 static inline float es_kv_at(const void *row, int32_t dtype, size_t i) {
-    return dtype == ES_KV_F16 ? es_f16_to_f32_scalar(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+    if (dtype == ES_KV_F16) return es_f16_to_f32_scalar(((const uint16_t *)row)[i]);
+    if (dtype == ES_KV_I8) return (float)((const int8_t *)row)[i];
+    return ((const float *)row)[i];
 }
 
 /* ---- per-element steps of the float kernels ------------------------------ */

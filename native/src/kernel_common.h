@@ -161,11 +161,24 @@ ES_INLINE void es_tiles_by_row(const int8_t *xq, const float *xs, int32_t n_toke
 
 /* ---- attention ---------------------------------------------------------- */
 
+/* Position j's score from its canonical dot product with q: an int8 key
+   row's scale applies to the dot, then the 1/sqrt(head_dim) of every dtype. */
+ES_INLINE float es_attention_score(float dot, const float *ks, int32_t j, int32_t dtype, float scale) {
+    return dtype == ES_KV_I8 ? (dot * ks[j]) * scale : dot * scale;
+}
+
+/* After the softmax: each probability takes its int8 value row's scale, so
+   the weighted sum below reads int8 values as plain integers. */
+ES_INLINE void es_attention_value_weights(float *p, const float *vs, int32_t dtype, int32_t n_pos) {
+    if (dtype != ES_KV_I8) return;
+    for (int32_t j = 0; j < n_pos; j++) p[j] = p[j] * vs[j];
+}
+
 /* Output columns i0 .. hd-1 (past the last whole vector) of the weighted sum
    of n_pos value rows (stride hd, of dtype), each summed over j in order. */
 ES_INLINE void es_attention_out_tail(const float *scores, const void *v, int32_t dtype, int32_t n_pos, int32_t hd,
                                      int32_t i0, float *out) {
-    const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
+    const size_t esz = es_kv_esize(dtype);
     for (int32_t i = i0; i < hd; i++) {
         float o = 0.0f;
         for (int32_t j = 0; j < n_pos; j++) o += scores[j] * es_kv_at((const char *)v + (size_t)j * hd * esz, dtype, i);

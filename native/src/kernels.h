@@ -34,11 +34,13 @@ typedef void (*es_rmsnorm_fn)(const float *x, const float *w, int32_t n, float e
 typedef void (*es_rope_fn)(float *x, const float *cos, const float *sin, int32_t half);
 
 /* One query head against n_pos cached positions of one kv head:
-   k, v (n_pos, head_dim) of kv dtype (stride head_dim); scores (n_pos) scratch;
-   out (head_dim) = sum_j softmax(q.k_j * scale)_j * v_j. */
-typedef void (*es_attention_fn)(const float *q, const void *k, const void *v, int32_t dtype,
-                                int32_t n_pos, int32_t head_dim, float scale,
-                                float *scores, float *out);
+   k, v (n_pos, head_dim) of kv dtype (stride head_dim); ks, vs (n_pos) the
+   rows' scales when dtype is ES_KV_I8 (not read otherwise); scores (n_pos)
+   scratch; out (head_dim) = sum_j softmax(q.k_j * scale)_j * v_j, in the
+   order of edge_sdk.h (for int8: k_j = ks[j] * kq_j, v_j = vs[j] * vq_j). */
+typedef void (*es_attention_fn)(const float *q, const void *k, const void *v, const float *ks,
+                                const float *vs, int32_t dtype, int32_t n_pos, int32_t head_dim,
+                                float scale, float *scores, float *out);
 
 /* In place: x = exp(x - max) / sum, canonical sum order. */
 typedef void (*es_softmax_fn)(float *x, int32_t n);
@@ -101,8 +103,9 @@ void matmul_q8_generic(const int8_t *xq, const float *xs, int32_t n_tokens, cons
                        int32_t r0, int32_t r1, float *y, int32_t ldy);
 void rmsnorm_generic(const float *x, const float *w, int32_t n, float eps, float *out);
 void rope_generic(float *x, const float *cos, const float *sin, int32_t half);
-void attention_generic(const float *q, const void *k, const void *v, int32_t dtype,
-                       int32_t n_pos, int32_t head_dim, float scale, float *scores, float *out);
+void attention_generic(const float *q, const void *k, const void *v, const float *ks, const float *vs,
+                       int32_t dtype, int32_t n_pos, int32_t head_dim, float scale, float *scores,
+                       float *out);
 void softmax_generic(float *x, int32_t n);
 void swiglu_generic(const float *g, const float *u, int32_t n, float *h);
 void add_generic(float *x, const float *y, int32_t n);

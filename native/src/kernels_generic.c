@@ -75,15 +75,17 @@ void softmax_generic(float *x, int32_t n) {
     for (int32_t i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
-void attention_generic(const float *q, const void *k, const void *v, int32_t dtype,
-                       int32_t n_pos, int32_t head_dim, float scale, float *scores, float *out) {
+void attention_generic(const float *q, const void *k, const void *v, const float *ks, const float *vs,
+                       int32_t dtype, int32_t n_pos, int32_t head_dim, float scale, float *scores,
+                       float *out) {
     for (int32_t j = 0; j < n_pos; j++) {
         float lane[16] = {0};
         for (int32_t i = 0; i < head_dim; i++)
             lane[i & 15] += q[i] * es_kv_at(k, dtype, (size_t)j * head_dim + i);
-        scores[j] = es_fold16(lane) * scale;
+        scores[j] = es_attention_score(es_fold16(lane), ks, j, dtype, scale);
     }
     softmax_generic(scores, n_pos);
+    es_attention_value_weights(scores, vs, dtype, n_pos);
     for (int32_t i = 0; i < head_dim; i++) out[i] = 0.0f;
     for (int32_t j = 0; j < n_pos; j++) {
         const float p = scores[j];

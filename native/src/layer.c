@@ -9,6 +9,7 @@
 
 #include "buffers.h"
 #include "ctx.h"
+#include "es_math.h"
 #include "products.h"
 #include "validate.h"
 
@@ -85,7 +86,7 @@ static void rope_store(const layer_job *j, int32_t t) {
     const es_dims *d = j->d;
     const int32_t hd = d->head_dim, half = hd / 2, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd;
     const es_kv_cache *kv = j->kv;
-    const size_t esz = kv->dtype == ES_KV_F16 ? 2 : 4;
+    const size_t esz = es_kv_esize(kv->dtype);
     const int32_t p = j->pos + t;
     const float *c = j->rope->cos + (size_t)p * half, *s = j->rope->sin + (size_t)p * half;
     float *q = row_f(j, ES_BUF_Q, t, qd), *k = row_f(j, ES_BUF_K, t, kvd);
@@ -93,9 +94,12 @@ static void rope_store(const layer_job *j, int32_t t) {
     for (int32_t h = 0; h < d->n_heads; h++) j->k->rope(q + (size_t)h * hd, c, s, half);
     for (int32_t h = 0; h < d->n_kv_heads; h++) {
         j->k->rope(k + (size_t)h * hd, c, s, half);
-        const size_t row = (((size_t)j->layer * kv->n_kv_heads + h) * kv->ctx + p) * hd;
+        const size_t srow = ((size_t)j->layer * kv->n_kv_heads + h) * kv->ctx + p, row = srow * hd;
         char *kd = (char *)kv->k + row * esz, *vd = (char *)kv->v + row * esz;
-        if (kv->dtype == ES_KV_F16) {
+        if (kv->dtype == ES_KV_I8) { /* one block of head_dim values per row: the activation quantization */
+            j->k->quantize_row(k + (size_t)h * hd, hd, hd, (int8_t *)kd, kv->k_scale + srow);
+            j->k->quantize_row(v + (size_t)h * hd, hd, hd, (int8_t *)vd, kv->v_scale + srow);
+        } else if (kv->dtype == ES_KV_F16) {
             j->k->f32_to_f16(k + (size_t)h * hd, (uint16_t *)kd, hd);
             j->k->f32_to_f16(v + (size_t)h * hd, (uint16_t *)vd, hd);
         } else {
@@ -111,16 +115,18 @@ static void task_attention(void *arg, int32_t ith, int32_t nth) {
     const es_dims *d = j->d;
     const es_kv_cache *kv = j->kv;
     const int32_t hd = d->head_dim, qd = d->n_heads * hd, group = d->n_heads / d->n_kv_heads;
-    const size_t esz = kv->dtype == ES_KV_F16 ? 2 : 4;
+    const size_t esz = es_kv_esize(kv->dtype);
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = BUF_F(j, ES_BUF_ATT) + (size_t)ith * j->att_stride;
     const int32_t items = j->T * d->n_heads;
+    const int i8 = kv->dtype == ES_KV_I8;
     for (int32_t it = ith; it < items; it += nth) {
         const int32_t t = it / d->n_heads, h = it % d->n_heads, kvh = h / group;
-        const size_t base = (((size_t)j->layer * kv->n_kv_heads + kvh) * kv->ctx) * hd * esz;
+        const size_t srow = ((size_t)j->layer * kv->n_kv_heads + kvh) * kv->ctx, base = srow * hd * esz;
         const size_t off = (size_t)t * qd + (size_t)h * hd;
         j->k->attention(BUF_F(j, ES_BUF_Q) + off, (const char *)kv->k + base, (const char *)kv->v + base,
-                        kv->dtype, j->pos + t + 1, hd, scale, scores, BUF_F(j, ES_BUF_ATTN_OUT) + off);
+                        i8 ? kv->k_scale + srow : NULL, i8 ? kv->v_scale + srow : NULL, kv->dtype,
+                        j->pos + t + 1, hd, scale, scores, BUF_F(j, ES_BUF_ATTN_OUT) + off);
     }
 }
 

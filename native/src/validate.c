@@ -1,5 +1,6 @@
 /* Argument validation shared by the graph entry points (see validate.h). */
 #include <stddef.h>
+#include <stdint.h>
 
 #include "validate.h"
 
@@ -50,11 +51,30 @@ int es_check_layer(const es_dims *d, const es_layer_weights *lw) {
     return ES_OK;
 }
 
+/* Whether n elements of size esz, times each of the four factors, fit in a ptrdiff_t. */
+static int fits_bytes(uint64_t esz, const int32_t f[4]) {
+    uint64_t total = esz;
+    for (int i = 0; i < 4; i++) {
+        if ((uint64_t)PTRDIFF_MAX / (uint64_t)f[i] < total) return 0;
+        total *= (uint64_t)f[i];
+    }
+    return 1;
+}
+
 int es_check_kv(const es_dims *d, const es_kv_cache *kv, int32_t layer0, int32_t n) {
     if (!kv || !kv->k || !kv->v) return ES_ERR_NULL;
-    if (kv->dtype != ES_KV_F32 && kv->dtype != ES_KV_F16) return ES_ERR_DTYPE;
+    if (kv->dtype != ES_KV_F32 && kv->dtype != ES_KV_F16 && kv->dtype != ES_KV_I8) return ES_ERR_DTYPE;
+    const int i8 = kv->dtype == ES_KV_I8;
+    if (i8 && (!kv->k_scale || !kv->v_scale)) return ES_ERR_NULL;
+    const uintptr_t esz = kv->dtype == ES_KV_F16 ? 2 : i8 ? 1 : 4;
+    if ((uintptr_t)kv->k % esz || (uintptr_t)kv->v % esz) return ES_ERR_ALIGN;
+    if (i8 && ((uintptr_t)kv->k_scale % sizeof(float) || (uintptr_t)kv->v_scale % sizeof(float))) return ES_ERR_ALIGN;
     if (kv->ctx <= 0 || kv->n_layers <= 0) return ES_ERR_DIM;
     if (kv->n_kv_heads != d->n_kv_heads || kv->head_dim != d->head_dim) return ES_ERR_DIM;
+    /* every byte offset into the cache (and its scales) is computed in size_t */
+    const int32_t shape[4] = {kv->n_layers, kv->n_kv_heads, kv->ctx, kv->head_dim};
+    const int32_t scales[4] = {kv->n_layers, kv->n_kv_heads, kv->ctx, 1};
+    if (!fits_bytes(esz, shape) || (i8 && !fits_bytes(sizeof(float), scales))) return ES_ERR_DIM;
     if (layer0 < 0 || n < 0 || (int64_t)layer0 + n > kv->n_layers || (int64_t)layer0 + n > d->n_layers)
         return ES_ERR_LAYER;
     return ES_OK;

@@ -22,7 +22,9 @@ int es_check_dims(const es_dims *d);
    every act_block equal to dims->act_block. */
 int es_check_layer(const es_dims *d, const es_layer_weights *lw);
 
-/* Cache geometry matches dims and holds layers [layer0, layer0 + n). */
+/* Cache geometry matches dims and holds layers [layer0, layer0 + n); a known
+   dtype, its arrays (and an int8 cache's scales) set and aligned to their
+   element size, its byte size within a ptrdiff_t. */
 int es_check_kv(const es_dims *d, const es_kv_cache *kv, int32_t layer0, int32_t n);
 
 #endif /* ES_VALIDATE_H */

@@ -77,6 +77,14 @@ static void test_generic_values(void) {
     }
     CHECK(worst <= 2, "es_expf worst %lld ulp", (long long)worst);
     CHECK(es_expf(-100.0f) == 0.0f && es_expf(0.0f) == 1.0f, "exp ends");
+
+    /* int8 attention: scores (4*0.25, 2*0.5) tie, p = 0.5 each; value weights
+       0.5*0.5 and 0.5*2: out = (0.25*10 + 1*3, 0.25*-20 + 1*1) */
+    const float aq[2] = {1.0f, 1.0f}, aks[2] = {0.25f, 0.5f}, avs[2] = {0.5f, 2.0f};
+    const int8_t akq[4] = {4, 0, 0, 2}, avq[4] = {10, -20, 3, 1};
+    float asc[2], aout[2];
+    attention_generic(aq, akq, avq, aks, avs, ES_KV_I8, 2, 2, 1.0f, asc, aout);
+    CHECK(aout[0] == 5.5f && aout[1] == -4.0f, "int8 attention %g %g", aout[0], aout[1]);
 }
 
 /* ---- SIMD vs scalar ---------------------------------------------------- */
@@ -224,10 +232,18 @@ static void test_float_kernels(const es_kernels *k, const es_kernels *g, rng_t *
     }
 }
 
+/* One kv head's rows (n_pos, hd) as an int8 cache holds them: each row one
+   quantization block. */
+static void quantize_kv_rows(const float *x, int32_t n_pos, int32_t hd, int8_t *q, float *scales) {
+    for (int32_t j = 0; j < n_pos; j++) quantize_row_generic(x + (size_t)j * hd, hd, hd, q + (size_t)j * hd, scales + j);
+}
+
 static void test_attention(const es_kernels *k, const es_kernels *g, rng_t *r) {
     enum { MAXPOS = 129, MAXHD = 128 };
     static float q[MAXHD], kf[MAXPOS * MAXHD], vf[MAXPOS * MAXHD], sc1[MAXPOS], sc2[MAXPOS], o1[MAXHD], o2[MAXHD];
+    static float ks[MAXPOS], vs[MAXPOS];
     static uint16_t kh[MAXPOS * MAXHD], vh[MAXPOS * MAXHD];
+    static int8_t kq[MAXPOS * MAXHD], vq[MAXPOS * MAXHD];
     const int32_t hds[] = {2, 6, 16, 64, 100, 128};
     for (int hi = 0; hi < 6; hi++) {
         const int32_t hd = hds[hi];
@@ -239,14 +255,31 @@ static void test_attention(const es_kernels *k, const es_kernels *g, rng_t *r) {
             f32_to_f16_generic(kf, kh, (int64_t)np * hd);
             f32_to_f16_generic(vf, vh, (int64_t)np * hd);
             const float scale = 1.0f / sqrtf((float)hd);
-            g->attention(q, kf, vf, ES_KV_F32, np, hd, scale, sc1, o1);
-            k->attention(q, kf, vf, ES_KV_F32, np, hd, scale, sc2, o2);
+            g->attention(q, kf, vf, NULL, NULL, ES_KV_F32, np, hd, scale, sc1, o1);
+            k->attention(q, kf, vf, NULL, NULL, ES_KV_F32, np, hd, scale, sc2, o2);
             CHECK(max_ulp(o1, o2, (size_t)hd) <= TOL_ULP_ATTENTION, "%s f32 hd=%d n=%d",
                   k->names[ES_K_ATTENTION], hd, np);
-            g->attention(q, kh, vh, ES_KV_F16, np, hd, scale, sc1, o1);
-            k->attention(q, kh, vh, ES_KV_F16, np, hd, scale, sc2, o2);
+            g->attention(q, kh, vh, NULL, NULL, ES_KV_F16, np, hd, scale, sc1, o1);
+            k->attention(q, kh, vh, NULL, NULL, ES_KV_F16, np, hd, scale, sc2, o2);
             CHECK(max_ulp(o1, o2, (size_t)hd) <= TOL_ULP_ATTENTION, "%s f16 hd=%d n=%d",
                   k->names[ES_K_ATTENTION], hd, np);
+            /* int8: rows of very different size, the last one all zero (scale 0), extremes -127/127 */
+            for (int32_t j = 0; j < np; j++)
+                for (int32_t i = 0; i < hd; i++) {
+                    kf[j * hd + i] *= (float)(1 + j % 5);
+                    vf[j * hd + i] *= 0.1f * (float)(1 + j % 3);
+                }
+            if (np > 1) {
+                memset(kf + (size_t)(np - 1) * hd, 0, (size_t)hd * 4);
+                memset(vf + (size_t)(np - 1) * hd, 0, (size_t)hd * 4);
+            }
+            quantize_kv_rows(kf, np, hd, kq, ks);
+            quantize_kv_rows(vf, np, hd, vq, vs);
+            g->attention(q, kq, vq, ks, vs, ES_KV_I8, np, hd, scale, sc1, o1);
+            k->attention(q, kq, vq, ks, vs, ES_KV_I8, np, hd, scale, sc2, o2);
+            CHECK(max_ulp(o1, o2, (size_t)hd) <= TOL_ULP_ATTENTION, "%s int8 hd=%d n=%d",
+                  k->names[ES_K_ATTENTION], hd, np);
+            CHECK(max_ulp(sc1, sc2, (size_t)np) == 0, "%s int8 weights hd=%d n=%d", k->names[ES_K_ATTENTION], hd, np);
         }
     }
 }

@@ -2,7 +2,7 @@
  * Whole graphs on a small random model: every kernel set and thread count
  * gives the same bits as the scalar twins on one thread; a prefill of T
  * tokens gives the same bits as T single-token decode steps; a layer range
- * split in two calls equals one call; f16 and f32 caches both work.
+ * split in two calls equals one call; f32, f16 and int8 caches all do so.
  */
 #include "check.h"
 #include "edge_sdk.h"
@@ -63,7 +63,8 @@ static void build(model *md, int32_t G, int32_t ab, rng_t *r) {
 
 typedef struct run_out {
     float logits[T * VOCAB];
-    float kv[2][NL * NKV * CTX * HD];
+    float kv[2][NL * NKV * CTX * HD]; /* int8: the integers */
+    float scales[2][NL * NKV * CTX];  /* int8 only */
 } run_out;
 
 static es_dims DIMS = {DIM, NH, NKV, HD, FFN, VOCAB, NL, 0, 1e-5f};
@@ -88,10 +89,12 @@ static uint64_t plan(int32_t n_tokens, int32_t n_threads) {
 static void run(const model *md, int32_t isa, int32_t n_threads, int32_t dtype, int mode, run_out *out) {
     es_ctx *ctx = NULL;
     CHECK_EQ_INT(es_ctx_create(n_threads, isa, &ctx), ES_OK);
-    static float kbuf[NL * NKV * CTX * HD], vbuf[NL * NKV * CTX * HD];
+    static float kbuf[NL * NKV * CTX * HD], vbuf[NL * NKV * CTX * HD], ks[NL * NKV * CTX], vs[NL * NKV * CTX];
     memset(kbuf, 0, sizeof kbuf);
     memset(vbuf, 0, sizeof vbuf);
-    es_kv_cache kv = {kbuf, vbuf, dtype, NL, NKV, CTX, HD};
+    memset(ks, 0, sizeof ks);
+    memset(vs, 0, sizeof vs);
+    es_kv_cache kv = {kbuf, vbuf, dtype, NL, NKV, CTX, HD, ks, vs};
     es_rope rope = {md->cos, md->sin, CTX, HD / 2};
     const int32_t ids[T] = {3, 0, 36, 7, 3};
     float x[T * DIM];
@@ -114,7 +117,15 @@ static void run(const model *md, int32_t isa, int32_t n_threads, int32_t dtype, 
                                  sizeof g_arena, g_offsets, ES_BUF_COUNT), ES_OK);
     }
     const size_t n = (size_t)NL * NKV * CTX * HD;
-    if (dtype == ES_KV_F16) {
+    memset(out->scales, 0, sizeof out->scales);
+    if (dtype == ES_KV_I8) {
+        for (size_t i = 0; i < n; i++) {
+            out->kv[0][i] = (float)((const int8_t *)kbuf)[i];
+            out->kv[1][i] = (float)((const int8_t *)vbuf)[i];
+        }
+        memcpy(out->scales[0], ks, sizeof ks);
+        memcpy(out->scales[1], vs, sizeof vs);
+    } else if (dtype == ES_KV_F16) {
         f16_to_f32_generic((const uint16_t *)kbuf, out->kv[0], (int64_t)n);
         f16_to_f32_generic((const uint16_t *)vbuf, out->kv[1], (int64_t)n);
     } else {
@@ -125,7 +136,8 @@ static void run(const model *md, int32_t isa, int32_t n_threads, int32_t dtype, 
 }
 
 static int same(const run_out *a, const run_out *b) {
-    return memcmp(a->logits, b->logits, sizeof a->logits) == 0 && memcmp(a->kv, b->kv, sizeof a->kv) == 0;
+    return memcmp(a->logits, b->logits, sizeof a->logits) == 0 && memcmp(a->kv, b->kv, sizeof a->kv) == 0 &&
+           memcmp(a->scales, b->scales, sizeof a->scales) == 0;
 }
 
 int main(void) {
@@ -137,7 +149,7 @@ int main(void) {
         rng_t r = {1234 + (uint64_t)gi};
         DIMS.act_block = groups[gi][1];
         build(&md, groups[gi][0], groups[gi][1], &r);
-        for (int32_t dtype = 0; dtype < 2; dtype++) {
+        for (int32_t dtype = ES_KV_F32; dtype <= ES_KV_I8; dtype++) {
             run(&md, ES_ISA_GENERIC, 1, dtype, 0, &ref);
             float amax = 0.0f;
             int finite = 1;

@@ -27,7 +27,8 @@ int main(void) {
         lw[l] = w;
     }
     static float kc[NL * NKV * CTX * HD], vc[NL * NKV * CTX * HD], cs[CTX * HD / 2];
-    es_kv_cache kv = {kc, vc, ES_KV_F32, NL, NKV, CTX, HD};
+    static float ksc[NL * NKV * CTX + 1], vsc[NL * NKV * CTX + 1];
+    es_kv_cache kv = {kc, vc, ES_KV_F32, NL, NKV, CTX, HD, NULL, NULL};
     es_rope rope = {cs, cs, CTX, HD / 2};
     static _Alignas(64) unsigned char arena[1 << 15];
     uint64_t off[ES_BUF_COUNT];
@@ -130,6 +131,45 @@ int main(void) {
     kv_bad = kv;
     kv_bad.v = NULL;
     CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_NULL);
+    kv_bad = kv;
+    kv_bad.dtype = -1;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_DTYPE);
+    kv_bad.dtype = ES_KV_I8 + 1;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_DTYPE);
+    /* element alignment: f32 to 4 bytes, f16 to 2, int8 any; an int8 cache's scales to 4 */
+    kv_bad = kv;
+    kv_bad.k = (char *)kc + 2;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_ALIGN);
+    kv_bad.dtype = ES_KV_F16;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_OK);
+    kv_bad.v = (char *)vc + 1;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_ALIGN);
+    /* int8: the scales are required */
+    es_kv_cache kv8 = kv;
+    kv8.dtype = ES_KV_I8;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv8, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_NULL);
+    kv8.k_scale = ksc;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv8, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_NULL);
+    kv8.v_scale = vsc;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv8, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_OK);
+    kv_bad = kv8;
+    kv_bad.k = (char *)kc + 1;
+    kv_bad.v = (char *)vc + 3;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_OK);
+    kv_bad.v_scale = (float *)((char *)vsc + 2);
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_ALIGN);
+    kv_bad = kv8;
+    kv_bad.k_scale = (float *)((char *)ksc + 1);
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_ALIGN);
+    /* a cache whose byte size no pointer offset can hold */
+    kv_bad = kv8;
+    kv_bad.n_layers = INT32_MAX;
+    kv_bad.ctx = INT32_MAX;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_DIM);
+    kv_bad = kv;
+    kv_bad.n_layers = INT32_MAX;
+    kv_bad.ctx = INT32_MAX;
+    CHECK_EQ_INT(LAYERS(0, NL, &kv_bad, &rope, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_DIM);
     es_rope rope_bad = rope;
     rope_bad.n_pos = 3;
     CHECK_EQ_INT(LAYERS(0, NL, &kv, &rope_bad, x, 4, 0, arena, end, off, ES_BUF_COUNT), ES_ERR_POS);

@@ -19,12 +19,17 @@ import numpy as np
 
 from ...errors import BackendError, PlanError, UnsupportedModelError
 from ...model.config import ModelConfig
+from ...model.kv_cache import KV_DTYPES
 from ...plan.arena import ArenaPlan
 from ...plan.arena import plan as plan_arena
 from ...plan.native_buffers import ALIGN, DEFAULT_ACT_BLOCK, arena_bytes, layer_buffers
 from ...plan.verify import verify as verify_arena
 from .arrays import LAYER_FIELDS, QMAX, aligned_empty, need, qmat_parts, token_ids
 from .library import ISA_NAMES, _isa_id, _native, kernel_names
+
+KV_CODES = {"f32": "ES_KV_F32", "f16": "ES_KV_F16", "int8": "ES_KV_I8"}
+"""The KV dtypes the core stores, by name (numpy dtypes in `model.kv_cache.KV_DTYPES`), and their es_kv_dtype."""
+
 
 class PreparedLayers:
     """Layer weights checked and laid out as C structs once (opaque; keeps the arrays alive).
@@ -48,6 +53,12 @@ class PreparedLayers:
                 core._fill_qmat(getattr(s, f), _field(layer, f), f"layer {i} {f}", self._keep, check_range)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _field(obj: Any, name: str) -> Any:
     if isinstance(obj, dict):
         if name not in obj:
@@ -62,7 +73,8 @@ class NativeCore:
     """A LLaMA model's graphs on the native core: embed, layer ranges, head.
 
     Owns an es_ctx (thread pool + kernel set), the KV cache (numpy,
-    `(n_layers, n_kv_heads, ctx, head_dim)` float32 or float16), the RoPE table
+    `(n_layers, n_kv_heads, ctx, head_dim)` float32, float16 or int8 with a
+    float32 scale per row, `(n_layers, n_kv_heads, ctx)`), the RoPE table
     and one scratch arena planned for `max_tokens` tokens per call (longer
     inputs are run in chunks; the results are the same bits). Not thread-safe:
     one call at a time.
@@ -89,8 +101,8 @@ class NativeCore:
     ) -> None:
         if cfg.arch != "llama":
             raise UnsupportedModelError(f"the native core runs llama-architecture models, not {cfg.arch!r}")
-        if kv_dtype not in ("f32", "f16"):
-            raise BackendError(f"kv_dtype must be 'f32' or 'f16', got {kv_dtype!r}")
+        if kv_dtype not in KV_CODES:
+            raise BackendError(f"kv_dtype must be one of {', '.join(KV_CODES)}, got {kv_dtype!r}")
         if int(max_tokens) < 1:
             raise BackendError(f"max_tokens must be positive, got {max_tokens}")
         self._n = _native()
@@ -117,13 +129,17 @@ class NativeCore:
             "act_block": self.act_block, "rms_eps": cfg.rms_eps,
         })
         shape = (cfg.n_layers, cfg.n_kv_heads, self.ctx, cfg.head_dim)
-        dt = np.float16 if kv_dtype == "f16" else np.float32
-        self._k = np.zeros(shape, dtype=dt)
-        self._v = np.zeros(shape, dtype=dt)
+        self._k = np.zeros(shape, dtype=KV_DTYPES[kv_dtype])
+        self._v = np.zeros(shape, dtype=KV_DTYPES[kv_dtype])
+        # int8: one f32 scale per (layer, kv head, position) row of K and of V; (n_layers, n_kv_heads, ctx)
+        self._ks = np.zeros(shape[:3], np.float32) if kv_dtype == "int8" else None
+        self._vs = np.zeros(shape[:3], np.float32) if kv_dtype == "int8" else None
         self._kv = ffi.new("es_kv_cache *", {
             "k": ffi.cast("void *", self._k.ctypes.data), "v": ffi.cast("void *", self._v.ctypes.data),
-            "dtype": 1 if kv_dtype == "f16" else 0, "n_layers": cfg.n_layers, "n_kv_heads": cfg.n_kv_heads,
+            "dtype": getattr(lib, KV_CODES[kv_dtype]), "n_layers": cfg.n_layers, "n_kv_heads": cfg.n_kv_heads,
             "ctx": self.ctx, "head_dim": cfg.head_dim,
+            "k_scale": ffi.NULL if self._ks is None else ffi.cast("float *", self._ks.ctypes.data),
+            "v_scale": ffi.NULL if self._vs is None else ffi.cast("float *", self._vs.ctypes.data),
         })
         if rope is None:
             from ...model.rope import rope_table
@@ -197,16 +213,22 @@ class NativeCore:
 
     def reset(self) -> None:
         """Forget the KV cache (zero it)."""
-        self._k.fill(0)
-        self._v.fill(0)
+        for a in (self._k, self._v, self._ks, self._vs):
+            if a is not None:
+                a.fill(0)
 
     @property
     def kv_cache(self) -> tuple[np.ndarray, np.ndarray]:
-        """Read-only views of K and V, (n_layers, n_kv_heads, ctx, head_dim)."""
-        k, v = self._k.view(), self._v.view()
-        k.flags.writeable = False
-        v.flags.writeable = False
-        return k, v
+        """Read-only views of K and V, (n_layers, n_kv_heads, ctx, head_dim), of the cache's dtype (int8: the
+        integers, scaled by `kv_scales`)."""
+        return _read_only(self._k), _read_only(self._v)
+
+    @property
+    def kv_scales(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """An int8 cache's row scales of K and V, (n_layers, n_kv_heads, ctx) float32, read-only; else None."""
+        if self._ks is None or self._vs is None:
+            return None
+        return _read_only(self._ks), _read_only(self._vs)
 
     def kernel_names(self) -> dict[str, str]:
         """Kernel implementations this core runs."""

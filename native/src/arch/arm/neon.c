@@ -149,21 +149,39 @@ static void softmax_neon(float *x, int32_t n) {
     for (; i < n; i++) x[i] = x[i] / sum;
 }
 
-static inline float32x4_t kv_load4(const void *row, int32_t dtype, int32_t i) {
-    if (dtype == ES_KV_F16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)row + i)));
-    return vld1q_f32((const float *)row + i);
+/* 16 cache values at element i of a row, as f32 in four vectors (f16 rows
+   converted exactly, int8 rows as their integers). dtype is a constant where
+   this is inlined. */
+ES_INLINE void kv_load16(const void *row, int32_t dtype, int32_t i, float32x4_t o[4]) {
+    if (dtype == ES_KV_I8) {
+        const int8x16_t b = vld1q_s8((const int8_t *)row + i);
+        const int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_high_s8(b);
+        o[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+        o[1] = vcvtq_f32_s32(vmovl_high_s16(lo));
+        o[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+        o[3] = vcvtq_f32_s32(vmovl_high_s16(hi));
+        return;
+    }
+    for (int u = 0; u < 4; u++)
+        o[u] = dtype == ES_KV_F16 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)row + i + 4 * u)))
+                                  : vld1q_f32((const float *)row + i + 4 * u);
 }
 
-static void attention_neon(const float *q, const void *k, const void *v, int32_t dtype, int32_t n_pos,
-                           int32_t hd, float scale, float *scores, float *out) {
-    const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
+/* The attention kernel for one dtype (a constant: each call below compiles
+   its own loops). */
+ES_INLINE void attention_neon_of(const float *q, const void *k, const void *v, const float *ks, const float *vs,
+                                 const int32_t dtype, int32_t n_pos, int32_t hd, float scale, float *scores,
+                                 float *out) {
+    const size_t esz = es_kv_esize(dtype);
     for (int32_t j = 0; j < n_pos; j++) {
         const void *kr = (const char *)k + (size_t)j * hd * esz;
         float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
         int32_t i = 0;
-        for (; i + 16 <= hd; i += 16)
-            for (int u = 0; u < 4; u++)
-                a[u] = vaddq_f32(a[u], vmulq_f32(vld1q_f32(q + i + 4 * u), kv_load4(kr, dtype, i + 4 * u)));
+        for (; i + 16 <= hd; i += 16) {
+            float32x4_t kv[4];
+            kv_load16(kr, dtype, i, kv);
+            for (int u = 0; u < 4; u++) a[u] = vaddq_f32(a[u], vmulq_f32(vld1q_f32(q + i + 4 * u), kv[u]));
+        }
         if (i < hd) {
             float tq[16] = {0}, tk[16] = {0};
             for (int32_t m = i; m < hd; m++) {
@@ -172,20 +190,30 @@ static void attention_neon(const float *q, const void *k, const void *v, int32_t
             }
             for (int u = 0; u < 4; u++) a[u] = vaddq_f32(a[u], vmulq_f32(vld1q_f32(tq + 4 * u), vld1q_f32(tk + 4 * u)));
         }
-        scores[j] = es_fold16_neon(a[0], a[1], a[2], a[3]) * scale;
+        scores[j] = es_attention_score(es_fold16_neon(a[0], a[1], a[2], a[3]), ks, j, dtype, scale);
     }
     softmax_neon(scores, n_pos);
+    es_attention_value_weights(scores, vs, dtype, n_pos);
     int32_t i0 = 0;
     for (; i0 + 16 <= hd; i0 += 16) {
         float32x4_t o[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
         for (int32_t j = 0; j < n_pos; j++) {
             const void *vr = (const char *)v + (size_t)j * hd * esz;
             const float32x4_t p = vdupq_n_f32(scores[j]);
-            for (int u = 0; u < 4; u++) o[u] = vaddq_f32(o[u], vmulq_f32(p, kv_load4(vr, dtype, i0 + 4 * u)));
+            float32x4_t vv[4];
+            kv_load16(vr, dtype, i0, vv);
+            for (int u = 0; u < 4; u++) o[u] = vaddq_f32(o[u], vmulq_f32(p, vv[u]));
         }
         for (int u = 0; u < 4; u++) vst1q_f32(out + i0 + 4 * u, o[u]);
     }
     es_attention_out_tail(scores, v, dtype, n_pos, hd, i0, out);
+}
+
+static void attention_neon(const float *q, const void *k, const void *v, const float *ks, const float *vs,
+                           int32_t dtype, int32_t n_pos, int32_t hd, float scale, float *scores, float *out) {
+    if (dtype == ES_KV_I8) attention_neon_of(q, k, v, ks, vs, ES_KV_I8, n_pos, hd, scale, scores, out);
+    else if (dtype == ES_KV_F16) attention_neon_of(q, k, v, ks, vs, ES_KV_F16, n_pos, hd, scale, scores, out);
+    else attention_neon_of(q, k, v, ks, vs, ES_KV_F32, n_pos, hd, scale, scores, out);
 }
 
 static void swiglu_neon(const float *g, const float *u, int32_t n, float *h) {

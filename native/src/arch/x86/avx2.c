@@ -217,25 +217,36 @@ static void softmax_avx2(float *x, int32_t n) {
     for (; i < n; i++) x[i] = x[i] / sum;
 }
 
-/* 8 cache values at element i of a row, as f32 (f16 rows converted exactly). */
-static inline __m256 kv_load8(const void *row, int32_t dtype, int32_t i) {
+/* 8 cache values at element i of a row, as f32 (f16 rows converted exactly,
+   int8 rows as their integers). dtype is a constant where this is inlined. */
+ES_INLINE __m256 kv_load8(const void *row, int32_t dtype, int32_t i) {
     if (dtype == ES_KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    if (dtype == ES_KV_I8)
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)row + i))));
     return _mm256_loadu_ps((const float *)row + i);
 }
 
-static inline __m256 kv_load8_tail(const void *row, int32_t dtype, int32_t i, int32_t n) {
+ES_INLINE __m256 kv_load8_tail(const void *row, int32_t dtype, int32_t i, int32_t n) {
     if (n <= 0) return _mm256_setzero_ps();
     if (dtype == ES_KV_F16) {
         uint16_t tmp[8] = {0};
         memcpy(tmp, (const uint16_t *)row + i, (size_t)(n < 8 ? n : 8) * 2);
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp));
     }
+    if (dtype == ES_KV_I8) {
+        int8_t tmp[8] = {0};
+        memcpy(tmp, (const int8_t *)row + i, (size_t)(n < 8 ? n : 8));
+        return kv_load8(tmp, ES_KV_I8, 0);
+    }
     return load8_tail((const float *)row + i, n);
 }
 
-static void attention_avx2(const float *q, const void *k, const void *v, int32_t dtype,
-                           int32_t n_pos, int32_t hd, float scale, float *scores, float *out) {
-    const size_t esz = dtype == ES_KV_F16 ? 2 : 4;
+/* The attention kernel for one dtype (a constant: each call below compiles
+   its own loops). */
+ES_INLINE void attention_avx2_of(const float *q, const void *k, const void *v, const float *ks, const float *vs,
+                                 const int32_t dtype, int32_t n_pos, int32_t hd, float scale, float *scores,
+                                 float *out) {
+    const size_t esz = es_kv_esize(dtype);
     for (int32_t j = 0; j < n_pos; j++) {
         const void *kr = (const char *)k + (size_t)j * hd * esz;
         __m256 a = _mm256_setzero_ps(), b = a;
@@ -249,9 +260,10 @@ static void attention_avx2(const float *q, const void *k, const void *v, int32_t
             b = _mm256_add_ps(b, _mm256_mul_ps(load8_tail(q + i + 8, hd - i - 8),
                                                kv_load8_tail(kr, dtype, i + 8, hd - i - 8)));
         }
-        scores[j] = fold16(a, b) * scale;
+        scores[j] = es_attention_score(fold16(a, b), ks, j, dtype, scale);
     }
     softmax_avx2(scores, n_pos);
+    es_attention_value_weights(scores, vs, dtype, n_pos);
     int32_t i0 = 0;
     for (; i0 + 32 <= hd; i0 += 32) {
         __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
@@ -269,6 +281,13 @@ static void attention_avx2(const float *q, const void *k, const void *v, int32_t
         _mm256_storeu_ps(out + i0 + 24, o3);
     }
     es_attention_out_tail(scores, v, dtype, n_pos, hd, i0, out);
+}
+
+static void attention_avx2(const float *q, const void *k, const void *v, const float *ks, const float *vs,
+                           int32_t dtype, int32_t n_pos, int32_t hd, float scale, float *scores, float *out) {
+    if (dtype == ES_KV_I8) attention_avx2_of(q, k, v, ks, vs, ES_KV_I8, n_pos, hd, scale, scores, out);
+    else if (dtype == ES_KV_F16) attention_avx2_of(q, k, v, ks, vs, ES_KV_F16, n_pos, hd, scale, scores, out);
+    else attention_avx2_of(q, k, v, ks, vs, ES_KV_F32, n_pos, hd, scale, scores, out);
 }
 
 static void swiglu_avx2(const float *g, const float *u, int32_t n, float *h) {
