@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
 from .generate.generator import Generator
 from .generate.sampling import SamplingParams
+from .heap import release_free_heap
 from .model.config import ModelConfig, QuantConfig
 from .settings import (BACKENDS, MAX_THREADS, LoadArgs, RunSettings, board_settings, check_timeout, check_token_ids,
                        default_settings)
@@ -382,6 +383,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
             fweights = None
     run = run or default_settings(cfg, args)
     be = make_backend(cfg, qcfg, qweights, fweights, run, package=pkg)
+    del pkg, fweights, qweights  # the backend holds what it runs on
+    release_free_heap()  # what loading freed (the manifest, the tokenizer's text, checks' temporaries) goes back
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout,
                  details={"kv_dtype": run.kv_dtype, **({"board": board} if board else {})},
                  generation_defaults=generation, prefill_chunk=run.prefill_chunk)
