@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
 from .generate.generator import Generator
@@ -29,8 +29,10 @@ from .heap import release_free_heap
 from .model.config import ModelConfig, QuantConfig
 from .settings import (BACKENDS, MAX_THREADS, LoadArgs, RunSettings, board_settings, check_timeout, check_token_ids,
                        default_settings)
-from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from .text.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .text.chat_template import ChatTemplate
 
 __all__ = ["BACKENDS", "MAX_THREADS", "Model", "load", "make_backend"]
 
@@ -185,7 +187,9 @@ class Model:
     def chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                     tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The model's chat template applied to `messages` (with `tools`: as `chat(..., tools=)` renders them)."""
-        if self._template is None:  # compiled once per model
+        if self._template is None:  # compiled once per model; jinja2 (+5.5 MiB resident) is imported here
+            from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+
             self._template = ChatTemplate(self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE)
         extra: dict[str, Any] = {}
         if tools:
