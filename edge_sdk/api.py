@@ -20,16 +20,19 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .errors import BackendError, BusyError, EdgeSDKError, InvalidArgumentError
 from .generate.generator import Generator
 from .generate.sampling import SamplingParams
+from .heap import release_free_heap
 from .model.config import ModelConfig, QuantConfig
 from .settings import (BACKENDS, MAX_THREADS, LoadArgs, RunSettings, board_settings, check_timeout, check_token_ids,
                        default_settings)
-from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from .text.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .text.chat_template import ChatTemplate
 
 __all__ = ["BACKENDS", "MAX_THREADS", "Model", "load", "make_backend"]
 
@@ -184,7 +187,9 @@ class Model:
     def chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                     tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The model's chat template applied to `messages` (with `tools`: as `chat(..., tools=)` renders them)."""
-        if self._template is None:  # compiled once per model
+        if self._template is None:  # compiled once per model; jinja2 (+5.5 MiB resident) is imported here
+            from .text.chat_template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+
             self._template = ChatTemplate(self.tokenizer.chat_template or DEFAULT_CHATML_TEMPLATE)
         extra: dict[str, Any] = {}
         if tools:
@@ -384,6 +389,8 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
             fweights = None
     run = run or default_settings(cfg, args)
     be = make_backend(cfg, qcfg, qweights, fweights, run, package=pkg)
+    del pkg, fweights, qweights  # the backend holds what it runs on
+    release_free_heap()  # what loading freed (the manifest, the tokenizer's text, checks' temporaries) goes back
     return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout,
                  details={"kv_dtype": run.kv_dtype, **({"board": board} if board else {})},
                  generation_defaults=generation, prefill_chunk=run.prefill_chunk)

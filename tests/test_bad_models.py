@@ -465,6 +465,7 @@ def test_non_finite_scales_and_norms(pkg, tensor, value, message):
 
 
 def test_package_file_errors_name_the_file(pkg):
+    tokenizer_json = (pkg / "tokenizer.json").read_bytes()
     edit(pkg, lambda m: m["files"].pop("tokenizer.json"))
     with pytest.raises(PackageError, match=r"manifest.json: 'files' does not list tokenizer.json"):
         load_package(pkg)
@@ -474,6 +475,7 @@ def test_package_file_errors_name_the_file(pkg):
     (pkg / "tokenizer.json").write_bytes(b"\xff\xfe")
     with pytest.raises(PackageError, match=r"p[/\\]tokenizer.json: unreadable \(UnicodeDecodeError"):
         load_package(pkg, verify=False)
+    (pkg / "tokenizer.json").write_bytes(tokenizer_json)  # the tokenizer is read first, then weights.bin
     (pkg / "weights.bin").write_bytes(b"")
     with pytest.raises(PackageError, match=r"p[/\\]weights.bin: tensor tok_embd.q at offset 0 \(\+19584 bytes\) is misaligned "
                                            r"or outside the file"):

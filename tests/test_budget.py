@@ -26,13 +26,27 @@ LAYER = 3_564_288  # sizes.py docstring
 HEAD_NORM = 576 * 4
 ALL_WEIGHTS = EMBED + 30 * LAYER + HEAD_NORM  # 135,439,104
 RUNTIME_NATIVE = 27_600 * 1024 + 8_520 * 1024 + 7_600 * 1024  # 44,769,280
-TOKENIZER = 49152 * 1032  # 50,724,864
+TOKENIZER = 49152 * 343  # 16,859,136
 
 
 def test_constants_are_what_the_hand_numbers_assume():
     assert RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES["native"] == RUNTIME_NATIVE
-    assert TOKENIZER_BYTES_PER_VOCAB_ENTRY == 1032
+    assert TOKENIZER_BYTES_PER_VOCAB_ENTRY == 343
     assert ALL_WEIGHTS == 135_439_104
+
+
+def test_a_large_vocabulary_peaks_while_its_tokenizer_is_parsed():
+    # The tokenizer is parsed before any weight is read: its passing peak (930 B per vocabulary entry) stands
+    # beside the runtime alone. With a 262,144-token vocabulary and tiny layers it is the higher one:
+    # 44,769,280 + 262,144 * 930 = 288,563,200, whatever the rest of the model holds.
+    big_vocab = ModelConfig(vocab_size=262_144, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_ctx=128,
+                            tied_embeddings=True)
+    p = plan_device(big_vocab, Q, load_board("raspberry-pi-5-8gb"), ctx=128)
+    assert p.peak_bytes == RUNTIME_NATIVE + 262_144 * 930 == 288_563_200 == sum(p.breakdown.values())
+    assert p.breakdown["tokenizer"] == 262_144 * 343  # kept once parsed: 89,915,392
+    assert p.breakdown["tokenizer_parse"] == 288_563_200 - sum(v for k, v in p.breakdown.items() if k != "tokenizer_parse")
+    # SmolLM2: the parse (44.8 + 43.6 MiB) stays far below the loaded model, and the breakdown has no such entry
+    assert "tokenizer_parse" not in plan_device(SMOLLM2, Q, load_board("raspberry-pi-5-8gb"), ctx=512).breakdown
 
 
 def test_smollm2_ctx_8192_f32_does_not_fit_a_pi_zero_2w():
@@ -48,11 +62,11 @@ def test_smollm2_ctx_8192_f32_does_not_fit_a_pi_zero_2w():
     weights = EMBED + HEAD_NORM + 580  # 28,511,044
     assert dict(p.breakdown) == {"weights": weights, "runtime": RUNTIME_NATIVE, "tokenizer": TOKENIZER,
                                  "kv_cache": kv, "activations": arena, "io_buffers": io, "rope_table": rope}
-    assert p.peak_bytes == 505_224_004 == sum(p.breakdown.values())
-    # budget 320 MiB = 335,544,320; over by 169,679,684 bytes = 161.82 MiB
+    assert p.peak_bytes == 471_358_276 == sum(p.breakdown.values())
+    # budget 320 MiB = 335,544,320; over by 135,813,956 bytes = 129.52 MiB
     assert p.reasons[0] == (
-        "needs 481.8 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 161.8 MiB "
-        "(kv_cache 360.0 MiB, tokenizer 48.4 MiB, runtime 42.7 MiB, weights 27.2 MiB, rope_table 2.0 MiB, "
+        "needs 449.5 MiB but raspberry-pi-zero-2w leaves 320.0 MiB to the SDK: over by 129.5 MiB "
+        "(kv_cache 360.0 MiB, runtime 42.7 MiB, weights 27.2 MiB, tokenizer 16.1 MiB, rope_table 2.0 MiB, "
         "activations 1.2 MiB, io_buffers 0.3 MiB)"
     )
     assert p.reasons[1].startswith("the KV cache alone is 360.0 MiB at ctx 8192 with f32 values; "
@@ -246,7 +260,7 @@ def test_cli_plan_json_and_svg(tmp_path, capsys, monkeypatch):
                               "--json", "--svg", str(svg)])
     assert args.func(args) == 1  # does not fit
     out = json.loads(capsys.readouterr().out)
-    assert out["fits"] is False and out["peak_bytes"] == 505_224_004
+    assert out["fits"] is False and out["peak_bytes"] == 471_358_276
     assert out["board"] == "raspberry-pi-zero-2w" and out["ctx"] == 8192
     assert svg.read_text().startswith("<svg")
     args = parser.parse_args(["plan", "--board", "raspberry-pi-5-8gb", "--ctx", "2048"])

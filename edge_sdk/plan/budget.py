@@ -4,7 +4,8 @@ Peak memory is the sum of
 
 * runtime: the Python interpreter with numpy and edge_sdk's API imported, plus
   the chosen backend's own import cost (measured; see the constants below);
-* tokenizer: proportional to the vocabulary (measured);
+* tokenizer: proportional to the vocabulary (measured); its parse, before the weights are
+  read, passes through a higher peak, which counts where it exceeds the loaded model;
 * weights: all of them when they fit (`resident`); otherwise they stay in the
   mmapped file and one graph at a time is paged in (`streamed`): the resident
   need is then the largest graph (a layer range, or the head, which for tied
@@ -50,8 +51,10 @@ RUNTIME_BASE_BYTES = 27_600 * 1024
 x86-64): 27.5-27.7 MiB over three runs. The interpreter alone is 13.2 MiB."""
 
 SDK_API_IMPORT_BYTES = 8_520 * 1024
-"""What `import edge_sdk.api` (tokenizers, the chat template engine, the generation
-loop) adds on top: 36.0 MiB peak RSS over three runs, 8.3-8.5 MiB more than the base."""
+"""What `import edge_sdk.api` (tokenizers, the generation loop) and the chat template
+engine (jinja2, imported at a model's first chat) add on top: 36.0 MiB peak RSS over three
+runs, 8.3-8.5 MiB more than the base (7.9 MiB measured again: 2.4 MiB for the API, 5.5 MiB
+for jinja2, which a model that only continues text never imports)."""
 
 BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
     "native": 7_600 * 1024,  # the native backend's modules, cffi and the core's shared library: +7.4 MiB measured
@@ -61,11 +64,20 @@ BACKEND_RUNTIME_BYTES: Mapping[str, int] = {
 """Import cost of each backend's runtime (RSS over Python + numpy), measured on x86-64.
 Sessions and interpreters allocate more once a model is loaded; that is not included."""
 
-TOKENIZER_BYTES_PER_VOCAB_ENTRY = 1032
-"""Loading SmolLM2's tokenizer from a converted package (`Tokenizer.from_json`, the
-path a device takes; 49152 entries, 48900 merges) raised RSS by 50.7 MB in three
-runs: about 1032 bytes per vocabulary entry. Building it from GGUF metadata
-(`importers.gguf_vocab.tokenizer_from_gguf`) costs about half as much (25.0 MB)."""
+TOKENIZER_BYTES_PER_VOCAB_ENTRY = 343
+"""What a loaded tokenizer keeps resident. SmolLM2's, built from its converted package
+(`export.package.package_tokenizer`, the path a device takes; 49152 entries, 48900 merges),
+raised RSS by 16.05 MiB in three runs: 343 bytes per vocabulary entry (8.4 MiB of it is the
+`tokenizers` library's live heap, the rest heap pages its parse left partly used). Building it
+from GGUF metadata (`importers.gguf_vocab.tokenizer_from_gguf`) is not a device's path."""
+
+TOKENIZER_PARSE_BYTES_PER_VOCAB_ENTRY = 930
+"""The peak the tokenizer's JSON parse passes through, above what was resident before it:
++43.6 MiB for SmolLM2 in three runs, 930 bytes per vocabulary entry, most of it freed when the
+parse ends and given back to the system (`heap.release_free_heap`). A package's tokenizer is
+built before its weights are read, so this passing peak stands beside the runtime alone; the
+plan's peak is the larger of it and the loaded model (breakdown key "tokenizer_parse", the
+excess, present only when the parse is the higher one)."""
 
 WEIGHT_COPY_FACTOR: Mapping[str, float] = {"onnx": 1.5, "tflite": 1.15}
 """Extra resident weight bytes, as a fraction of the int8 weights, that a backend's
@@ -213,6 +225,17 @@ def tokenizer_bytes(cfg: ModelConfig) -> int:
     return cfg.vocab_size * TOKENIZER_BYTES_PER_VOCAB_ENTRY
 
 
+def tokenizer_parse_bytes(cfg: ModelConfig) -> int:
+    return cfg.vocab_size * TOKENIZER_PARSE_BYTES_PER_VOCAB_ENTRY
+
+
+def _with_parse_peak(breakdown: dict[str, int]) -> dict[str, int]:
+    """`breakdown` plus "tokenizer_parse", the tokenizer parse's excess over the loaded model, when it has one:
+    the parse runs with only the runtime resident (see TOKENIZER_PARSE_BYTES_PER_VOCAB_ENTRY)."""
+    excess = breakdown["runtime"] + breakdown.pop("tokenizer_parse") - sum(breakdown.values())
+    return {**breakdown, "tokenizer_parse": excess} if excess > 0 else breakdown
+
+
 def runtime_bytes(backend: str) -> int:
     return RUNTIME_BASE_BYTES + SDK_API_IMPORT_BYTES + BACKEND_RUNTIME_BYTES[backend]
 
@@ -274,10 +297,11 @@ def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dty
         fixed["weight_copies"] = int(all_weights * WEIGHT_COPY_FACTOR[backend])
     rest = sum(fixed.values())
     room = board.sdk_budget_bytes - rest
+    parse = {"tokenizer_parse": tokenizer_parse_bytes(cfg)}
     if all_weights <= room or backend not in STREAMING_BACKENDS or not allow_stream:
         split = SplitPolicy()
-        return _Fit(rest + all_weights, {"weights": all_weights, **fixed}, "resident", split,
-                    split_layers(cfg, q, split), arenas, "")
+        breakdown = _with_parse_peak({"weights": all_weights, **fixed, **parse})
+        return _Fit(sum(breakdown.values()), breakdown, "resident", split, split_layers(cfg, q, split), arenas, "")
     # Streamed: as many layers per graph as fit next to everything else; the head graph must fit too.
     per_layer = layer_weight_bytes(cfg, q)
     head = head_graph_bytes(cfg, q)
@@ -289,8 +313,8 @@ def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dty
         problem = f"not even one decoder layer ({per_layer / MiB:.1f} MiB) fits next to the rest"
     elif room < head + embed_row_bytes(cfg, q):
         problem = f"the head graph ({head / MiB:.1f} MiB of weights) does not fit next to the rest"
-    return _Fit(rest + resident, {"weights": resident, **fixed}, "streamed", split,
-                split_layers(cfg, q, split), arenas, problem)
+    breakdown = _with_parse_peak({"weights": resident, **fixed, **parse})
+    return _Fit(sum(breakdown.values()), breakdown, "streamed", split, split_layers(cfg, q, split), arenas, problem)
 
 
 def _max_ctx(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, kv_dtype: str, backend: str,

@@ -11,12 +11,18 @@ Example::
 from __future__ import annotations
 
 from typing import Sequence
-from xml.sax.saxutils import escape
+from html import escape as _html_escape
 
 from ..errors import PlanError
 from .arena import ArenaPlan
 from .budget import DevicePlan
 from .records import Buffer
+
+
+def escape(s: str) -> str:
+    """&, < and > as XML entities (as `xml.sax.saxutils.escape`, which would import urllib and http.client)."""
+    return _html_escape(s, quote=False)
+
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 MiB = 1 << 20
