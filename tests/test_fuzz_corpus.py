@@ -59,6 +59,9 @@ def test_serial_seeds_hold_frames():
     assert [f.type for f in frames["chat_fragmented"]] == [0x44, 0x04]
     assert [(f.type, f.seq) for f in frames["replies"]] == [(0x82, 2), (0x83, 2), (0x84, 2), (0x85, 2)]
     assert isinstance(frames["noise_then_frame"][-1], Frame) and frames["noise_then_frame"][-1].seq == 5
+    # REGISTER of choices, of a schema in two fragments (0x46 = REGISTER+MORE), of a regex; UNREGISTER, a
+    # constrained GENERATE, an ACK and a DONE
+    assert [f.type for f in frames["constraints"]] == [0x06, 0x46, 0x06, 0x06, 0x07, 0x03, 0x86, 0x84]
 
 
 def test_the_property_refuses_what_it_should(tmp_path):

@@ -6,6 +6,7 @@ the same bytes through its committed test vectors (checked below as well).
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import struct
@@ -18,7 +19,7 @@ import pytest
 
 from edge_sdk.errors import InvalidArgumentError, ProtocolError
 from edge_sdk.serial import cobs, messages
-from edge_sdk.serial.protocol import CANCEL, CHAT, ERROR, FLAG_MORE, GENERATE, MAX_ENCODED, MAX_PAYLOAD, MAX_WIRE, PING, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, Message, MessageFault, RequestAssembler, decode_body, encode_frame, split_message
+from edge_sdk.serial.protocol import ACK, CANCEL, CHAT, DONE, ERROR, FLAG_MORE, GENERATE, REGISTER, MAX_ENCODED, MAX_PAYLOAD, MAX_WIRE, PING, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, Message, MessageFault, RequestAssembler, decode_body, encode_frame, split_message
 
 ROOT = Path(__file__).resolve().parents[1]
 MCU = ROOT / "examples" / "mcu_client"
@@ -76,10 +77,10 @@ def test_cobs_rejects_what_no_encoder_makes(bad: bytes, why: str) -> None:
 
 def test_frame_layout_exact_bytes() -> None:
     wire = encode_frame(Frame(TOKEN, 0x1234, b"Hi"))
-    body = bytes([1, TOKEN, 0x34, 0x12, 2, 0]) + b"Hi"
+    body = bytes([2, TOKEN, 0x34, 0x12, 2, 0]) + b"Hi"
     body += struct.pack("<I", zlib.crc32(body))
     assert wire == b"\x00" + cobs.encode(body) + b"\x00"
-    assert wire.hex(" ") == "00 06 01 83 34 12 02 07 48 69 bb 7a 7a 33 00"
+    assert wire.hex(" ") == "00 06 02 83 34 12 02 07 48 69 58 7d f5 bd 00"
     assert decode_body(wire[1:-1]) == Frame(TOKEN, 0x1234, b"Hi")
 
 
@@ -179,8 +180,12 @@ def test_assembler_joins_fragments_and_checks_requests() -> None:
     # Responses (an echoing line, another server) get no reply, so nothing can ping-pong.
     assert asm.push(Frame(TOKEN, 4)) == [] and asm.push(Frame(ERROR, 0, b"\x01\x00")) == []
     assert asm.ignored == 2
-    assert asm.push(Frame(PING, 5, version=2)) == [
-        MessageFault(ErrorCode.BAD_VERSION, 5, "protocol version 2 is not supported; this server speaks 1")
+    # A version-1 client is told in version 1 (its ERROR layout is ours); a version we do not know, in ours.
+    assert asm.push(Frame(PING, 5, version=1)) == [
+        MessageFault(ErrorCode.BAD_VERSION, 5, "protocol version 1 is not supported; this server speaks 2", 1)
+    ]
+    assert asm.push(Frame(PING, 5, version=3)) == [
+        MessageFault(ErrorCode.BAD_VERSION, 5, "protocol version 3 is not supported; this server speaks 2", 2)
     ]
     assert asm.push(Frame(PING, 0)) == [MessageFault(ErrorCode.BAD_SEQ, 0, "seq 0 is reserved; number requests from 1")]
     # A fragment left hanging by another request is reported under its own seq.
@@ -288,6 +293,79 @@ def test_response_payloads() -> None:
     assert len(long) == 2 + 1020 and messages.decode_error(long) == (11, "€" * 340)
 
 
+def test_constraint_payloads_exact_bytes_and_round_trip() -> None:
+    """REGISTER: CONSTRAINT (0x18, the id) then one kind; a schema dict travels as compact JSON, each choice
+    as its own CHOICE field. GENERATE and CHAT name the id in CONSTRAINT, after the sampling fields."""
+    choices = messages.encode_register(1, choices=["left", "right"])
+    assert choices.hex(" ") == "18 04 00 01 00 00 00 41 04 00 6c 65 66 74 41 05 00 72 69 67 68 74"
+    assert messages.decode_register(choices) == (1, "choices", ["left", "right"])
+    schema = messages.encode_register(7, json_schema={"type": "object", "properties": {"a": {"enum": ["x", "y"]}}})
+    assert schema[:10].hex(" ") == "18 04 00 07 00 00 00 40 37 00"
+    assert messages.decode_register(schema) == (7, "json_schema", '{"type":"object","properties":{"a":{"enum":["x","y"]}}}')
+    assert messages.encode_register(7, json_schema='{"type": "string"}') == bytes.fromhex("18 04 00 07 00 00 00 40 12 00") + b'{"type": "string"}'
+    regex = messages.encode_register(3, regex="[0-9]+")
+    assert regex.hex(" ") == "18 04 00 03 00 00 00 42 06 00 5b 30 2d 39 5d 2b"
+    assert messages.decode_register(regex) == (3, "regex", "[0-9]+")
+    grammar = messages.encode_register(255, grammar='start: "a"')
+    assert grammar.hex(" ") == "18 04 00 ff 00 00 00 43 0a 00 73 74 61 72 74 3a 20 22 61 22"
+    assert messages.decode_register(grammar) == (255, "grammar", 'start: "a"')
+    assert messages.encode_unregister(5).hex(" ") == "18 04 00 05 00 00 00" and messages.encode_unregister() == b""
+    assert messages.decode_unregister(bytes.fromhex("18 04 00 05 00 00 00")) == 5 and messages.decode_unregister(b"") is None
+    ack = messages.encode_ack({"constraint": 5, "constraints_held": 2})
+    assert ack.hex(" ") == "18 04 00 05 00 00 00 44 04 00 02 00 00 00"
+    assert messages.decode_ack(ack) == {"constraint": 5, "constraints_held": 2}
+    assert messages.decode_ack(messages.encode_ack({"constraint": None, "constraints_held": 0})) == {"constraints_held": 0}
+    gen = messages.encode_generate("Go", max_tokens=4, constraint=3)
+    assert gen.hex(" ") == "01 02 00 47 6f 10 04 00 04 00 00 00 18 04 00 03 00 00 00"
+    assert messages.decode_generate(gen) == ("Go", {"max_tokens": 4, "constraint": 3})
+    chat = messages.encode_chat([{"role": "user", "content": "Go"}], constraint=1)
+    assert chat.hex(" ") == "02 04 00 75 73 65 72 03 02 00 47 6f 18 04 00 01 00 00 00"
+    assert messages.decode_chat(chat) == ([{"role": "user", "content": "Go"}], {"constraint": 1})
+    # DONE of a constrained request: FINISH_REASON (0x36) and CONSTRAINT_STATE (0x37) after STOP_REASON.
+    done = messages.encode_done({"generated_tokens": 6, "stop_reason": "eos", "finish_reason": "stop", "constraint": "satisfied"})
+    assert done.hex(" ") == "31 04 00 06 00 00 00 34 03 00 65 6f 73 36 04 00 73 74 6f 70 37 09 00 73 61 74 69 73 66 69 65 64"
+    assert messages.decode_done(done) == {"generated_tokens": 6, "stop_reason": "eos", "finish_reason": "stop", "constraint": "satisfied"}
+
+
+@pytest.mark.parametrize(
+    "payload,why",
+    [
+        ("18 04 00 01 00 00 00", r"REGISTER of constraint 1 gives no constraint: one of json_schema \(0x40\)"),
+        ("41 01 00 61", r"REGISTER has no constraint field \(0x18\): the id to register under"),
+        ("18 04 00 00 00 00 00 41 01 00 61", r"constraint id 0 is outside 1..255"),
+        ("18 04 00 00 01 00 00 41 01 00 61", r"constraint id 256 is outside 1..255"),
+        ("18 04 00 01 00 00 00 18 04 00 01 00 00 00 41 01 00 61", r"field constraint \(0x18\) appears twice"),
+        ("18 04 00 01 00 00 00 40 02 00 7b 7d 42 01 00 61", r"REGISTER gives json_schema \(0x40\) and regex \(0x42\): register one"),
+        ("18 04 00 01 00 00 00 42 01 00 61 42 01 00 62", r"REGISTER gives regex \(0x42\) and regex \(0x42\): register one"),
+        ("18 04 00 01 00 00 00 7f 00 00", r"unknown field tag 0x7f"),
+        ("18 02 00 01 00 41 01 00 61", r"field 0x18 must be 4 bytes \(u32\), got 2"),
+        ("18 04 00 01 00 00 00 41 02 00 c3 28", r"field 0x41 is not valid UTF-8"),
+        ("18 04 00 01 00 00 00 41 05 00 61", r"field 0x41 at offset 7 says 5 bytes, only 1 left"),
+    ],
+)
+def test_register_payload_faults(payload: str, why: str) -> None:
+    with pytest.raises(ProtocolError, match=why):
+        messages.decode_register(bytes.fromhex(payload))
+
+
+def test_register_encoder_refusals() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"REGISTER takes one constraint \(json_schema, choices, regex or grammar\), got none"):
+        messages.encode_register(1)
+    with pytest.raises(InvalidArgumentError, match=r"got choices, regex"):
+        messages.encode_register(1, choices=["a"], regex="a")
+    with pytest.raises(InvalidArgumentError, match="choices is empty"):
+        messages.encode_register(1, choices=[])
+    with pytest.raises(TypeError, match="choices must be a list of strings, got str"):
+        messages.encode_register(1, choices="ab")
+    for bad in (0, 256):
+        with pytest.raises(InvalidArgumentError, match=f"constraint id {bad} is outside 1..255"):
+            messages.encode_register(bad, regex="a")
+    with pytest.raises(TypeError, match="a constraint id must be an int, got bool"):
+        messages.encode_unregister(True)
+    with pytest.raises(ProtocolError, match="unknown field tag 0x41"):
+        messages.decode_unregister(bytes.fromhex("41 01 00 61"))
+
+
 def test_split_utf8_keeps_characters_whole() -> None:
     text = "a" + "€" * 400  # 1 + 1200 bytes
     parts = messages.split_utf8(text, MAX_PAYLOAD)
@@ -341,16 +419,33 @@ def test_specification_examples_are_what_the_encoder_writes() -> None:
     """docs/serial-protocol.md shows bytes; they must be today's bytes."""
     flat = " ".join((ROOT / "docs" / "serial-protocol.md").read_text().split())
     gen = messages.encode_generate("Hi", max_tokens=8, temperature=0.0)
+    register = messages.encode_register(1, choices=["forward", "back", "left", "right", "stop"])
+    ack = messages.encode_ack({"constraint": 1, "constraints_held": 1})
+    constrained = messages.encode_generate("Go", max_tokens=8, temperature=0.0, constraint=1)
+    done = messages.encode_done({"generated_tokens": 6, "stop_reason": "eos", "finish_reason": "stop", "constraint": "satisfied"})
+    old = messages.encode_error(ErrorCode.BAD_VERSION, "protocol version 1 is not supported; this server speaks 2")
     shown = {
         "PING seq 1": encode_frame(Frame(PING, 1)),
         "TOKEN seq 7 'Hi'": encode_frame(Frame(TOKEN, 7, b"Hi")),
         "GENERATE payload": gen,
         "GENERATE seq 1": encode_frame(Frame(GENERATE, 1, gen)),
         "CANCEL seq 2 of 1": encode_frame(Frame(CANCEL, 2, messages.encode_cancel(1))),
+        "REGISTER payload": register,
+        "REGISTER seq 4": encode_frame(Frame(REGISTER, 4, register)),
+        "ACK seq 4": encode_frame(Frame(ACK, 4, ack)),
+        "constrained GENERATE payload": constrained,
+        "constrained DONE seq 5": encode_frame(Frame(DONE, 5, done)),
+        "version-1 PING": encode_frame(Frame(PING, 1, version=1)),
+        "its version-1 ERROR": encode_frame(Frame(ERROR, 1, old, version=1)),
     }
     for what, data in shown.items():
         assert data.hex(" ") in flat, what
-    assert "body 01 83 07 00 02 00 48 69 5a cb b4 ab" in flat
+    assert "body 02 83 07 00 02 00 48 69 b9 cc 3b 25" in flat
+    robot = {"type": "object", "properties": {"action": {"enum": ["forward", "back", "left", "right", "stop"]},
+                                              "cm": {"type": "integer", "minimum": 1, "maximum": 500}},
+             "required": ["action", "cm"], "additionalProperties": False}
+    text = json.dumps(robot, separators=(",", ":"))
+    assert f"`{text}`, is {len(text)} bytes" in flat
     for n in (1, 5, 243):
         assert len(encode_frame(Frame(TOKEN, 1, b"x" * n))) == n + 13  # "n + 13 bytes on the wire (n < 244)"
 
@@ -358,10 +453,10 @@ def test_specification_examples_are_what_the_encoder_writes() -> None:
 def test_specification_lists_every_field_tag() -> None:
     """Section 3's table has a row for each tag of messages.Tag, with its value and kind."""
     flat = " ".join((ROOT / "docs" / "serial-protocol.md").read_text().split())
-    kinds = {tag: kind for spec in (messages.SAMPLING_FIELDS, messages.INFO_FIELDS, messages.DONE_FIELDS)
+    kinds = {tag: kind for spec in (messages.REQUEST_FIELDS, messages.INFO_FIELDS, messages.DONE_FIELDS, messages.ACK_FIELDS)
              for tag, kind in spec.values()}
     for tag in messages.Tag:
-        kind = kinds.get(tag, messages.TEXT)  # PROMPT, ROLE, CONTENT are text
+        kind = kinds.get(tag, messages.TEXT)  # PROMPT, ROLE, CONTENT and the REGISTER kinds are text
         assert f"| 0x{tag:02x} | {tag.name} | {kind} |" in flat, tag.name
 
 

@@ -201,12 +201,14 @@ def test_info_ping_generate_and_chat(serve) -> None:
     model = FakeModel()
     srv, path = serve(model)
     with SerialClient(path, timeout=5) as client:
-        assert client.info() == {"name": "fake-words", "ctx": 2048, "backend": "fake", "protocol_version": 1, "max_payload": 1024}
+        assert client.info() == {"name": "fake-words", "ctx": 2048, "backend": "fake", "protocol_version": 2, "max_payload": 1024,
+                                 "max_constraints": 16, "max_constraint_size": 4096}
         assert 0 < client.ping(b"hello") < 5
         sampling = dict(max_tokens=4, temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, seed=42, stop=["\n"])
         assert client.generate("go right now", **sampling) == "The quick brown fox"
         assert model.calls[-1] == ("stream", "go right now", sampling)
-        assert client.last_stats == {"prompt_tokens": 3, "generated_tokens": 4, **STATS, "stop_reason": "length"}
+        assert client.last_stats == {"prompt_tokens": 3, "generated_tokens": 4, **STATS, "stop_reason": "length",
+                                     "finish_reason": "length"}
         chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Wave."}]
         assert client.chat(chat, max_tokens=2) == "The quick"
         assert model.calls[-1] == ("chat", chat, {"max_tokens": 2})
@@ -232,7 +234,7 @@ def test_stream_wire_bytes_are_exact(serve) -> None:
     line = RawLine(path)
     line.send(encode_frame(Frame(GENERATE, 7, messages.encode_generate("hi", max_tokens=3))))
     got = line.frames(4)
-    stats = {"prompt_tokens": 1, "generated_tokens": 3, **STATS, "stop_reason": "length"}
+    stats = {"prompt_tokens": 1, "generated_tokens": 3, **STATS, "stop_reason": "length", "finish_reason": "length"}
     expected = [token(7, "The"), token(7, " quick"), token(7, " brown"), done(7, **stats)]
     assert got == expected
     assert bytes(line.raw) == b"".join(encode_frame(f) for f in expected)
@@ -265,7 +267,7 @@ def test_cancel_stops_within_one_token(serve) -> None:
         rest = list(it)
         assert rest in ([], [" fox"])
         assert client.last_stats == {"prompt_tokens": 2, "generated_tokens": 3 + len(rest), **STATS,
-                                     "stop_reason": "cancelled"}
+                                     "stop_reason": "cancelled", "finish_reason": "cancelled"}
         assert model.closed_early == 1 and srv.stats["cancelled"] == 1
         assert client.cancel() is False
         # The model is usable afterwards.
@@ -290,7 +292,8 @@ def test_breaking_out_of_a_stream_cancels_it(serve) -> None:
             assert piece == "The"
             break  # closing the stream sends CANCEL and reads up to its DONE
         helper.join()
-        assert client.last_stats == {"prompt_tokens": 1, "generated_tokens": 2, **STATS, "stop_reason": "cancelled"}
+        assert client.last_stats == {"prompt_tokens": 1, "generated_tokens": 2, **STATS, "stop_reason": "cancelled",
+                                     "finish_reason": "cancelled"}
         assert client.generate("next", max_tokens=2) == "The quick"
     assert model.closed_early == 1
 
@@ -393,6 +396,19 @@ def test_client_skips_a_reply_cut_short_and_takes_the_next(pty) -> None:
         script.close()
 
 
+def test_client_refuses_a_server_of_the_old_version(pty) -> None:
+    """A version-1 server answers in version 1: the client says which versions meet, instead of a timeout."""
+    master, path = pty
+    script = ScriptedServer(master, [encode_frame(Frame(PONG, 1, version=1))])
+    try:
+        with SerialClient(path, timeout=2) as client:
+            with pytest.raises(ProtocolError, match="^server speaks protocol version 1; this client speaks 2$"):
+                client.ping()
+        assert [(f.type, f.seq, f.version) for f in script.requests] == [(PING, 1, 2)]
+    finally:
+        script.close()
+
+
 class CorruptFirstWrite:
     """A pyserial port whose first write has one bit flipped in its CRC."""
 
@@ -451,7 +467,7 @@ def test_busy_ping_and_stray_cancel_while_streaming(serve) -> None:
     model.gate.release(len(WORDS))
     rest = line.frames(len(WORDS))
     assert rest[:-1] == [token(1, w) for w in WORDS[1:]]
-    assert rest[-1] == done(1, prompt_tokens=1, generated_tokens=10, **STATS, stop_reason="eos")
+    assert rest[-1] == done(1, prompt_tokens=1, generated_tokens=10, **STATS, stop_reason="eos", finish_reason="stop")
     assert [c[1] for c in model.calls] == ["one"]
     line.close()
 
@@ -493,7 +509,8 @@ def test_a_model_that_fails_mid_request_gets_an_error_frame_and_service_continue
     line.send(encode_frame(Frame(GENERATE, 2, messages.encode_generate("untokenizable \xff", max_tokens=5))))
     assert line.frames(1) == [error(2, ErrorCode.MODEL_ERROR, "TokenizerError: byte 0xff at offset 3 is not in the vocabulary")]
     line.send(encode_frame(Frame(GENERATE, 3, messages.encode_generate("fine", max_tokens=1))))
-    assert line.frames(2) == [token(3, "The"), done(3, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length")]
+    assert line.frames(2) == [token(3, "The"), done(3, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length",
+                                                    finish_reason="length")]
     line.send(ping(4))
     assert line.frames(1) == [Frame(PONG, 4)]
     assert srv.stats["requests"] == 3 and srv.stats["write_errors"] == 0
@@ -509,7 +526,7 @@ def test_max_tokens_is_capped_at_the_context_and_the_server_limit(serve) -> None
         assert client.generate("a b c", max_tokens=0xFFFFFFFF) == "The quick brown fox"
         assert model.calls[-1] == ("stream", "a b c", {"max_tokens": 4})
         assert client.last_stats == {"prompt_tokens": 3, "generated_tokens": 4, **STATS, "stop_reason": "length",
-                                     "capped_max_tokens": 4}
+                                     "capped_max_tokens": 4, "finish_reason": "length"}
         client.generate("a", max_tokens=100)  # room for 6; the limit is 5
         assert model.calls[-1][2] == {"max_tokens": 5} and client.last_stats["capped_max_tokens"] == 5
         client.chat([{"role": "user", "content": "x y"}], max_tokens=9, temperature=0)  # room for 5
@@ -553,7 +570,7 @@ def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
     model = FakeModel()
     srv, path = serve(model)
     line = RawLine(path)
-    gen = _body(1, GENERATE, 20, messages.encode_generate("Hello there"))
+    gen = _body(2, GENERATE, 20, messages.encode_generate("Hello there"))
     flipped = bytearray(gen)
     flipped[9] ^= 0x01
     rng = random.Random(1234)
@@ -567,12 +584,17 @@ def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
             error(0, ErrorCode.BAD_CRC, f"CRC-32 is 0x{zlib.crc32(bytes(flipped[:-4])):08x}, frame says 0x{zlib.crc32(gen[:-4]):08x}"),
         ),
         ("truncated", _wire(gen[:-6]), error(0, ErrorCode.BAD_LENGTH, "header says 14 payload bytes, frame carries 8")),
-        ("oversized", _wire(_body(1, GENERATE, 21, b"a" * 1100)), error(0, ErrorCode.TOO_LARGE, "frame longer than 1039 encoded bytes discarded")),
-        ("unknown type", _wire(_body(1, 0x7E, 22, b"")), error(22, ErrorCode.UNKNOWN_TYPE, "frame type 0x7e is not a request")),
+        ("oversized", _wire(_body(2, GENERATE, 21, b"a" * 1100)), error(0, ErrorCode.TOO_LARGE, "frame longer than 1039 encoded bytes discarded")),
+        ("unknown type", _wire(_body(2, 0x7E, 22, b"")), error(22, ErrorCode.UNKNOWN_TYPE, "frame type 0x7e is not a request")),
         (
             "unknown version",
-            _wire(_body(2, PING, 23, b"")),
-            error(23, ErrorCode.BAD_VERSION, "protocol version 2 is not supported; this server speaks 1"),
+            _wire(_body(3, PING, 23, b"")),
+            error(23, ErrorCode.BAD_VERSION, "protocol version 3 is not supported; this server speaks 2"),
+        ),
+        (  # an old client is answered in its own version, whose ERROR layout is the same: it can read why
+            "old version",
+            _wire(_body(1, PING, 28, b"")),
+            Frame(ERROR, 28, messages.encode_error(ErrorCode.BAD_VERSION, "protocol version 1 is not supported; this server speaks 2"), 1),
         ),
         ("reserved seq", ping(0), error(0, ErrorCode.BAD_SEQ, "seq 0 is reserved; number requests from 1")),
         (
@@ -597,7 +619,7 @@ def test_hostile_line_gets_exact_errors_and_service_continues(serve) -> None:
     assert line.quiet()
     assert srv.stats["ignored"] == 1
     assert srv.stats["faults"] == 6
-    assert srv.stats["discarded_bytes"] == len(_wire(_body(1, GENERATE, 21, b"a" * 1100))) - 2 + 100_000
+    assert srv.stats["discarded_bytes"] == len(_wire(_body(2, GENERATE, 21, b"a" * 1100))) - 2 + 100_000
     line.close()
     with SerialClient(path, timeout=5) as client:
         assert client.generate("still there?") == TEXT
@@ -625,13 +647,13 @@ def test_random_garbage_never_stops_the_server(serve) -> None:
             data = rand(rng.randrange(1, 90))
         elif kind < 0.45:  # a GENERATE with a prompt and raw u32/f32 sampling values (NaN, 0xFFFFFFFF, ...)
             sampling = b"".join(bytes([tag]) + b"\x04\x00" + rand(4) for tag in sorted(rng.sample(range(0x10, 0x17), 2)))
-            data = _wire(_body(1, GENERATE, rng.randrange(1, 0x10000), b"\x01\x02\x00hi" + sampling))
+            data = _wire(_body(2, GENERATE, rng.randrange(1, 0x10000), b"\x01\x02\x00hi" + sampling))
         elif kind < 0.7:
-            data = _wire(_body(rng.choice([1, 1, 1, 0, 2, 255]), rng.randrange(256), rng.randrange(0x10000), rand(rng.randrange(60))))
+            data = _wire(_body(rng.choice([2, 2, 2, 0, 1, 3, 255]), rng.randrange(256), rng.randrange(0x10000), rand(rng.randrange(60))))
         else:  # a request of a real type, with random fields (tag u8 | len u16 | value)
-            fields = b"".join(bytes([rng.choice([1, 2, 3, 0x10, 0x11, 0x16, 0x17, 0x34, rng.randrange(256)])])
+            fields = b"".join(bytes([rng.choice([1, 2, 3, 0x10, 0x11, 0x16, 0x17, 0x18, 0x34, 0x40, 0x41, 0x42, 0x43, rng.randrange(256)])])
                               + struct.pack("<H", n) + rand(n) for n in (rng.randrange(6) for _ in range(rng.randrange(4))))
-            data = _wire(_body(1, rng.choice([GENERATE, 0x04, CANCEL, PING, 0x02, GENERATE | 0x40]), rng.randrange(1, 0x10000), fields))
+            data = _wire(_body(2, rng.choice([GENERATE, 0x04, CANCEL, PING, 0x02, GENERATE | 0x40, 0x06, 0x07, 0x46]), rng.randrange(1, 0x10000), fields))
         line.send(data)
         sent += data
     line.send(b"\x00" + ping(0xBEEF, b"alive"))
@@ -677,7 +699,7 @@ def test_ping_too_large_to_echo_is_refused_and_service_continues(serve) -> None:
     srv, path = serve(FakeModel())
     line = RawLine(path)
     payload = bytes(0 if i % 50 == 0 else 0x61 for i in range(1028))
-    body = bytes([1, PING, 5, 0]) + struct.pack("<H", len(payload)) + payload
+    body = bytes([2, PING, 5, 0]) + struct.pack("<H", len(payload)) + payload
     line.send(_wire(body + struct.pack("<I", zlib.crc32(body))) + ping(6))
     assert line.frames(2) == [error(0, ErrorCode.TOO_LARGE, "payload of 1028 bytes is over the 1024-byte frame limit"),
                               Frame(PONG, 6)]
@@ -756,7 +778,8 @@ def test_client_that_stops_reading_is_dropped_and_served_again(serve) -> None:
     assert got[-1] == Frame(PONG, 2) and all(f.seq == 1 for f in got[:-1])
     model.words = WORDS
     line.send(encode_frame(Frame(GENERATE, 3, messages.encode_generate("again", max_tokens=2))))
-    assert line.frames(3) == [token(3, "The"), token(3, " quick"), done(3, prompt_tokens=1, generated_tokens=2, **STATS, stop_reason="length")]
+    assert line.frames(3) == [token(3, "The"), token(3, " quick"),
+                              done(3, prompt_tokens=1, generated_tokens=2, **STATS, stop_reason="length", finish_reason="length")]
     line.close()
 
 
@@ -853,7 +876,7 @@ def test_streaming_keeps_up_with_a_115200_baud_link(serve) -> None:
     model = FakeModel(words=[" word"] * n)
     srv, path = serve(model)
     assert len(encode_frame(token(1, " word"))) == 18
-    wire = n * 18 + len(encode_frame(done(1, prompt_tokens=1, generated_tokens=n, **STATS, stop_reason="eos")))
+    wire = n * 18 + len(encode_frame(done(1, prompt_tokens=1, generated_tokens=n, **STATS, stop_reason="eos", finish_reason="stop")))
     link_s = wire * 10 / 115200
     with SerialClient(path, timeout=5) as client:
         client.generate("warm", max_tokens=5)
@@ -887,8 +910,10 @@ def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
     monkeypatch.setattr(serve_serial, "SerialServer", Recorded)
     parser = argparse.ArgumentParser(prog="edge-sdk")
     serve_serial.register(parser.add_subparsers())
-    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2", "--max-tokens", "1"])
+    args = parser.parse_args(["serve-serial", "--port", path, "--baud", "57600", "-m", "tiny", "--threads", "2", "--max-tokens", "1",
+                              "--max-constraints", "3"])
     assert (args.port, args.baud, args.model, args.threads, args.backend, args.write_timeout) == (path, 57600, "tiny", 2, "auto", 2.0)
+    assert (args.max_constraints, args.max_constraint_bytes) == (3, 4096)
     rc: list[int] = []
     runner = threading.Thread(target=lambda: rc.append(args.func(args)))
     runner.start()
@@ -900,12 +925,19 @@ def test_cli_serve_serial(pty, monkeypatch, capsys) -> None:
     while len(got) < 2 and time.monotonic() < deadline:
         got += reader.feed(master.read(64))
     # --max-tokens 1: the request for 2 runs with 1, and its DONE says so
-    assert got == [token(1, "The"), done(1, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length", capped_max_tokens=1)]
+    assert got == [token(1, "The"), done(1, prompt_tokens=1, generated_tokens=1, **STATS, stop_reason="length", capped_max_tokens=1,
+                                         finish_reason="length")]
+    master.write(encode_frame(Frame(0x02, 2)))  # INFO: the limits of --max-constraints and the default size
+    got, deadline = [], time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        got += reader.feed(master.read(64))
+    info = messages.decode_info_reply(got[0].payload)
+    assert (info["max_constraints"], info["max_constraint_size"]) == (3, 4096)
     started[0].stop()
     runner.join(5)
     assert rc == [0]
     err = capsys.readouterr().err
-    assert f"[serving fake-words (backend fake, ctx 2048) on {path} at 57600 baud, protocol v1; Ctrl-C to stop]" in err
+    assert f"[serving fake-words (backend fake, ctx 2048) on {path} at 57600 baud, protocol v2; Ctrl-C to stop]" in err
     assert "[served 1 requests (0 cancelled, 0 abandoned); 0 bad frames, 0 read errors, 0 write errors]" in err
 
 
@@ -936,6 +968,9 @@ def test_cli_max_tokens_below_one_fails_before_loading_the_model(monkeypatch) ->
     serve_serial.register(parser.add_subparsers())
     args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty", "--max-tokens", "0"])
     with pytest.raises(InvalidArgumentError, match="^--max-tokens must be >= 1, got 0$"):
+        args.func(args)
+    args = parser.parse_args(["serve-serial", "--port", "/nonexistent/tty", "--max-constraint-bytes", "0"])
+    with pytest.raises(InvalidArgumentError, match="^--max-constraint-bytes must be >= 1, got 0$"):
         args.func(args)
 
 
@@ -1030,6 +1065,6 @@ def test_cli_serves_a_real_tiny_model_until_sigterm(pty, tiny_gguf) -> None:
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert out == ""
-    assert f"on {path} at 115200 baud, protocol v1; Ctrl-C to stop]" in err
+    assert f"on {path} at 115200 baud, protocol v2; Ctrl-C to stop]" in err
     # (A ping sent while the server opened its end could arrive cut; bad-frame counts are not pinned here.)
     assert "[served 1 requests (0 cancelled, 0 abandoned); " in err

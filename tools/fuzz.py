@@ -205,10 +205,19 @@ class SerialTarget:
             again = m.decode_chat(m.encode_chat(got[0], **got[1]))
             if not _same_value(list(again), list(got)):
                 raise Finding(f"CHAT {p.hex()} decodes to {got}, its re-encoding to {again}")
+        reg = expect_clean(lambda: m.decode_register(p))
+        if reg is not None:
+            again = m.decode_register(m.encode_register(reg[0], **{reg[1]: reg[2]}))
+            if again != reg:
+                raise Finding(f"REGISTER {p.hex()} decodes to {reg}, its re-encoding to {again}")
+        cid = expect_clean(lambda: m.decode_unregister(p))
+        if cid is not None and 1 <= cid <= m.MAX_CONSTRAINT_ID and m.decode_unregister(m.encode_unregister(cid)) != cid:
+            raise Finding(f"UNREGISTER {p.hex()} decodes to {cid}, which does not round-trip")
         seq = expect_clean(lambda: m.decode_cancel(p))
         if seq is not None and seq and m.encode_cancel(seq) != p:
             raise Finding(f"CANCEL {p.hex()} decodes to {seq}, which encodes to {m.encode_cancel(seq).hex()}")
-        for decode, encode in ((m.decode_info_reply, m.encode_info_reply), (m.decode_done, m.encode_done)):
+        for decode, encode in ((m.decode_info_reply, m.encode_info_reply), (m.decode_done, m.encode_done),
+                               (m.decode_ack, m.encode_ack)):
             got = expect_clean(lambda: decode(p))
             if got is not None and _finite_sampling(got):
                 again = decode(encode(got))
@@ -591,7 +600,7 @@ def make_seeds() -> None:
     from edge_sdk.model.config import ModelConfig, QuantConfig
     from edge_sdk.export.convert import convert
     from edge_sdk.serial import messages as m
-    from edge_sdk.serial.protocol import CANCEL, CHAT, DONE, ERROR, GENERATE, INFO_REPLY, PING, TOKEN, Frame, encode_frame, split_message
+    from edge_sdk.serial.protocol import ACK, CANCEL, CHAT, DONE, ERROR, GENERATE, INFO_REPLY, PING, REGISTER, TOKEN, UNREGISTER, Frame, encode_frame, split_message
 
     small = dict(n_layers=1, n_heads=2, n_kv_heads=1, max_ctx=64, rope_theta=10000.0, rms_eps=1e-5)
     gdir = CORPUS / "gguf"
@@ -621,10 +630,20 @@ def make_seeds() -> None:
         "chat_fragmented": split_message(CHAT, 3, m.encode_chat([{"role": "user", "content": "x" * 1100}], top_k=4)),
         "cancel": encode_frame(Frame(CANCEL, 4, m.encode_cancel(2))),
         "replies": b"".join(encode_frame(Frame(t, 2, p)) for t, p in (
-            (INFO_REPLY, m.encode_info_reply({"name": "tiny", "ctx": 64, "backend": "numpy", "protocol_version": 1, "max_payload": 1024})),
+            (INFO_REPLY, m.encode_info_reply({"name": "tiny", "ctx": 64, "backend": "numpy", "protocol_version": 2, "max_payload": 1024})),
             (TOKEN, "é".encode()), (DONE, m.encode_done({"prompt_tokens": 3, "generated_tokens": 8, "decode_tok_s": 12.5, "stop_reason": "length"})),
             (ERROR, m.encode_error(8, "busy")))),
         "noise_then_frame": bytes(np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8)) + encode_frame(Frame(PING, 5)),
+        "constraints": b"".join((
+            split_message(REGISTER, 6, m.encode_register(1, choices=["forward", "back", "stop"])),
+            split_message(REGISTER, 7, m.encode_register(2, json_schema={"type": "object", "properties": {
+                "paint": {"enum": [f"colour-{i:03d}" for i in range(100)]}}})),
+            split_message(REGISTER, 8, m.encode_register(3, regex="[0-9]{1,3}")),
+            encode_frame(Frame(UNREGISTER, 9, m.encode_unregister(3))),
+            encode_frame(Frame(GENERATE, 10, m.encode_generate("Go", max_tokens=8, constraint=1))),
+            encode_frame(Frame(ACK, 6, m.encode_ack({"constraint": 1, "constraints_held": 1}))),
+            encode_frame(Frame(DONE, 10, m.encode_done({"generated_tokens": 2, "stop_reason": "eos", "finish_reason": "stop",
+                                                        "constraint": "satisfied"}))))),
     }
     for name, data in serial_seeds.items():
         (sdir / name).write_bytes(data)

@@ -19,6 +19,7 @@ import serial
 
 from ..errors import InvalidArgumentError, ProtocolError
 from ..serial import PROTOCOL_VERSION, SerialServer
+from ..serial.registry import MAX_CONSTRAINT_SIZE, MAX_CONSTRAINTS
 from .common import add_model_args, load_from_args
 
 
@@ -31,6 +32,9 @@ def cmd(a: argparse.Namespace) -> int:
         log.setLevel(logging.INFO)
     if a.max_tokens is not None and a.max_tokens < 1:
         raise InvalidArgumentError(f"--max-tokens must be >= 1, got {a.max_tokens}")
+    for flag, v in (("--max-constraints", a.max_constraints), ("--max-constraint-bytes", a.max_constraint_bytes)):
+        if v < 1:
+            raise InvalidArgumentError(f"{flag} must be >= 1, got {v}")
     # Open the port before the (slow) model load, so a wrong --port fails at once.
     try:
         port = serial.serial_for_url(a.port, baudrate=a.baud)
@@ -50,7 +54,8 @@ def cmd(a: argparse.Namespace) -> int:
 
 
 def _serve(model: object, port: serial.SerialBase, a: argparse.Namespace) -> None:
-    server = SerialServer(model, port, a.baud, write_timeout=a.write_timeout, max_tokens=a.max_tokens)  # type: ignore[arg-type]
+    server = SerialServer(model, port, a.baud, write_timeout=a.write_timeout, max_tokens=a.max_tokens,  # type: ignore[arg-type]
+                          max_constraints=a.max_constraints, max_constraint_size=a.max_constraint_bytes)
     info = server.model.info()
     print(
         f"[serving {info.get('name')} (backend {info.get('backend')}, ctx {info.get('ctx')}) on {a.port} "
@@ -90,5 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-tokens", type=int, default=None,
         help="most tokens one request may generate; a request asking for more runs with this many "
              "(default: what the context has room for)")
+    p.add_argument("--max-constraints", type=int, default=MAX_CONSTRAINTS,
+                   help=f"constraints (REGISTER) one line may hold at once (default {MAX_CONSTRAINTS})")
+    p.add_argument("--max-constraint-bytes", type=int, default=MAX_CONSTRAINT_SIZE,
+                   help=f"bytes of text one registered constraint may have (default {MAX_CONSTRAINT_SIZE})")
     add_model_args(p)
     p.set_defaults(func=cmd)

@@ -9,6 +9,11 @@ frame is taken, and a reply that never comes ends with the client's timeout
 error. Both are counted in `stats`. `cancel()` may be called from another
 thread while a `stream()` is being read; the stream then ends with the
 server's DONE.
+
+Constraints are registered once by id (`register_schema`, `register_choices`,
+`register_regex`, `register_grammar`) and named by a request
+(`generate(..., constraint=id)`); its text is a complete, valid answer only
+when `last_stats["finish_reason"] == "stop"`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import serial
 
 from ..errors import InvalidArgumentError, ProtocolError
 from . import messages
-from .protocol import CANCEL, CHAT, DONE, ERROR, GENERATE, INFO, INFO_REPLY, NO_SEQ, PING, PONG, PROTOCOL_VERSION, RESPONSE_TYPES, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, split_message, type_name
+from .protocol import ACK, CANCEL, CHAT, DONE, ERROR, GENERATE, INFO, INFO_REPLY, NO_SEQ, PING, PONG, PROTOCOL_VERSION, REGISTER, RESPONSE_TYPES, TOKEN, UNREGISTER, ErrorCode, Frame, FrameFault, FrameReader, split_message, type_name
 
 
 class RemoteError(ProtocolError):
@@ -67,6 +72,9 @@ class SerialClient:
         ...     for piece in c.stream("Say hi.", max_tokens=16, temperature=0):
         ...         print(piece, end="")
         ...     c.last_stats["stop_reason"]
+        ...     c.register_choices(1, ["forward", "back", "stop"])
+        ...     action = c.generate("Obstacle ahead. Action:", constraint=1, temperature=0)
+        ...     valid = c.last_stats["finish_reason"] == "stop"
     """
 
     def __init__(self, port: str | serial.SerialBase, baud: int = 115200, timeout: float = 10.0) -> None:
@@ -114,12 +122,48 @@ class SerialClient:
         return time.perf_counter() - t0
 
     def info(self) -> dict[str, Any]:
-        """`{"name", "ctx", "backend", "protocol_version", "max_payload"}` of the server."""
+        """`{"name", "ctx", "backend", "protocol_version", "max_payload", "max_constraints",
+        "max_constraint_size"}` of the server."""
         seq = self._request(INFO, b"")
         return messages.decode_info_reply(self._expect(seq, INFO, (INFO_REPLY,), unattributed=True).payload)
 
+    # ------------------------------------------------------ constraints
+
+    def register_schema(self, constraint_id: int, schema: Mapping[str, Any] | str) -> dict[str, Any]:
+        """Register a JSON Schema (a dict, or its JSON text) under `constraint_id` (1..255); the server
+        compiles it now. Returns the ACK, `{"constraint": id, "constraints_held": n}`; a schema the server
+        refuses raises RemoteError (BAD_CONSTRAINT, CONSTRAINT_LIMIT, UNSUPPORTED)."""
+        return self._register(constraint_id, json_schema=schema)
+
+    def register_choices(self, constraint_id: int, choices: Sequence[str]) -> dict[str, Any]:
+        """Register a list of strings: a reply under it is exactly one of them."""
+        return self._register(constraint_id, choices=choices)
+
+    def register_regex(self, constraint_id: int, regex: str) -> dict[str, Any]:
+        """Register a regex: a reply under it matches it whole."""
+        return self._register(constraint_id, regex=regex)
+
+    def register_grammar(self, constraint_id: int, grammar: str) -> dict[str, Any]:
+        """Register a Lark grammar (llguidance's dialect, see `edge_sdk.generate.constraints`)."""
+        return self._register(constraint_id, grammar=grammar)
+
+    def unregister(self, constraint_id: int | None = None) -> dict[str, Any]:
+        """Drop one registered constraint, or all of them (None); returns the ACK."""
+        seq = self._request(UNREGISTER, messages.encode_unregister(constraint_id))
+        return messages.decode_ack(self._expect(seq, UNREGISTER, (ACK,), unattributed=True).payload)
+
+    def _register(self, constraint_id: int, **constraint: Any) -> dict[str, Any]:
+        payload = messages.encode_register(constraint_id, **constraint)
+        seq = self._request(REGISTER, payload)
+        return messages.decode_ack(self._expect(seq, REGISTER, (ACK,), unattributed=True).payload)
+
+    # ------------------------------------------------------- generation
+
     def generate(self, prompt: str, **sampling: Any) -> str:
-        """Whole completion of `prompt`; `last_stats` holds the DONE statistics."""
+        """Whole completion of `prompt`; `last_stats` holds the DONE statistics.
+
+        `constraint=id` names a registered constraint; the text is then a complete answer exactly when
+        `last_stats["finish_reason"] == "stop"` ("length": cut short by max_tokens or the context)."""
         return "".join(self.stream(prompt, **sampling))
 
     def chat(self, messages_: Sequence[Mapping[str, str]], **sampling: Any) -> str:

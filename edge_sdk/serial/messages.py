@@ -10,6 +10,11 @@ skips tags it does not know, so later servers can add statistics.
 TOKEN payloads are bare UTF-8 text, PONG echoes the PING payload, CANCEL is
 the u16 LE seq to cancel and ERROR is `code u16 LE | message UTF-8`.
 
+REGISTER carries a constraint id and one constraint (a JSON Schema as JSON
+text, choices, a regex or a Lark grammar); a GENERATE or CHAT names the id in
+its CONSTRAINT field. The decoders here check only the layout: whether the
+engine accepts the constraint is the server's question (`server.py`).
+
     >>> p = encode_generate("Hi", max_tokens=8, temperature=0.7)
     >>> p.hex(" ")
     '01 02 00 48 69 10 04 00 08 00 00 00 11 04 00 33 33 33 3f'
@@ -19,6 +24,7 @@ the u16 LE seq to cancel and ERROR is `code u16 LE | message UTF-8`.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,17 +49,27 @@ class Tag(IntEnum):
     REPETITION_PENALTY = 0x15
     SEED = 0x16
     STOP = 0x17
+    CONSTRAINT = 0x18
     MODEL = 0x20
     CONTEXT = 0x21
     BACKEND = 0x22
     PROTOCOL_VERSION = 0x23
     MAX_PAYLOAD = 0x24
+    MAX_CONSTRAINTS = 0x25
+    MAX_CONSTRAINT_SIZE = 0x26
     PROMPT_TOKENS = 0x30
     GENERATED_TOKENS = 0x31
     PREFILL_TOK_S = 0x32
     DECODE_TOK_S = 0x33
     STOP_REASON = 0x34
     CAPPED_MAX_TOKENS = 0x35
+    FINISH_REASON = 0x36
+    CONSTRAINT_STATE = 0x37
+    JSON_SCHEMA = 0x40
+    CHOICE = 0x41
+    REGEX = 0x42
+    GRAMMAR = 0x43
+    CONSTRAINTS_HELD = 0x44
 
 
 U32, F32, TEXT = "u32", "f32", "text"
@@ -70,12 +86,16 @@ SAMPLING_FIELDS: dict[str, tuple[Tag, str]] = {
     "seed": (Tag.SEED, U32),
     "stop": (Tag.STOP, TEXT),
 }
+# GENERATE and CHAT: the sampling fields and the id of a registered constraint.
+REQUEST_FIELDS: dict[str, tuple[Tag, str]] = {**SAMPLING_FIELDS, "constraint": (Tag.CONSTRAINT, U32)}
 INFO_FIELDS: dict[str, tuple[Tag, str]] = {
     "name": (Tag.MODEL, TEXT),
     "ctx": (Tag.CONTEXT, U32),
     "backend": (Tag.BACKEND, TEXT),
     "protocol_version": (Tag.PROTOCOL_VERSION, U32),
     "max_payload": (Tag.MAX_PAYLOAD, U32),
+    "max_constraints": (Tag.MAX_CONSTRAINTS, U32),
+    "max_constraint_size": (Tag.MAX_CONSTRAINT_SIZE, U32),
 }
 DONE_FIELDS: dict[str, tuple[Tag, str]] = {
     "prompt_tokens": (Tag.PROMPT_TOKENS, U32),
@@ -84,7 +104,22 @@ DONE_FIELDS: dict[str, tuple[Tag, str]] = {
     "decode_tok_s": (Tag.DECODE_TOK_S, F32),
     "stop_reason": (Tag.STOP_REASON, TEXT),
     "capped_max_tokens": (Tag.CAPPED_MAX_TOKENS, U32),
+    "finish_reason": (Tag.FINISH_REASON, TEXT),
+    "constraint": (Tag.CONSTRAINT_STATE, TEXT),
 }
+ACK_FIELDS: dict[str, tuple[Tag, str]] = {
+    "constraint": (Tag.CONSTRAINT, U32),
+    "constraints_held": (Tag.CONSTRAINTS_HELD, U32),
+}
+# REGISTER: the constraint kinds, by the keyword `Model.generate` takes for them (JSON_SCHEMA is sent as
+# the schema's JSON text and becomes a json_schema response_format on the server).
+CONSTRAINT_KINDS: dict[str, Tag] = {
+    "json_schema": Tag.JSON_SCHEMA,
+    "choices": Tag.CHOICE,
+    "regex": Tag.REGEX,
+    "grammar": Tag.GRAMMAR,
+}
+MAX_CONSTRAINT_ID = 255  # ids are 1..255: a byte on a microcontroller; 0 is never an id
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -205,17 +240,23 @@ def _decode_fields(
 
 
 def encode_sampling(**sampling: Any) -> bytes:
-    """Sampling fields only; None means "the model's default" and is left out."""
-    return _encode_fields(SAMPLING_FIELDS, sampling)
+    """Sampling fields and `constraint` (a registered id); None means "the model's default" (no constraint)
+    and is left out."""
+    return _encode_fields(REQUEST_FIELDS, sampling)
 
 
 def encode_generate(prompt: str, **sampling: Any) -> bytes:
-    """GENERATE payload: PROMPT then sampling fields."""
+    """GENERATE payload: PROMPT, then sampling fields, then CONSTRAINT.
+
+    >>> encode_generate("Go", max_tokens=4, constraint=3).hex(" ")
+    '01 02 00 47 6f 10 04 00 04 00 00 00 18 04 00 03 00 00 00'
+    """
     return _field(Tag.PROMPT, _value("prompt", TEXT, prompt)) + encode_sampling(**sampling)
 
 
 def decode_generate(payload: bytes) -> tuple[str, dict[str, Any]]:
-    """`(prompt, sampling)`; ProtocolError on anything a server must refuse."""
+    """`(prompt, options)`: the sampling fields and `constraint` when given; ProtocolError on anything a
+    server must refuse."""
     prompt: str | None = None
     rest = []
     for tag, raw in iter_fields(payload):
@@ -227,11 +268,11 @@ def decode_generate(payload: bytes) -> tuple[str, dict[str, Any]]:
             rest.append((tag, raw))
     if prompt is None:
         raise ProtocolError("GENERATE has no prompt field (0x01)")
-    return prompt, _decode_fields(SAMPLING_FIELDS, rest, strict=True)
+    return prompt, _decode_fields(REQUEST_FIELDS, rest, strict=True)
 
 
 def encode_chat(messages: Sequence[Mapping[str, str]], **sampling: Any) -> bytes:
-    """CHAT payload: ROLE/CONTENT pairs in order, then sampling fields.
+    """CHAT payload: ROLE/CONTENT pairs in order, then sampling fields, then CONSTRAINT.
 
     >>> encode_chat([{"role": "user", "content": "Hi"}]).hex(" ")
     '02 04 00 75 73 65 72 03 02 00 48 69'
@@ -268,7 +309,7 @@ def decode_chat(payload: bytes) -> tuple[list[dict[str, str]], dict[str, Any]]:
         raise ProtocolError(f"CHAT role {role!r} has no content field")
     if not messages:
         raise ProtocolError("CHAT has no messages")
-    return messages, _decode_fields(SAMPLING_FIELDS, rest, strict=True)
+    return messages, _decode_fields(REQUEST_FIELDS, rest, strict=True)
 
 
 def encode_cancel(target_seq: int) -> bytes:
@@ -284,11 +325,93 @@ def decode_cancel(payload: bytes) -> int:
     return _U16.unpack(payload)[0]
 
 
+def _check_id(constraint_id: Any) -> int:
+    if isinstance(constraint_id, bool) or not isinstance(constraint_id, int):
+        raise TypeError(f"a constraint id must be an int, got {type(constraint_id).__name__}")
+    if not 1 <= constraint_id <= MAX_CONSTRAINT_ID:
+        raise InvalidArgumentError(f"constraint id {constraint_id} is outside 1..{MAX_CONSTRAINT_ID}")
+    return constraint_id
+
+
+def encode_register(constraint_id: int, *, json_schema: Any = None, choices: Sequence[str] | None = None,
+                    regex: str | None = None, grammar: str | None = None) -> bytes:
+    """REGISTER payload: CONSTRAINT (the id), then one constraint; `json_schema` is a schema (a dict, sent as
+    compact JSON) or its JSON text, `choices` a list of strings (one CHOICE field each).
+
+    >>> encode_register(1, choices=["left", "right"]).hex(" ")
+    '18 04 00 01 00 00 00 41 04 00 6c 65 66 74 41 05 00 72 69 67 68 74'
+    """
+    given = {k: v for k, v in (("json_schema", json_schema), ("choices", choices), ("regex", regex),
+                               ("grammar", grammar)) if v is not None}
+    if len(given) != 1:
+        raise InvalidArgumentError(f"REGISTER takes one constraint (json_schema, choices, regex or grammar), got "
+                                   f"{', '.join(given) or 'none'}")
+    ((kind, value),) = given.items()
+    out = bytearray(_field(Tag.CONSTRAINT, _value("constraint", U32, _check_id(constraint_id))))
+    if kind == "json_schema" and not isinstance(value, str):
+        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if kind == "choices":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"choices must be a list of strings, got {type(value).__name__}")
+        if not value:
+            raise InvalidArgumentError("choices is empty: give at least one string")
+        for c in value:
+            out += _field(Tag.CHOICE, _value("choices", TEXT, c))
+    else:
+        out += _field(CONSTRAINT_KINDS[kind], _value(kind, TEXT, value))
+    return bytes(out)
+
+
+def decode_register(payload: bytes) -> tuple[int, str, str | list[str]]:
+    """`(constraint_id, kind, value)`: kind is a key of CONSTRAINT_KINDS, value the JSON text, the regex,
+    the grammar or the list of choices. ProtocolError on a layout a server must refuse (no id, an id out of
+    range, no constraint or two kinds, an unknown tag); what the engine makes of the value is not checked."""
+    by_tag = {tag: kind for kind, tag in CONSTRAINT_KINDS.items()}
+    cid: int | None = None
+    kind: str | None = None
+    values: list[str] = []
+    for tag, raw in iter_fields(payload):
+        if tag == Tag.CONSTRAINT:
+            if cid is not None:
+                raise ProtocolError("field constraint (0x18) appears twice")
+            cid = _parse(U32, tag, raw)
+            continue
+        if tag not in by_tag:
+            raise ProtocolError(f"unknown field tag 0x{tag:02x}")
+        if kind is not None and (by_tag[tag] != kind or kind != "choices"):
+            raise ProtocolError(f"REGISTER gives {kind} (0x{CONSTRAINT_KINDS[kind]:02x}) and {by_tag[tag]} "
+                                f"(0x{tag:02x}): register one constraint per id")
+        kind = by_tag[tag]
+        values.append(_parse(TEXT, tag, raw))
+    if cid is None:
+        raise ProtocolError("REGISTER has no constraint field (0x18): the id to register under")
+    if not 1 <= cid <= MAX_CONSTRAINT_ID:
+        raise ProtocolError(f"constraint id {cid} is outside 1..{MAX_CONSTRAINT_ID}")
+    if kind is None:
+        raise ProtocolError(f"REGISTER of constraint {cid} gives no constraint: one of json_schema (0x40), "
+                            "choice (0x41, repeated), regex (0x42) or grammar (0x43)")
+    return cid, kind, values if kind == "choices" else values[0]
+
+
+def encode_unregister(constraint_id: int | None = None) -> bytes:
+    """UNREGISTER payload: CONSTRAINT, or nothing to drop every constraint of the line."""
+    if constraint_id is None:
+        return b""
+    return _field(Tag.CONSTRAINT, _value("constraint", U32, _check_id(constraint_id)))
+
+
+def decode_unregister(payload: bytes) -> int | None:
+    """The id to drop, or None for all of them."""
+    got = _decode_fields({"constraint": (Tag.CONSTRAINT, U32)}, list(iter_fields(payload)), strict=True)
+    return got.get("constraint")
+
+
 # ------------------------------------------------------------- responses
 
 
 def encode_info_reply(info: Mapping[str, Any]) -> bytes:
-    """INFO_REPLY payload from `{"name", "ctx", "backend", "protocol_version", "max_payload"}`."""
+    """INFO_REPLY payload from `{"name", "ctx", "backend", "protocol_version", "max_payload", "max_constraints",
+    "max_constraint_size"}` (other keys are ignored)."""
     return _encode_fields(INFO_FIELDS, {k: v for k, v in info.items() if k in INFO_FIELDS})
 
 
@@ -303,6 +426,15 @@ def encode_done(stats: Mapping[str, Any]) -> bytes:
 
 def decode_done(payload: bytes) -> dict[str, Any]:
     return _decode_fields(DONE_FIELDS, list(iter_fields(payload)), strict=False)
+
+
+def encode_ack(ack: Mapping[str, Any]) -> bytes:
+    """ACK payload from `{"constraint": id (absent after dropping all), "constraints_held": n}`."""
+    return _encode_fields(ACK_FIELDS, ack)
+
+
+def decode_ack(payload: bytes) -> dict[str, Any]:
+    return _decode_fields(ACK_FIELDS, list(iter_fields(payload)), strict=False)
 
 
 def encode_error(code: int, message: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Frames of the edge_sdk serial protocol (version 1): layout, CRC, framing.
+"""Frames of the edge_sdk serial protocol (version 2): layout, CRC, framing.
 
 A frame on the line is
 
@@ -16,9 +16,9 @@ module is its reference implementation and `messages.py` holds the payloads.
 
     >>> wire = encode_frame(Frame(PING, 1))
     >>> wire.hex(" ")
-    '00 04 01 01 01 01 01 05 d3 3c 42 ff 00'
+    '00 04 02 01 01 01 01 05 7d 4e d6 79 00'
     >>> FrameReader().feed(wire)
-    [Frame(type=1, seq=1, payload=b'', version=1)]
+    [Frame(type=1, seq=1, payload=b'', version=2)]
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ from . import cobs
 
 # ---------------------------------------------------------------- constants
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# Versions whose ERROR frame has this layout (code u16 | message): a request in one of them is told
+# BAD_VERSION in its own version, so an older client reads the code and message instead of only
+# seeing a reply of a version it does not speak.
+ERROR_COMPATIBLE_VERSIONS = frozenset({1, 2})
 HEADER_SIZE = 6
 CRC_SIZE = 4
 MAX_PAYLOAD = 1024
@@ -60,31 +64,37 @@ INFO = 0x02
 GENERATE = 0x03
 CHAT = 0x04
 CANCEL = 0x05
+REGISTER = 0x06
+UNREGISTER = 0x07
 # Responses (server -> client).
 PONG = 0x81
 INFO_REPLY = 0x82
 TOKEN = 0x83
 DONE = 0x84
 ERROR = 0x85
+ACK = 0x86
 
-# Set on every frame of a GENERATE or CHAT message but the last: the payload
+# Set on every frame of a GENERATE, CHAT or REGISTER message but the last: the payload
 # continues in the next frame, which has the same seq and base type.
 FLAG_MORE = 0x40
 
-REQUEST_TYPES = frozenset({PING, INFO, GENERATE, CHAT, CANCEL})
-RESPONSE_TYPES = frozenset({PONG, INFO_REPLY, TOKEN, DONE, ERROR})
-FRAGMENTABLE_TYPES = frozenset({GENERATE, CHAT})
+REQUEST_TYPES = frozenset({PING, INFO, GENERATE, CHAT, CANCEL, REGISTER, UNREGISTER})
+RESPONSE_TYPES = frozenset({PONG, INFO_REPLY, TOKEN, DONE, ERROR, ACK})
+FRAGMENTABLE_TYPES = frozenset({GENERATE, CHAT, REGISTER})
 TYPE_NAMES = {
     PING: "PING",
     INFO: "INFO",
     GENERATE: "GENERATE",
     CHAT: "CHAT",
     CANCEL: "CANCEL",
+    REGISTER: "REGISTER",
+    UNREGISTER: "UNREGISTER",
     PONG: "PONG",
     INFO_REPLY: "INFO_REPLY",
     TOKEN: "TOKEN",
     DONE: "DONE",
     ERROR: "ERROR",
+    ACK: "ACK",
 }
 
 
@@ -103,6 +113,10 @@ class ErrorCode(IntEnum):
     MODEL_ERROR = 10  # the model refused the request (e.g. prompt too long)
     INTERNAL = 11  # unexpected failure in the server; it keeps serving
     BAD_SEQ = 12  # a request used the reserved seq 0
+    BAD_CONSTRAINT = 13  # REGISTER: the engine refused the constraint (bad schema, empty/repeated choice, ...)
+    UNKNOWN_CONSTRAINT = 14  # GENERATE/CHAT/UNREGISTER: no constraint is registered under that id
+    CONSTRAINT_LIMIT = 15  # REGISTER: the line holds the most constraints, or the constraint is too large
+    UNSUPPORTED = 16  # REGISTER: this server cannot apply constraints (no engine, or a model without them)
 
 
 def type_name(t: int) -> str:
@@ -184,7 +198,7 @@ class FrameReader:
 
         >>> r = FrameReader()
         >>> r.feed(b"garbage" + encode_frame(Frame(PING, 3)))
-        [FrameFault(code=<ErrorCode.BAD_FRAME: 1>, detail='COBS: group at offset 0 needs 102 bytes, only 6 left'), Frame(type=1, seq=3, payload=b'', version=1)]
+        [FrameFault(code=<ErrorCode.BAD_FRAME: 1>, detail='COBS: group at offset 0 needs 102 bytes, only 6 left'), Frame(type=1, seq=3, payload=b'', version=2)]
     """
 
     def __init__(self, max_encoded: int = MAX_ENCODED) -> None:
@@ -242,11 +256,12 @@ class Message:
 
 @dataclass(frozen=True)
 class MessageFault:
-    """A frame that decoded but cannot be served; `seq` is the frame's own."""
+    """A frame that decoded but cannot be served; `seq` is the frame's own, `version` the one to answer in."""
 
     code: ErrorCode
     seq: int
     detail: str
+    version: int = PROTOCOL_VERSION
 
 
 def split_message(msg_type: int, seq: int, payload: bytes) -> bytes:
@@ -298,7 +313,8 @@ class RequestAssembler:
         if self._partial is not None and self._partial != (base, frame.seq):
             self._abandon(out, f"interrupted by {type_name(frame.type)} seq {frame.seq}")
         if frame.version != PROTOCOL_VERSION:
-            out.append(MessageFault(ErrorCode.BAD_VERSION, frame.seq, f"protocol version {frame.version} is not supported; this server speaks {PROTOCOL_VERSION}"))
+            answer_in = frame.version if frame.version in ERROR_COMPATIBLE_VERSIONS else PROTOCOL_VERSION
+            out.append(MessageFault(ErrorCode.BAD_VERSION, frame.seq, f"protocol version {frame.version} is not supported; this server speaks {PROTOCOL_VERSION}", answer_in))
             return out
         if base not in REQUEST_TYPES:
             out.append(MessageFault(ErrorCode.UNKNOWN_TYPE, frame.seq, f"frame type {type_name(frame.type)} is not a request"))

@@ -7,6 +7,11 @@ streams, it looks at the queue after every token, so a CANCEL stops the stream
 within one token, a PING is answered between tokens, and a second GENERATE is
 refused as BUSY. Only the serving thread writes to the port.
 
+A board may register constraints (REGISTER: an id and a JSON Schema, choices, a
+regex or a Lark grammar; `registry.py`) and name them in a GENERATE or CHAT:
+the reply is then always valid, and its DONE says whether the constraint was
+completed (finish_reason "stop") or the reply was cut short ("length").
+
 Nothing on the line can stop the server: a fault becomes an ERROR frame (with
 seq 0 when the frame's seq cannot be trusted; faults that arrive while one is
 still waiting to be answered are counted into that one's ERROR, so line noise
@@ -30,13 +35,20 @@ from typing import Any, Protocol
 import serial
 
 from ..errors import EdgeSDKError, InvalidArgumentError, ProtocolError
+from ..generate.generator import GenerationStats
 from ..generate.sampling import SamplingParams
 from . import messages
-from .protocol import CANCEL, DONE, ERROR, GENERATE, INFO, INFO_REPLY, MAX_MESSAGE, MAX_PAYLOAD, NO_SEQ, PING, PONG, PROTOCOL_VERSION, TOKEN, ErrorCode, Frame, FrameFault, FrameReader, Message, MessageFault, RequestAssembler, encode_frame
+from .protocol import ACK, CANCEL, DONE, ERROR, GENERATE, INFO, INFO_REPLY, MAX_MESSAGE, MAX_PAYLOAD, NO_SEQ, PING, PONG, PROTOCOL_VERSION, REGISTER, TOKEN, UNREGISTER, ErrorCode, Frame, FrameFault, FrameReader, Message, MessageFault, RequestAssembler, encode_frame
+from .registry import MAX_CONSTRAINT_SIZE, MAX_CONSTRAINTS, ConstraintRegistry, Refused
 
 log = logging.getLogger("edge_sdk.serial")
 
-Event = Message | MessageFault | FrameFault
+
+class _LineBack:
+    """The port is readable again after failing reads: a new peer, whose line holds no constraints yet."""
+
+
+Event = Message | MessageFault | FrameFault | _LineBack
 
 
 class StreamingModel(Protocol):
@@ -45,6 +57,9 @@ class StreamingModel(Protocol):
     `tokenize` and `chat_prompt` count a request's prompt tokens the way
     `stream` and `chat_stream` do, so that its max_tokens can be capped at
     what the context has room for; `info()["ctx"]` is the context length.
+    `compile_constraint` (optional: without it REGISTER is UNSUPPORTED) checks
+    and compiles a constraint given as `stream` takes it (`choices=`, `regex=`,
+    `grammar=`, `response_format=`), raising InvalidArgumentError for a bad one.
     """
 
     last_stats: dict[str, Any]
@@ -84,13 +99,17 @@ class SerialServer:
     generate here). A capped request's DONE carries `capped_max_tokens`, the
     value it ran with.
 
+    A line holds at most `max_constraints` registered constraints of at most
+    `max_constraint_size` bytes each (INFO reports both).
+
         >>> model = edge_sdk.load("SmolLM2-135M-Instruct")        # doctest: +SKIP
         >>> with SerialServer(model, "/dev/ttyAMA0", 115200) as srv:  # doctest: +SKIP
         ...     srv.serve_forever()   # until Ctrl-C or srv.stop() from another thread
 
     `stats` counts what happened: frames_in, frames_out, ignored (response
     frames received: an echo or another server), faults, bytes_in,
-    discarded_bytes, read_errors, write_errors, requests, cancelled, aborted.
+    discarded_bytes, read_errors, write_errors, requests, cancelled, aborted,
+    registered (REGISTERs that took effect).
     """
 
     def __init__(
@@ -104,12 +123,15 @@ class SerialServer:
         max_tokens: int | None = None,
         poll_s: float = 0.05,
         retry_s: float = 0.2,
+        max_constraints: int = MAX_CONSTRAINTS,
+        max_constraint_size: int = MAX_CONSTRAINT_SIZE,
     ) -> None:
         if write_timeout <= 0 or poll_s <= 0 or retry_s <= 0:
             raise InvalidArgumentError("write_timeout, poll_s and retry_s must be positive")
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
             raise InvalidArgumentError(f"max_tokens must be an int >= 1 (or None for no limit but the context), got {max_tokens!r}")
         self._max_tokens = max_tokens
+        self._registry = ConstraintRegistry(max_constraints, max_constraint_size)
         self.model = model
         self._owned = isinstance(port, str)
         if isinstance(port, str):
@@ -144,6 +166,7 @@ class SerialServer:
                 "requests",
                 "cancelled",
                 "aborted",
+                "registered",
             ),
             0,
         )
@@ -224,6 +247,7 @@ class SerialServer:
             if failing and data:
                 log.info("serial port readable again")
                 failing = False
+                self._events.put(_LineBack())
             if not data:
                 continue
             self.stats["bytes_in"] += len(data)
@@ -271,7 +295,12 @@ class SerialServer:
             self._reply(ERROR, NO_SEQ, messages.encode_error(event.code, detail))
             return
         if isinstance(event, MessageFault):
-            self._reply(ERROR, event.seq, messages.encode_error(event.code, event.detail))
+            self._reply(ERROR, event.seq, messages.encode_error(event.code, event.detail), event.version)
+            return
+        if isinstance(event, _LineBack):
+            if len(self._registry):
+                log.info("line came back: dropping its %d registered constraint(s)", len(self._registry))
+            self._registry.clear()
             return
         if event.type == PING:
             self._reply(PONG, event.seq, event.payload)
@@ -279,13 +308,40 @@ class SerialServer:
             self._reply_info(event.seq)
         elif event.type == CANCEL:
             self._cancel(event, active)
-        elif active is not None:
+        elif active is not None:  # GENERATE, CHAT, REGISTER, UNREGISTER (a compile would stall the stream)
             self._reply(ERROR, event.seq, messages.encode_error(ErrorCode.BUSY, f"busy: request {active.seq} is streaming"))
+        elif event.type in (REGISTER, UNREGISTER):
+            self._constraint_request(event)
         else:
             try:
                 self._serve_stream(event)
             finally:
                 self._active = None
+
+    def _constraint_request(self, req: Message) -> None:
+        """REGISTER or UNREGISTER: ACK with the constraints the line holds now, or ERROR."""
+        try:
+            if req.type == REGISTER:
+                cid, kind, value = messages.decode_register(req.payload)
+            else:
+                cid = messages.decode_unregister(req.payload)
+        except ProtocolError as e:
+            self._reply(ERROR, req.seq, messages.encode_error(ErrorCode.BAD_PAYLOAD, str(e)))
+            return
+        try:
+            if req.type == REGISTER:
+                self._registry.register(self.model, cid, kind, value)
+                self.stats["registered"] += 1
+            else:
+                self._registry.unregister(cid)
+        except Refused as e:
+            self._reply(ERROR, req.seq, messages.encode_error(e.code, e.message))
+            return
+        except Exception as e:  # noqa: BLE001 - a broken model must not stop the server
+            log.exception("REGISTER %s failed", cid)
+            self._reply(ERROR, req.seq, messages.encode_error(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+            return
+        self._reply(ACK, req.seq, messages.encode_ack({"constraint": cid, "constraints_held": len(self._registry)}))
 
     def _cancel(self, event: Message, active: _Active | None) -> None:
         try:
@@ -305,7 +361,8 @@ class SerialServer:
             log.exception("model.info() failed")
             self._reply(ERROR, seq, messages.encode_error(ErrorCode.INTERNAL, f"info failed: {type(e).__name__}: {e}"))
             return
-        info.update(protocol_version=PROTOCOL_VERSION, max_payload=MAX_PAYLOAD)
+        info.update(protocol_version=PROTOCOL_VERSION, max_payload=MAX_PAYLOAD,
+                    max_constraints=self._registry.max_constraints, max_constraint_size=self._registry.max_size)
         self._reply(INFO_REPLY, seq, messages.encode_info_reply(info))
 
     def _serve_stream(self, req: Message) -> None:
@@ -318,6 +375,14 @@ class SerialServer:
         except ProtocolError as e:
             self._reply(ERROR, seq, messages.encode_error(ErrorCode.BAD_PAYLOAD, str(e)))
             return
+        cid = sampling.pop("constraint", None)
+        constrained = cid is not None
+        if constrained:
+            try:
+                sampling.update(self._registry.lookup(cid))
+            except Refused as e:
+                self._reply(ERROR, seq, messages.encode_error(e.code, e.message))
+                return
         self.stats["requests"] += 1
         before = getattr(self.model, "last_stats", None)
         before_copy = dict(before) if isinstance(before, dict) else None
@@ -365,6 +430,11 @@ class SerialServer:
         stats = self._final_stats(before, before_copy, pieces, time.perf_counter() - t0)
         if reason != "stop" or "stop_reason" not in stats:
             stats["stop_reason"] = reason
+        # One rule for every DONE: "stop" only when the text ended and its constraint is complete.
+        # A model that does not say how far the constraint got counts as not having completed it.
+        state = (stats.get("constraint") or "incomplete") if constrained else None
+        stats["finish_reason"] = GenerationStats(stop_reason=stats["stop_reason"], constraint=state).finish_reason
+        stats["constraint"] = state
         if capped is not None:
             stats["capped_max_tokens"] = capped
         self._reply(DONE, seq, messages.encode_done(stats))
@@ -418,8 +488,8 @@ class SerialServer:
 
     # -------------------------------------------------------------- writing
 
-    def _send(self, ftype: int, seq: int, payload: bytes) -> None:
-        wire = encode_frame(Frame(ftype, seq, payload))
+    def _send(self, ftype: int, seq: int, payload: bytes, version: int = PROTOCOL_VERSION) -> None:
+        wire = encode_frame(Frame(ftype, seq, payload, version))
         try:
             self._port.write(wire)
         except (serial.SerialException, OSError) as e:
@@ -428,9 +498,9 @@ class SerialServer:
             raise _LinkDown(f"{type(e).__name__}: {e}") from e
         self.stats["frames_out"] += 1
 
-    def _reply(self, ftype: int, seq: int, payload: bytes) -> None:
+    def _reply(self, ftype: int, seq: int, payload: bytes, version: int = PROTOCOL_VERSION) -> None:
         try:
-            self._send(ftype, seq, payload)
+            self._send(ftype, seq, payload, version)
         except InvalidArgumentError as e:  # a reply that cannot be framed (too long): say so instead
             log.error("reply to seq %d not sent: %s", seq, e)
             self._reply(ERROR, seq, messages.encode_error(ErrorCode.INTERNAL, f"reply not sent: {e}"))

@@ -1,9 +1,9 @@
 /*
- * edge_serial: microcontroller client of the edge_sdk serial protocol, version 1.
+ * edge_serial: microcontroller client of the edge_sdk serial protocol, version 2.
  * See edge_serial.h for the interface and docs/serial-protocol.md for the wire format.
  *
  * Sections in data-flow order: CRC-32, COBS, frame writer, request builders,
- * payload parsers, receiver, client.
+ * payload parsers, receiver, client (streams, then constraint registration).
  */
 #include "edge_serial.h"
 
@@ -241,7 +241,7 @@ static size_t sampling_size(const es_sampling *s) {
     if (s == NULL) {
         return 0;
     }
-    for (k = 0; k < 7; k++) {
+    for (k = 0; k < 8; k++) { /* the seven sampling fields and CONSTRAINT: 4-byte values all */
         if (s->present & (1u << k)) {
             n += FIELD_HEADER + 4u;
         }
@@ -268,6 +268,7 @@ static void fw_sampling(frame_writer *w, const es_sampling *s) {
     for (i = 0; i < s->n_stop; i++) {
         fw_field(w, ES_TAG_STOP, (const uint8_t *)s->stop[i], strlen(s->stop[i]));
     }
+    if (s->present & ES_HAS_CONSTRAINT) fw_field_u32(w, ES_TAG_CONSTRAINT, s->constraint);
 }
 
 static int check_sampling(const es_sampling *s) {
@@ -276,6 +277,9 @@ static int check_sampling(const es_sampling *s) {
         return ES_OK;
     }
     if (s->n_stop > 0 && s->stop == NULL) {
+        return ES_E_ARG;
+    }
+    if ((s->present & ES_HAS_CONSTRAINT) && (s->constraint == 0 || s->constraint > ES_MAX_CONSTRAINT_ID)) {
         return ES_E_ARG;
     }
     for (i = 0; i < s->n_stop; i++) {
@@ -368,6 +372,60 @@ int es_build_chat(uint16_t seq, const es_message *messages, size_t n_messages, c
     return fw_end(&w, out_len);
 }
 
+/* REGISTER: CONSTRAINT (the id) then n fields of one kind (n > 1 only for CHOICE). */
+static int build_register(uint16_t seq, uint8_t id, uint8_t tag, const char *const *values, size_t n, uint8_t *out,
+                          size_t cap, size_t *out_len) {
+    frame_writer w;
+    size_t total = FIELD_HEADER + 4u, i;
+    if (values == NULL || n == 0 || out == NULL || out_len == NULL || seq == 0 || id == 0) {
+        return ES_E_ARG;
+    }
+    for (i = 0; i < n; i++) {
+        if (values[i] == NULL) {
+            return ES_E_ARG;
+        }
+        total += FIELD_HEADER + strlen(values[i]);
+        if (total > ES_MAX_PAYLOAD) {
+            return ES_E_TOO_LARGE;
+        }
+    }
+    fw_begin(&w, out, cap, ES_REGISTER, seq, total);
+    fw_field_u32(&w, ES_TAG_CONSTRAINT, id);
+    for (i = 0; i < n; i++) {
+        fw_field(&w, tag, (const uint8_t *)values[i], strlen(values[i]));
+    }
+    return fw_end(&w, out_len);
+}
+
+int es_build_register_schema(uint16_t seq, uint8_t id, const char *schema_json, uint8_t *out, size_t cap, size_t *out_len) {
+    return build_register(seq, id, ES_TAG_JSON_SCHEMA, schema_json != NULL ? &schema_json : NULL, 1, out, cap, out_len);
+}
+
+int es_build_register_choices(uint16_t seq, uint8_t id, const char *const *choices, size_t n_choices, uint8_t *out,
+                              size_t cap, size_t *out_len) {
+    return build_register(seq, id, ES_TAG_CHOICE, choices, n_choices, out, cap, out_len);
+}
+
+int es_build_register_regex(uint16_t seq, uint8_t id, const char *regex, uint8_t *out, size_t cap, size_t *out_len) {
+    return build_register(seq, id, ES_TAG_REGEX, regex != NULL ? &regex : NULL, 1, out, cap, out_len);
+}
+
+int es_build_register_grammar(uint16_t seq, uint8_t id, const char *grammar, uint8_t *out, size_t cap, size_t *out_len) {
+    return build_register(seq, id, ES_TAG_GRAMMAR, grammar != NULL ? &grammar : NULL, 1, out, cap, out_len);
+}
+
+int es_build_unregister(uint16_t seq, uint8_t id, uint8_t *out, size_t cap, size_t *out_len) {
+    frame_writer w;
+    if (out == NULL || out_len == NULL || seq == 0) {
+        return ES_E_ARG;
+    }
+    fw_begin(&w, out, cap, ES_UNREGISTER, seq, id != 0 ? FIELD_HEADER + 4u : 0u);
+    if (id != 0) {
+        fw_field_u32(&w, ES_TAG_CONSTRAINT, id);
+    }
+    return fw_end(&w, out_len);
+}
+
 /* ---------------------------------------------------- payload parsers */
 
 static uint16_t rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -418,11 +476,14 @@ int es_parse_done(const es_frame *frame, es_done *out) {
     }
     memset(out, 0, sizeof *out);
     while ((r = es_next_field(frame->payload, frame->payload_len, &pos, &tag, &v, &n)) == 1) {
-        if (tag == ES_TAG_STOP_REASON) {
+        if (tag == ES_TAG_STOP_REASON || tag == ES_TAG_FINISH_REASON || tag == ES_TAG_CONSTRAINT_STATE) {
+            char *dst = tag == ES_TAG_STOP_REASON ? out->stop_reason
+                        : tag == ES_TAG_FINISH_REASON ? out->finish_reason : out->constraint;
             size_t keep = n < ES_STOP_REASON_MAX - 1u ? n : ES_STOP_REASON_MAX - 1u;
-            memcpy(out->stop_reason, v, keep);
-            out->stop_reason[keep] = '\0';
-            out->present |= ES_DONE_STOP_REASON;
+            memcpy(dst, v, keep);
+            dst[keep] = '\0';
+            out->present |= tag == ES_TAG_STOP_REASON ? ES_DONE_STOP_REASON
+                            : tag == ES_TAG_FINISH_REASON ? ES_DONE_FINISH_REASON : ES_DONE_CONSTRAINT;
             continue;
         }
         if (tag != ES_TAG_PROMPT_TOKENS && tag != ES_TAG_GENERATED_TOKENS && tag != ES_TAG_PREFILL_TOK_S &&
@@ -441,6 +502,10 @@ int es_parse_done(const es_frame *frame, es_done *out) {
         }
     }
     return r < 0 ? r : ES_OK;
+}
+
+int es_done_complete(const es_done *done) {
+    return done != NULL && (done->present & ES_DONE_FINISH_REASON) && strcmp(done->finish_reason, "stop") == 0;
 }
 
 int es_parse_error(const es_frame *frame, es_error *out) {
@@ -474,15 +539,42 @@ int es_parse_info(const es_frame *frame, es_info *out) {
         case ES_TAG_CONTEXT:
         case ES_TAG_PROTOCOL_VERSION:
         case ES_TAG_MAX_PAYLOAD:
+        case ES_TAG_MAX_CONSTRAINTS:
+        case ES_TAG_MAX_CONSTRAINT_SIZE:
             if (n != 4) {
                 return ES_E_FIELD;
             }
             if (tag == ES_TAG_CONTEXT) out->ctx = rd_u32(v);
             else if (tag == ES_TAG_PROTOCOL_VERSION) out->protocol_version = rd_u32(v);
-            else out->max_payload = rd_u32(v);
+            else if (tag == ES_TAG_MAX_PAYLOAD) out->max_payload = rd_u32(v);
+            else if (tag == ES_TAG_MAX_CONSTRAINTS) out->max_constraints = rd_u32(v);
+            else out->max_constraint_size = rd_u32(v);
             break;
         default: break; /* unknown to this client: skip */
         }
+    }
+    return r < 0 ? r : ES_OK;
+}
+
+int es_parse_ack(const es_frame *frame, es_ack *out) {
+    size_t pos = 0;
+    uint8_t tag;
+    const uint8_t *v;
+    uint16_t n;
+    int r;
+    if (frame == NULL || out == NULL || frame->type != ES_ACK) {
+        return ES_E_ARG;
+    }
+    memset(out, 0, sizeof *out);
+    while ((r = es_next_field(frame->payload, frame->payload_len, &pos, &tag, &v, &n)) == 1) {
+        if (tag != ES_TAG_CONSTRAINT && tag != ES_TAG_CONSTRAINTS_HELD) {
+            continue; /* unknown to this client: skip */
+        }
+        if (n != 4) {
+            return ES_E_FIELD;
+        }
+        if (tag == ES_TAG_CONSTRAINT) out->constraint = rd_u32(v);
+        else out->constraints_held = rd_u32(v);
     }
     return r < 0 ? r : ES_OK;
 }
@@ -720,4 +812,61 @@ int es_client_chat(es_client *c, const es_message *messages, size_t n_messages, 
         return rc;
     }
     return read_stream(c, seq, on_token, user, done, err);
+}
+
+/* Sends the request already built in c->tx (n bytes, seq) and waits for its ACK. */
+static int await_ack(es_client *c, uint16_t seq, size_t n, es_ack *ack, es_error *err) {
+    es_frame f;
+    es_ack local;
+    int rc;
+    if ((rc = send_tx(c, n)) != ES_OK || (rc = wait_frame(c, seq, &f, err, 1)) != ES_OK) {
+        return rc;
+    }
+    return f.type == ES_ACK ? es_parse_ack(&f, ack != NULL ? ack : &local) : ES_E_UNEXPECTED;
+}
+
+static int client_register(es_client *c, uint8_t id, uint8_t tag, const char *const *values, size_t n_values, es_ack *ack,
+                           es_error *err) {
+    size_t n;
+    uint16_t seq;
+    int rc;
+    if (!client_ready(c)) {
+        return ES_E_ARG;
+    }
+    seq = next_seq(c);
+    if ((rc = build_register(seq, id, tag, values, n_values, c->tx, sizeof c->tx, &n)) != ES_OK) {
+        return rc;
+    }
+    return await_ack(c, seq, n, ack, err);
+}
+
+int es_client_register_schema(es_client *c, uint8_t id, const char *schema_json, es_ack *ack, es_error *err) {
+    return client_register(c, id, ES_TAG_JSON_SCHEMA, schema_json != NULL ? &schema_json : NULL, 1, ack, err);
+}
+
+int es_client_register_choices(es_client *c, uint8_t id, const char *const *choices, size_t n_choices, es_ack *ack,
+                               es_error *err) {
+    return client_register(c, id, ES_TAG_CHOICE, choices, n_choices, ack, err);
+}
+
+int es_client_register_regex(es_client *c, uint8_t id, const char *regex, es_ack *ack, es_error *err) {
+    return client_register(c, id, ES_TAG_REGEX, regex != NULL ? &regex : NULL, 1, ack, err);
+}
+
+int es_client_register_grammar(es_client *c, uint8_t id, const char *grammar, es_ack *ack, es_error *err) {
+    return client_register(c, id, ES_TAG_GRAMMAR, grammar != NULL ? &grammar : NULL, 1, ack, err);
+}
+
+int es_client_unregister(es_client *c, uint8_t id, es_ack *ack, es_error *err) {
+    size_t n;
+    uint16_t seq;
+    int rc;
+    if (!client_ready(c)) {
+        return ES_E_ARG;
+    }
+    seq = next_seq(c);
+    if ((rc = es_build_unregister(seq, id, c->tx, sizeof c->tx, &n)) != ES_OK) {
+        return rc;
+    }
+    return await_ack(c, seq, n, ack, err);
 }

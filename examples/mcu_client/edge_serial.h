@@ -1,5 +1,5 @@
 /*
- * edge_serial: microcontroller client of the edge_sdk serial protocol, version 1.
+ * edge_serial: microcontroller client of the edge_sdk serial protocol, version 2.
  *
  * Portable C99, no malloc, no stdio: every buffer is fixed in size and lives
  * in a struct the caller owns (an es_client is about 2.1 KB with the default
@@ -24,6 +24,13 @@
  *     s.max_tokens = 32; s.temperature = 0.0f;
  *     es_done done; es_error err;
  *     int rc = es_client_generate(&client, "Which way is the door?", &s, on_token, NULL, &done, &err);
+ *
+ *     // Declare the actions once at boot; then every reply is one of them.
+ *     static const char *const actions[] = { "forward", "back", "left", "right", "stop" };
+ *     rc = es_client_register_choices(&client, 1, actions, 5, NULL, &err);
+ *     s.present |= ES_HAS_CONSTRAINT; s.constraint = 1;
+ *     rc = es_client_generate(&client, "Obstacle ahead. Action:", &s, on_token, NULL, &done, &err);
+ *     if (rc == ES_OK && es_done_complete(&done)) { ... act on it ... }
  */
 #ifndef EDGE_SERIAL_H
 #define EDGE_SERIAL_H
@@ -37,7 +44,7 @@ extern "C" {
 
 /* ------------------------------------------------------------ sizes */
 
-#define ES_PROTOCOL_VERSION 1u
+#define ES_PROTOCOL_VERSION 2u
 /* Largest payload this client accepts. The protocol's limit is 1024; a
  * smaller value saves RAM, and frames with bigger payloads are then dropped
  * (ES_E_TOO_LARGE). Requests this client builds must fit it too. */
@@ -59,11 +66,14 @@ extern "C" {
 #define ES_GENERATE 0x03u
 #define ES_CHAT 0x04u
 #define ES_CANCEL 0x05u
+#define ES_REGISTER 0x06u
+#define ES_UNREGISTER 0x07u
 #define ES_PONG 0x81u
 #define ES_INFO_REPLY 0x82u
 #define ES_TOKEN 0x83u
 #define ES_DONE 0x84u
 #define ES_ERROR 0x85u
+#define ES_ACK 0x86u
 #define ES_FLAG_MORE 0x40u /* fragments of long requests; this client never sends them */
 
 /* ------------------------------------------------------- field tags */
@@ -79,17 +89,27 @@ extern "C" {
 #define ES_TAG_REPETITION_PENALTY 0x15u
 #define ES_TAG_SEED 0x16u
 #define ES_TAG_STOP 0x17u
+#define ES_TAG_CONSTRAINT 0x18u
 #define ES_TAG_MODEL 0x20u
 #define ES_TAG_CONTEXT 0x21u
 #define ES_TAG_BACKEND 0x22u
 #define ES_TAG_PROTOCOL_VERSION 0x23u
 #define ES_TAG_MAX_PAYLOAD 0x24u
+#define ES_TAG_MAX_CONSTRAINTS 0x25u
+#define ES_TAG_MAX_CONSTRAINT_SIZE 0x26u
 #define ES_TAG_PROMPT_TOKENS 0x30u
 #define ES_TAG_GENERATED_TOKENS 0x31u
 #define ES_TAG_PREFILL_TOK_S 0x32u
 #define ES_TAG_DECODE_TOK_S 0x33u
 #define ES_TAG_STOP_REASON 0x34u
 #define ES_TAG_CAPPED_MAX_TOKENS 0x35u
+#define ES_TAG_FINISH_REASON 0x36u
+#define ES_TAG_CONSTRAINT_STATE 0x37u
+#define ES_TAG_JSON_SCHEMA 0x40u
+#define ES_TAG_CHOICE 0x41u
+#define ES_TAG_REGEX 0x42u
+#define ES_TAG_GRAMMAR 0x43u
+#define ES_TAG_CONSTRAINTS_HELD 0x44u
 
 /* ------------------------------------------- ERROR codes from the server */
 
@@ -105,6 +125,10 @@ extern "C" {
 #define ES_CODE_MODEL_ERROR 10u
 #define ES_CODE_INTERNAL 11u
 #define ES_CODE_BAD_SEQ 12u
+#define ES_CODE_BAD_CONSTRAINT 13u     /* REGISTER: the server's engine refused the constraint */
+#define ES_CODE_UNKNOWN_CONSTRAINT 14u /* no constraint is registered under that id: register it again */
+#define ES_CODE_CONSTRAINT_LIMIT 15u   /* REGISTER: too many ids held, or the constraint is too large */
+#define ES_CODE_UNSUPPORTED 16u        /* REGISTER: this server cannot apply constraints */
 
 /* ------------------------------------------------ local status codes */
 
@@ -158,10 +182,14 @@ int es_next_field(const uint8_t *payload, size_t len, size_t *pos, uint8_t *tag,
 #define ES_HAS_MIN_P (1u << 4)
 #define ES_HAS_REPETITION_PENALTY (1u << 5)
 #define ES_HAS_SEED (1u << 6)
+#define ES_HAS_CONSTRAINT (1u << 7)
 
-/* Sampling options; only those whose ES_HAS_* bit is in `present` are sent,
+#define ES_MAX_CONSTRAINT_ID 255u /* constraint ids are 1..255 */
+
+/* Request options; only those whose ES_HAS_* bit is in `present` are sent,
  * the server uses the model's defaults for the rest. Stop strings are sent
- * when n_stop > 0. */
+ * when n_stop > 0. With ES_HAS_CONSTRAINT the reply is generated under the
+ * constraint registered as `constraint` (1..255; es_client_register_*). */
 typedef struct {
     uint32_t present;
     uint32_t max_tokens;
@@ -173,6 +201,7 @@ typedef struct {
     uint32_t seed;
     const char *const *stop; /* n_stop NUL-terminated strings */
     size_t n_stop;
+    uint32_t constraint;
 } es_sampling;
 
 typedef struct {
@@ -189,6 +218,16 @@ int es_build_cancel(uint16_t seq, uint16_t target_seq, uint8_t *out, size_t cap,
 int es_build_generate(uint16_t seq, const char *prompt, const es_sampling *sampling, uint8_t *out, size_t cap, size_t *out_len);
 int es_build_chat(uint16_t seq, const es_message *messages, size_t n_messages, const es_sampling *sampling, uint8_t *out,
                   size_t cap, size_t *out_len);
+/* REGISTER of constraint `id` (1..255): a JSON Schema as JSON text, a list of
+ * choices (n_choices >= 1), a regex or a Lark grammar. The whole request must
+ * fit ES_MAX_PAYLOAD: 7 bytes for the id, then 3 + strlen per string.
+ * UNREGISTER of `id`, or of every constraint with id 0. */
+int es_build_register_schema(uint16_t seq, uint8_t id, const char *schema_json, uint8_t *out, size_t cap, size_t *out_len);
+int es_build_register_choices(uint16_t seq, uint8_t id, const char *const *choices, size_t n_choices, uint8_t *out,
+                              size_t cap, size_t *out_len);
+int es_build_register_regex(uint16_t seq, uint8_t id, const char *regex, uint8_t *out, size_t cap, size_t *out_len);
+int es_build_register_grammar(uint16_t seq, uint8_t id, const char *grammar, uint8_t *out, size_t cap, size_t *out_len);
+int es_build_unregister(uint16_t seq, uint8_t id, uint8_t *out, size_t cap, size_t *out_len);
 
 /* ------------------------------------------------------- responses */
 
@@ -198,6 +237,8 @@ int es_build_chat(uint16_t seq, const es_message *messages, size_t n_messages, c
 #define ES_DONE_DECODE_TOK_S (1u << 3)
 #define ES_DONE_STOP_REASON (1u << 4)
 #define ES_DONE_CAPPED_MAX_TOKENS (1u << 5)
+#define ES_DONE_FINISH_REASON (1u << 6)
+#define ES_DONE_CONSTRAINT (1u << 7)
 
 typedef struct {
     uint32_t present; /* ES_DONE_* bits of the fields the server sent */
@@ -208,7 +249,15 @@ typedef struct {
     char stop_reason[ES_STOP_REASON_MAX]; /* "stop", "length", "cancelled", ...; cut to fit, NUL-terminated */
     uint32_t capped_max_tokens; /* with ES_DONE_CAPPED_MAX_TOKENS: the server lowered the request's max_tokens
                                    to this (the context's room after the prompt, or its own limit) */
+    char finish_reason[ES_STOP_REASON_MAX]; /* "stop": the text ended and its constraint is complete; "length":
+                                               max_tokens or the context cut it; "cancelled", ... */
+    char constraint[ES_STOP_REASON_MAX];    /* with ES_DONE_CONSTRAINT: "satisfied" or "incomplete" */
 } es_done;
+
+/* 1 when the reply is complete: finish_reason "stop" (for a constrained
+ * request, the constraint was satisfied); 0 for a reply cut short, which is
+ * never a valid answer. */
+int es_done_complete(const es_done *done);
 
 typedef struct {
     uint16_t seq;        /* request it refers to; 0 when the server could not tell */
@@ -225,12 +274,20 @@ typedef struct {
     uint32_t ctx;
     uint32_t protocol_version;
     uint32_t max_payload;
+    uint32_t max_constraints;     /* ids a line may hold at once */
+    uint32_t max_constraint_size; /* bytes of text one constraint may have */
 } es_info;
+
+typedef struct {
+    uint32_t constraint;       /* the id registered or dropped; 0 after dropping all */
+    uint32_t constraints_held; /* how many the line holds now */
+} es_ack;
 
 /* Unknown tags are skipped. ES_E_FIELD on a malformed payload, ES_E_ARG on a frame of another type. */
 int es_parse_done(const es_frame *frame, es_done *out);
 int es_parse_error(const es_frame *frame, es_error *out);
 int es_parse_info(const es_frame *frame, es_info *out);
+int es_parse_ack(const es_frame *frame, es_ack *out);
 
 /* ------------------------------------------------------- receiver */
 
@@ -292,6 +349,15 @@ int es_client_generate(es_client *c, const char *prompt, const es_sampling *samp
                        es_done *done, es_error *err);
 int es_client_chat(es_client *c, const es_message *messages, size_t n_messages, const es_sampling *sampling,
                    es_token_fn on_token, void *user, es_done *done, es_error *err);
+/* REGISTER / UNREGISTER and wait for the ACK (ack may be NULL). A constraint
+ * the server refuses is ES_E_REMOTE with err->code ES_CODE_BAD_CONSTRAINT,
+ * ES_CODE_CONSTRAINT_LIMIT or ES_CODE_UNSUPPORTED. */
+int es_client_register_schema(es_client *c, uint8_t id, const char *schema_json, es_ack *ack, es_error *err);
+int es_client_register_choices(es_client *c, uint8_t id, const char *const *choices, size_t n_choices, es_ack *ack,
+                               es_error *err);
+int es_client_register_regex(es_client *c, uint8_t id, const char *regex, es_ack *ack, es_error *err);
+int es_client_register_grammar(es_client *c, uint8_t id, const char *grammar, es_ack *ack, es_error *err);
+int es_client_unregister(es_client *c, uint8_t id, es_ack *ack, es_error *err);
 
 #ifdef __cplusplus
 }

@@ -19,19 +19,31 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from edge_sdk.serial import cobs, messages  # noqa: E402
-from edge_sdk.serial.protocol import CANCEL, CHAT, DONE, ERROR, GENERATE, INFO, INFO_REPLY, PING, PONG, TOKEN, ErrorCode, Frame, encode_frame
+from edge_sdk.serial.protocol import ACK, CANCEL, CHAT, DONE, ERROR, GENERATE, INFO, INFO_REPLY, PING, PONG, PROTOCOL_VERSION, REGISTER, TOKEN, UNREGISTER, ErrorCode, Frame, encode_frame
 
 # The values below are repeated in test_edge_serial.c, which checks that the C
 # side builds and parses them the same way.
 FULL_SAMPLING = dict(
     max_tokens=32, temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1, seed=42, stop=["\n", "User:"]
 )
-DONE_STATS = dict(prompt_tokens=5, generated_tokens=3, prefill_tok_s=120.5, decode_tok_s=33.25, stop_reason="stop")
-INFO_FIELDS = dict(name="SmolLM2-135M-Instruct", ctx=8192, backend="native", protocol_version=1, max_payload=1024)
-CAPPED_STATS = dict(prompt_tokens=4, generated_tokens=125, stop_reason="context", capped_max_tokens=125)
+DONE_STATS = dict(prompt_tokens=5, generated_tokens=3, prefill_tok_s=120.5, decode_tok_s=33.25, stop_reason="stop",
+                  finish_reason="stop")
+INFO_FIELDS = dict(name="SmolLM2-135M-Instruct", ctx=8192, backend="native", protocol_version=2, max_payload=1024,
+                   max_constraints=16, max_constraint_size=4096)
+CAPPED_STATS = dict(prompt_tokens=4, generated_tokens=125, stop_reason="context", capped_max_tokens=125,
+                    finish_reason="length")
+# Constraints: the C test registers the same ones, from the same strings.
+ACTIONS = ["forward", "back", "left", "right", "stop"]
+ROBOT_SCHEMA = ('{"type":"object","properties":{"action":{"enum":["forward","back","left","right","stop"]},'
+                '"cm":{"type":"integer","minimum":1,"maximum":500}},"required":["action","cm"],"additionalProperties":false}')
+MOVE_REGEX = "(LEFT|RIGHT) [1-9][0-9]?"
+MOVE_GRAMMAR = 'start: "move " DIR " " NUM\nDIR: "left" | "right"\nNUM: /[0-9]{1,3}/'
+CONSTRAINED_STATS = dict(prompt_tokens=6, generated_tokens=2, stop_reason="eos", finish_reason="stop", constraint="satisfied")
+INCOMPLETE_STATS = dict(prompt_tokens=6, generated_tokens=8, stop_reason="length", finish_reason="length",
+                        constraint="incomplete")
 
 
-def _frame(t: int, seq: int, payload: bytes = b"", version: int = 1) -> bytes:
+def _frame(t: int, seq: int, payload: bytes = b"", version: int = PROTOCOL_VERSION) -> bytes:
     return encode_frame(Frame(t, seq, payload, version))
 
 
@@ -74,6 +86,17 @@ def vectors() -> list[tuple[str, str, bytes]]:
                 ),
             ),
         ),
+        ("vec_register_choices_1", "REGISTER seq 1: id 1, CHOICE x5 (ACTIONS)",
+         _frame(REGISTER, 1, messages.encode_register(1, choices=ACTIONS))),
+        ("vec_register_schema_2", "REGISTER seq 2: id 2, JSON_SCHEMA ROBOT_SCHEMA",
+         _frame(REGISTER, 2, messages.encode_register(2, json_schema=ROBOT_SCHEMA))),
+        ("vec_register_regex_3", "REGISTER seq 3: id 3, REGEX MOVE_REGEX", _frame(REGISTER, 3, messages.encode_register(3, regex=MOVE_REGEX))),
+        ("vec_register_grammar_4", "REGISTER seq 4: id 255, GRAMMAR MOVE_GRAMMAR",
+         _frame(REGISTER, 4, messages.encode_register(255, grammar=MOVE_GRAMMAR))),
+        ("vec_unregister_all_5", "UNREGISTER seq 5, empty: every constraint", _frame(UNREGISTER, 5, messages.encode_unregister())),
+        ("vec_unregister_2_6", "UNREGISTER seq 6 of id 2", _frame(UNREGISTER, 6, messages.encode_unregister(2))),
+        ("vec_generate_constrained_2", "GENERATE seq 2, 'Obstacle ahead. Action:', max_tokens 8, temperature 0, constraint 1",
+         _frame(GENERATE, 2, messages.encode_generate("Obstacle ahead. Action:", max_tokens=8, temperature=0.0, constraint=1))),
         # Responses: the C receiver must decode these.
         ("vec_pong_1", "PONG seq 1", _frame(PONG, 1)),
         ("vec_stream_1", "TOKEN 'Hello', TOKEN ',', TOKEN ' world', DONE DONE_STATS; all seq 1", b"".join(tok) + done),
@@ -105,11 +128,22 @@ def vectors() -> list[tuple[str, str, bytes]]:
             "DONE seq 1: prompt 4, generated 125, stop_reason 'context', capped_max_tokens 125 (max_tokens 0xFFFFFFFF asked)",
             _frame(DONE, 1, messages.encode_done(CAPPED_STATS)),
         ),
+        ("vec_ack_1", "ACK seq 1: constraint 1, constraints_held 1", _frame(ACK, 1, messages.encode_ack({"constraint": 1, "constraints_held": 1}))),
+        ("vec_ack_all_5", "ACK seq 5 of dropping all: constraints_held 0", _frame(ACK, 5, messages.encode_ack({"constraints_held": 0}))),
+        ("vec_done_constrained_2", "DONE seq 2: CONSTRAINED_STATS (finish_reason stop, constraint satisfied)",
+         _frame(DONE, 2, messages.encode_done(CONSTRAINED_STATS))),
+        ("vec_done_incomplete_2", "DONE seq 2: INCOMPLETE_STATS (finish_reason length, constraint incomplete)",
+         _frame(DONE, 2, messages.encode_done(INCOMPLETE_STATS))),
+        ("vec_token_forward_2", "TOKEN seq 2 'forward'", _frame(TOKEN, 2, b"forward")),
+        ("vec_error_bad_constraint_1", "ERROR seq 1: BAD_CONSTRAINT \"constraint 1 (choices): choices lists 'left' twice\"",
+         _frame(ERROR, 1, messages.encode_error(ErrorCode.BAD_CONSTRAINT, "constraint 1 (choices): choices lists 'left' twice"))),
+        ("vec_error_unknown_constraint_2", "ERROR seq 2: UNKNOWN_CONSTRAINT",
+         _frame(ERROR, 2, messages.encode_error(ErrorCode.UNKNOWN_CONSTRAINT, "constraint 1 is not registered on this line (held: none)"))),
         # Faults: each must be dropped with the right status, and what follows kept.
         ("vec_noise", "40 bytes of 0xff, no delimiter (fails COBS)", b"\xff" * 40),
         ("vec_token_flipped_1", "TOKEN seq 1 ' world' with bit 4 of body byte 7 flipped (bad CRC)", _flip_bit(tok[2], 7)),
         ("vec_done_truncated_1", "the DONE of vec_stream_1 with its last 5 body bytes cut (bad length)", _truncated(done, 5)),
-        ("vec_pong_v2_1", "PONG seq 1 in protocol version 2", _frame(PONG, 1, version=2)),
+        ("vec_pong_v1_1", "PONG seq 1 in protocol version 1 (a server of the old version)", _frame(PONG, 1, version=1)),
         ("vec_short", "a 3-byte chunk: COBS-valid but shorter than header + CRC", b"\x00" + cobs.encode(b"\x01\x83\x01") + b"\x00"),
         # Writes cut short (the server's write timeout): the next frame's leading 0x00 ends them.
         ("vec_pong_cut_1", "the first 6 bytes of PONG seq 1 (vec_pong_1), no closing delimiter", _frame(PONG, 1)[:6]),
@@ -125,7 +159,7 @@ def _c_array(name: str, comment: str, data: bytes) -> str:
 
 def render() -> str:
     parts = [
-        "/* Test vectors for the edge_sdk serial protocol, version 1.\n"
+        f"/* Test vectors for the edge_sdk serial protocol, version {PROTOCOL_VERSION}.\n"
         " * Generated by gen_vectors.py from the Python reference (edge_sdk.serial); do not edit. */\n"
         "#ifndef EDGE_SERIAL_TEST_VECTORS_H\n#define EDGE_SERIAL_TEST_VECTORS_H\n\n#include <stdint.h>\n",
         f"/* CRC-32 (IEEE) check value: zlib.crc32(b'123456789') */\n#define VEC_CRC_CHECK 0x{zlib.crc32(b'123456789'):08x}u\n",

@@ -100,6 +100,24 @@ static es_sampling full_sampling(void) {
     return s;
 }
 
+/* The constraints of gen_vectors.py: ACTIONS, ROBOT_SCHEMA, MOVE_REGEX, MOVE_GRAMMAR. */
+static const char *const actions[] = {"forward", "back", "left", "right", "stop"};
+static const char robot_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"action\":{\"enum\":[\"forward\",\"back\",\"left\",\"right\",\"stop\"]},"
+    "\"cm\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":500}},\"required\":[\"action\",\"cm\"],\"additionalProperties\":false}";
+static const char move_regex[] = "(LEFT|RIGHT) [1-9][0-9]?";
+static const char move_grammar[] = "start: \"move \" DIR \" \" NUM\nDIR: \"left\" | \"right\"\nNUM: /[0-9]{1,3}/";
+
+static es_sampling constrained_sampling(void) {
+    es_sampling s;
+    memset(&s, 0, sizeof s);
+    s.present = ES_HAS_MAX_TOKENS | ES_HAS_TEMPERATURE | ES_HAS_CONSTRAINT;
+    s.max_tokens = 8;
+    s.temperature = 0.0f;
+    s.constraint = 1;
+    return s;
+}
+
 /* ----------------------------------------------------------------- tests */
 
 static void test_crc(void) {
@@ -205,6 +223,49 @@ static void test_builders(void) {
     CHECK(es_build_chat(6, chat, 0, NULL, out, sizeof out, &n) == ES_E_ARG);
 }
 
+static void test_constraint_builders(void) {
+    uint8_t out[ES_MAX_WIRE];
+    char big[1100];
+    const char *one[1];
+    size_t n;
+    es_sampling s = constrained_sampling();
+
+    CHECK(es_build_register_choices(1, 1, actions, 5, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_register_choices_1);
+    CHECK(es_build_register_schema(2, 2, robot_schema, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_register_schema_2);
+    CHECK(es_build_register_regex(3, 3, move_regex, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_register_regex_3);
+    CHECK(es_build_register_grammar(4, 255, move_grammar, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_register_grammar_4);
+    CHECK(es_build_unregister(5, 0, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_unregister_all_5);
+    CHECK(es_build_unregister(6, 2, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_unregister_2_6);
+    CHECK(es_build_generate(2, "Obstacle ahead. Action:", &s, out, sizeof out, &n) == ES_OK);
+    CHECK_BYTES(out, n, vec_generate_constrained_2);
+
+    /* Refusals: id 0, no choices, a NULL string, a constraint id out of range, a request over the payload. */
+    CHECK(es_build_register_choices(1, 0, actions, 5, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_register_choices(1, 1, actions, 0, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_register_choices(1, 1, NULL, 1, out, sizeof out, &n) == ES_E_ARG);
+    one[0] = NULL;
+    CHECK(es_build_register_choices(1, 1, one, 1, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_register_regex(1, 1, NULL, out, sizeof out, &n) == ES_E_ARG);
+    CHECK(es_build_register_schema(0, 1, robot_schema, out, sizeof out, &n) == ES_E_ARG);
+    s.constraint = 0;
+    CHECK(es_build_generate(2, "Go", &s, out, sizeof out, &n) == ES_E_ARG);
+    s.constraint = 256;
+    CHECK(es_build_generate(2, "Go", &s, out, sizeof out, &n) == ES_E_ARG);
+    memset(big, 'a', sizeof big - 1);
+    big[1014] = '\0'; /* 7 (id) + 3 + 1014 = 1024: exactly fits */
+    CHECK(es_build_register_regex(1, 1, big, out, sizeof out, &n) == ES_OK);
+    big[1014] = 'a';
+    big[1015] = '\0';
+    CHECK(es_build_register_regex(1, 1, big, out, sizeof out, &n) == ES_E_TOO_LARGE);
+    CHECK(es_build_register_choices(1, 1, actions, 5, out, sizeof vec_register_choices_1 - 1, &n) == ES_E_SPACE);
+}
+
 /* Push `data` byte by byte; record frames and drop statuses in order. */
 typedef struct {
     es_frame frames[8];
@@ -241,13 +302,14 @@ static void test_receiver(void) {
     memset(&log, 0, sizeof log);
     push_all(&rx, vec_stream_1, sizeof vec_stream_1, &log);
     CHECK(log.n_frames == 4 && log.n_status == 0);
-    CHECK(log.frames[0].type == ES_TOKEN && log.frames[0].seq == 1 && log.frames[0].version == 1);
+    CHECK(log.frames[0].type == ES_TOKEN && log.frames[0].seq == 1 && log.frames[0].version == 2);
     CHECK(log.frames[0].payload_len == 5 && memcmp(log.frames[0].payload, "Hello", 5) == 0);
     CHECK(log.frames[1].payload_len == 1 && memcmp(log.frames[1].payload, ",", 1) == 0);
     CHECK(log.frames[2].payload_len == 6 && memcmp(log.frames[2].payload, " world", 6) == 0);
     CHECK(es_parse_done(&log.frames[3], &done) == ES_OK);
-    CHECK(done.present == 0x1Fu && done.prompt_tokens == 5 && done.generated_tokens == 3);
+    CHECK(done.present == (0x1Fu | ES_DONE_FINISH_REASON) && done.prompt_tokens == 5 && done.generated_tokens == 3);
     CHECK(done.prefill_tok_s == 120.5f && done.decode_tok_s == 33.25f && strcmp(done.stop_reason, "stop") == 0);
+    CHECK(strcmp(done.finish_reason, "stop") == 0 && done.constraint[0] == '\0' && es_done_complete(&done));
     CHECK(es_parse_error(&log.frames[3], &err) == ES_E_ARG);
 
     memset(&log, 0, sizeof log);
@@ -255,12 +317,15 @@ static void test_receiver(void) {
     CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
     CHECK(done.present == (ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON) && done.generated_tokens == 7);
     CHECK(strcmp(done.stop_reason, "eos") == 0);
+    CHECK(!es_done_complete(&done)); /* no finish_reason: not known to be complete */
 
     /* A DONE whose request the server capped (max_tokens 0xFFFFFFFF; room for 125 after a 4-token prompt). */
     memset(&log, 0, sizeof log);
     push_all(&rx, vec_done_capped_1, sizeof vec_done_capped_1, &log);
     CHECK(log.n_frames == 1 && es_parse_done(&log.frames[0], &done) == ES_OK);
-    CHECK(done.present == (ES_DONE_PROMPT_TOKENS | ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON | ES_DONE_CAPPED_MAX_TOKENS));
+    CHECK(done.present == (ES_DONE_PROMPT_TOKENS | ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON | ES_DONE_CAPPED_MAX_TOKENS |
+                           ES_DONE_FINISH_REASON));
+    CHECK(strcmp(done.finish_reason, "length") == 0 && !es_done_complete(&done));
     CHECK(done.prompt_tokens == 4 && done.generated_tokens == 125 && done.capped_max_tokens == 125);
     CHECK(strcmp(done.stop_reason, "context") == 0);
     /* ...and one that was not: the field is absent and its bit clear. */
@@ -280,7 +345,31 @@ static void test_receiver(void) {
     CHECK(log.n_frames == 1 && es_parse_info(&log.frames[0], &info) == ES_OK);
     CHECK(info.model_len == 21 && memcmp(info.model, "SmolLM2-135M-Instruct", 21) == 0);
     CHECK(info.backend_len == 6 && memcmp(info.backend, "native", 6) == 0);
-    CHECK(info.ctx == 8192 && info.protocol_version == 1 && info.max_payload == 1024);
+    CHECK(info.ctx == 8192 && info.protocol_version == 2 && info.max_payload == 1024);
+    CHECK(info.max_constraints == 16 && info.max_constraint_size == 4096);
+
+    /* Constraint replies: ACKs, a constrained DONE that completed and one that was cut short. */
+    {
+        es_ack ack;
+        memset(&log, 0, sizeof log);
+        push_all(&rx, vec_ack_1, sizeof vec_ack_1, &log);
+        push_all(&rx, vec_ack_all_5, sizeof vec_ack_all_5, &log);
+        push_all(&rx, vec_done_constrained_2, sizeof vec_done_constrained_2, &log);
+        push_all(&rx, vec_done_incomplete_2, sizeof vec_done_incomplete_2, &log);
+        push_all(&rx, vec_error_bad_constraint_1, sizeof vec_error_bad_constraint_1, &log);
+        CHECK(log.n_frames == 5 && log.n_status == 0);
+        CHECK(es_parse_ack(&log.frames[0], &ack) == ES_OK && ack.constraint == 1 && ack.constraints_held == 1);
+        CHECK(es_parse_ack(&log.frames[1], &ack) == ES_OK && ack.constraint == 0 && ack.constraints_held == 0);
+        CHECK(es_parse_ack(&log.frames[2], &ack) == ES_E_ARG);
+        CHECK(es_parse_done(&log.frames[2], &done) == ES_OK && es_done_complete(&done));
+        CHECK(done.present == (ES_DONE_PROMPT_TOKENS | ES_DONE_GENERATED_TOKENS | ES_DONE_STOP_REASON | ES_DONE_FINISH_REASON |
+                               ES_DONE_CONSTRAINT));
+        CHECK(strcmp(done.stop_reason, "eos") == 0 && strcmp(done.constraint, "satisfied") == 0 && done.generated_tokens == 2);
+        CHECK(es_parse_done(&log.frames[3], &done) == ES_OK && !es_done_complete(&done));
+        CHECK(strcmp(done.finish_reason, "length") == 0 && strcmp(done.constraint, "incomplete") == 0);
+        CHECK(es_parse_error(&log.frames[4], &err) == ES_OK && err.code == ES_CODE_BAD_CONSTRAINT && err.message_len == 50);
+        CHECK(memcmp(err.message, "constraint 1 (choices): choices lists 'left' twice", 50) == 0);
+    }
 
     /* Faults: each dropped with its status; the frames around them survive. */
     memset(&log, 0, sizeof log);
@@ -288,12 +377,12 @@ static void test_receiver(void) {
     push_all(&rx, vec_token_flipped_1, sizeof vec_token_flipped_1, &log);
     push_all(&rx, vec_done_truncated_1, sizeof vec_done_truncated_1, &log);
     push_all(&rx, vec_short, sizeof vec_short, &log);
-    push_all(&rx, vec_pong_v2_1, sizeof vec_pong_v2_1, &log);
+    push_all(&rx, vec_pong_v1_1, sizeof vec_pong_v1_1, &log);
     push_all(&rx, vec_pong_1, sizeof vec_pong_1, &log);
     CHECK(log.n_status == 4);
     CHECK(log.status[0] == ES_E_COBS && log.status[1] == ES_E_CRC && log.status[2] == ES_E_LENGTH && log.status[3] == ES_E_SHORT);
-    CHECK(log.n_frames == 2 && log.frames[0].version == 2 && log.frames[0].type == ES_PONG);
-    CHECK(log.frames[1].version == 1 && log.frames[1].type == ES_PONG && log.frames[1].seq == 1);
+    CHECK(log.n_frames == 2 && log.frames[0].version == 1 && log.frames[0].type == ES_PONG);
+    CHECK(log.frames[1].version == 2 && log.frames[1].type == ES_PONG && log.frames[1].seq == 1);
 
     /* A flood with no delimiter is dropped in bounded memory. */
     memset(&log, 0, sizeof log);
@@ -442,9 +531,9 @@ static void test_client(void) {
     feed(&line, vec_pong_1, sizeof vec_pong_1);
     CHECK(es_client_ping(&c, &err) == ES_OK);
 
-    /* A reply in another protocol version. */
+    /* A reply in another protocol version (a server of version 1). */
     client_on(&c, &line);
-    feed(&line, vec_pong_v2_1, sizeof vec_pong_v2_1);
+    feed(&line, vec_pong_v1_1, sizeof vec_pong_v1_1);
     CHECK(es_client_ping(&c, &err) == ES_E_VERSION);
 
     /* seq wraps from 65535 to 1, never 0. */
@@ -454,12 +543,81 @@ static void test_client(void) {
     CHECK(es_client_ping(&c, &err) == ES_OK && c.seq == 1);
 }
 
+/* A board at boot: register its actions, then every GENERATE names them. */
+static void test_client_constraints(void) {
+    static es_client c;
+    static fake_line line;
+    static uint8_t expect[1024];
+    es_sampling s = constrained_sampling();
+    token_sink sink;
+    es_done done;
+    es_error err;
+    es_ack ack;
+    size_t n = 0;
+
+    client_on(&c, &line);
+    feed(&line, vec_ack_1, sizeof vec_ack_1);
+    feed(&line, vec_token_stale_9, sizeof vec_token_stale_9); /* noise between the replies is skipped */
+    feed(&line, vec_noise, sizeof vec_noise);
+    feed(&line, vec_token_forward_2, sizeof vec_token_forward_2);
+    feed(&line, vec_done_constrained_2, sizeof vec_done_constrained_2);
+    CHECK(es_client_register_choices(&c, 1, actions, 5, &ack, &err) == ES_OK);
+    CHECK(ack.constraint == 1 && ack.constraints_held == 1);
+    memset(&sink, 0, sizeof sink);
+    CHECK(es_client_generate(&c, "Obstacle ahead. Action:", &s, on_token, &sink, &done, &err) == ES_OK);
+    CHECK(strcmp(sink.text, "forward") == 0 && es_done_complete(&done) && strcmp(done.constraint, "satisfied") == 0);
+    memcpy(expect, vec_register_choices_1, sizeof vec_register_choices_1);
+    n = sizeof vec_register_choices_1;
+    memcpy(expect + n, vec_generate_constrained_2, sizeof vec_generate_constrained_2);
+    n += sizeof vec_generate_constrained_2;
+    CHECK(line.out_len == n && memcmp(line.out, expect, n) == 0);
+    CHECK(c.dropped == 1);
+
+    /* A reply cut short by max_tokens: the call succeeds, and the DONE says it is not an answer. */
+    client_on(&c, &line);
+    c.seq = 1;
+    feed(&line, vec_token_forward_2, sizeof vec_token_forward_2);
+    feed(&line, vec_done_incomplete_2, sizeof vec_done_incomplete_2);
+    CHECK(es_client_generate(&c, "Obstacle ahead. Action:", &s, NULL, NULL, &done, &err) == ES_OK);
+    CHECK(!es_done_complete(&done) && strcmp(done.constraint, "incomplete") == 0);
+
+    /* The server refuses a registration, or does not know the id (it restarted): ES_E_REMOTE with the code. */
+    client_on(&c, &line);
+    feed(&line, vec_error_bad_constraint_1, sizeof vec_error_bad_constraint_1);
+    CHECK(es_client_register_choices(&c, 1, actions, 5, &ack, &err) == ES_E_REMOTE);
+    CHECK(err.code == ES_CODE_BAD_CONSTRAINT && err.seq == 1);
+    client_on(&c, &line);
+    c.seq = 1;
+    feed(&line, vec_error_unknown_constraint_2, sizeof vec_error_unknown_constraint_2);
+    CHECK(es_client_generate(&c, "Obstacle ahead. Action:", &s, NULL, NULL, &done, &err) == ES_E_REMOTE);
+    CHECK(err.code == ES_CODE_UNKNOWN_CONSTRAINT && err.seq == 2);
+    CHECK_BYTES(line.out, line.out_len, vec_generate_constrained_2); /* the ERROR ended it: no CANCEL */
+
+    /* The other kinds and UNREGISTER: exact requests, each answered by its ACK. */
+    client_on(&c, &line);
+    c.seq = 1;
+    CHECK(es_client_register_schema(&c, 2, robot_schema, &ack, &err) == ES_E_TIMEOUT); /* no reply on the line */
+    CHECK_BYTES(line.out, line.out_len, vec_register_schema_2);
+    client_on(&c, &line);
+    c.seq = 4;
+    feed(&line, vec_ack_all_5, sizeof vec_ack_all_5);
+    CHECK(es_client_unregister(&c, 0, &ack, &err) == ES_OK && ack.constraints_held == 0 && ack.constraint == 0);
+    CHECK_BYTES(line.out, line.out_len, vec_unregister_all_5);
+    client_on(&c, &line);
+    feed(&line, vec_pong_1, sizeof vec_pong_1); /* a reply of the wrong type for a REGISTER */
+    CHECK(es_client_register_regex(&c, 3, move_regex, NULL, &err) == ES_E_UNEXPECTED);
+    client_on(&c, &line);
+    CHECK(es_client_register_grammar(&c, 0, move_grammar, NULL, &err) == ES_E_ARG && line.out_len == 0);
+}
+
 int main(void) {
     test_crc();
     test_cobs();
     test_builders();
+    test_constraint_builders();
     test_receiver();
     test_client();
+    test_client_constraints();
     if (failures != 0) {
         printf("%d of %d checks failed\n", failures, checks);
         return 1;

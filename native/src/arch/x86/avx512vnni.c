@@ -190,11 +190,9 @@ ES_TILED_MATVEC(matvec_q8_avx512vnni, rows16_any, 16, 1)
    is repacked once (on the stack) so that the 64-byte vector kk holds bytes
    4kk..4kk+3 of each of the 16 rows, already +128: then one dpbusd of that
    vector with the token's 4 bytes broadcast adds each row's partial dot to
-   its own lane, and a block needs no fold at all. The panel is reused by up
-   to PANEL_TOKENS tokens, whose -128*sum(x) block corrections are computed
-   once. Same integers, same float order as the scalar twin. */
-
-enum { PANEL_MAX_COLS = 4096, PANEL_TOKENS = 64 };
+   its own lane, and a block needs no fold at all. The panel is reused by a
+   block of tokens (as many as PANEL_BYTES of interleaved activations hold),
+   whose -128*sum(x) block corrections are computed once. Same integers, same float order as the scalar twin. */
 
 /* 16x16 transpose of 32-bit elements: r[i] = 16 ints of row i -> r[c] = column c. */
 ES_INLINE void transpose16(__m512i r[16]) {
@@ -236,52 +234,151 @@ static void pack_panel(const es_qmat *w, int32_t r, __m512i *pk) {
     }
 }
 
-/* Tokens [t0, t1) (at most PANEL_TOKENS) against 16 whole rows from r. */
-static void panel_tokens(const int8_t *xq, const float *xs, int32_t t0, int32_t t1, const es_qmat *w, int32_t r,
-                         const __m512i *pk, const __m512 *wsg, const int32_t *xcorr, float *y, int32_t ldy) {
-    const int32_t cols = w->cols, ng = es_n_groups(w), glen = es_group_len(w);
-    const int32_t B = es_act_block(w), nb = cols / B;
-    for (int32_t t = t0; t < t1; t++) {
-        const int32_t *x32 = (const int32_t *)(xq + (size_t)t * cols);
-        const float *xst = xs + (size_t)t * nb;
-        const int32_t *corr = xcorr + (size_t)(t - t0) * nb;
-        __m512 sumf = _mm512_setzero_ps();
+/* Activations of NT tokens interleaved for the panel steps: xi[kk * NT + i]
+   = bytes 4kk..4kk+3 of token i, xsi[b * NT + i] its block scale and
+   ci[b * NT + i] its -128 * block sum. One pointer then reaches all NT
+   tokens with constant offsets, so each broadcast folds into its dpbusd and
+   no per-token pointer is kept in a register. */
+typedef struct {
+    const int32_t *xi;
+    const float *xsi;
+    const int32_t *ci;
+} panel_x;
+
+/* NT tokens against 16 whole rows from r: the NT accumulators are independent
+   dpbusd chains (one chain alone waits on dpbusd's latency), and each packed
+   vector is loaded once for the NT tokens. Per token and row the float steps
+   are those of the scalar twin, in block order. */
+/* acc + dot of the u8 lanes of w with the s8 dword *x broadcast, in place:
+   as an intrinsic GCC 12 moves each accumulator through a second register
+   on every step of the panel loop (no tie of the destructive operand). */
+ES_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int32_t *x) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*x));
+    return acc;
+}
+
+#define EACH8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define EACH4(X) X(0) X(1) X(2) X(3)
+#define EACH1(X) X(0)
+#define PS_SUM0(i) __m512 sumf##i = _mm512_setzero_ps();
+#define PS_ACC0(i) __m512i acc##i = _mm512_set1_epi32(x.ci[b * nt + i]);
+#define PS_DOT(i) acc##i = dpbusd_bcast(acc##i, wv, xk + i);
+#define PS_FLOAT(i)                                                                                \
+    sumf##i = _mm512_add_ps(sumf##i, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc##i),      \
+                                                                 _mm512_set1_ps(x.xsi[b * nt + i])), ws));
+#define PS_STORE(i) _mm512_storeu_ps(y + (size_t)(t + i) * ldy + r, sumf##i);
+#define PANEL_STEP(NT)                                                                                              \
+    static void panel_step##NT(panel_x x, int32_t t, const es_qmat *w, int32_t r, const __m512i *pk,                 \
+                               const __m512 *wsg, float *y, int32_t ldy) {                                            \
+        enum { nt = NT };                                                                                             \
+        const int32_t ng = es_n_groups(w), glen = es_group_len(w), B = es_act_block(w), nb = w->cols / B;            \
+        EACH##NT(PS_SUM0)                                                                                             \
+        for (int32_t b = 0; b < nb; b++) {                                                                            \
+            const int32_t kk0 = b * B / 4;                                                                            \
+            EACH##NT(PS_ACC0)                                                                                         \
+            for (int32_t kk = kk0; kk < kk0 + B / 4; kk++) {                                                          \
+                const __m512i wv = pk[kk];                                                                            \
+                const int32_t *xk = x.xi + (size_t)kk * nt;                                                           \
+                EACH##NT(PS_DOT)                                                                                      \
+            }                                                                                                         \
+            const __m512 ws = wsg[ng > 1 ? b * B / glen : 0];                                                         \
+            EACH##NT(PS_FLOAT)                                                                                        \
+        }                                                                                                             \
+        EACH##NT(PS_STORE)                                                                                            \
+    }
+PANEL_STEP(8)
+PANEL_STEP(4)
+PANEL_STEP(1)
+#undef PANEL_STEP
+#undef PS_SUM0
+#undef PS_ACC0
+#undef PS_DOT
+#undef PS_FLOAT
+#undef PS_STORE
+#undef EACH8
+#undef EACH4
+#undef EACH1
+
+/* Interleave tokens [t, t + nt) (nt = 8, 4 or 1) into xi, xsi and ci. */
+static panel_x interleave(const int8_t *xq, const float *xs, int32_t t, int32_t nt, const es_qmat *w, int32_t *xi,
+                          float *xsi, int32_t *ci) {
+    const int32_t cols = w->cols, B = es_act_block(w), nb = cols / B;
+    for (int32_t i = 0; i < nt; i++) {
+        const int8_t *xt = xq + (size_t)(t + i) * cols;
+        const int32_t *x32 = (const int32_t *)xt;
+        for (int32_t kk = 0; kk < cols / 4; kk++) xi[(size_t)kk * nt + i] = x32[kk];
         for (int32_t b = 0; b < nb; b++) {
-            const int32_t kk0 = b * B / 4;
-            __m512i acc = _mm512_set1_epi32(corr[b]);
-            for (int32_t kk = kk0; kk < kk0 + B / 4; kk += 4) {
-                acc = _mm512_dpbusd_epi32(acc, pk[kk], _mm512_set1_epi32(x32[kk]));
-                acc = _mm512_dpbusd_epi32(acc, pk[kk + 1], _mm512_set1_epi32(x32[kk + 1]));
-                acc = _mm512_dpbusd_epi32(acc, pk[kk + 2], _mm512_set1_epi32(x32[kk + 2]));
-                acc = _mm512_dpbusd_epi32(acc, pk[kk + 3], _mm512_set1_epi32(x32[kk + 3]));
-            }
-            const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(xst[b]));
-            sumf = _mm512_add_ps(sumf, _mm512_mul_ps(f, wsg[ng > 1 ? b * B / glen : 0]));
+            int32_t s = 0;
+            for (int32_t k = 0; k < B; k++) s += xt[(size_t)b * B + k];
+            ci[b * nt + i] = -128 * s;
+            xsi[b * nt + i] = xs[(size_t)(t + i) * nb + b];
         }
-        _mm512_storeu_ps(y + (size_t)t * ldy + r, sumf);
+    }
+    return (panel_x){xi, xsi, ci};
+}
+
+/* Prefetch lines [l0, l1) of the n_lines from p into L2. */
+ES_INLINE void prefetch_lines(const int8_t *p, size_t l0, size_t l1) {
+    for (size_t l = l0; l < l1; l++) _mm_prefetch((const char *)p + l * 64, _MM_HINT_T1);
+}
+
+/* Interleaved activations of up to PANEL_BYTES / cols tokens (a multiple of 8). */
+enum { PANEL_MAX_COLS = 4096, PANEL_BYTES = 128 * 1024 };
+
+/* The token groups of one block [t0, t1): xi/xsi/ci laid out group after group. */
+typedef struct {
+    int32_t n;          /* groups */
+    int32_t t[PANEL_BYTES / (8 * 32) + 4];   /* first token of each group */
+    int32_t nt[PANEL_BYTES / (8 * 32) + 4];  /* its size: 8, 4 or 1 */
+    panel_x x[PANEL_BYTES / (8 * 32) + 4];
+} panel_groups;
+
+/* 16 whole rows from r against every group; `next` (16 rows, or NULL) is the
+   next panel's weights, prefetched a share per group so that its packing
+   does not wait on memory. */
+static void panel_tokens(const panel_groups *g, const es_qmat *w, int32_t r, const __m512i *pk, const __m512 *wsg,
+                         float *y, int32_t ldy, const int8_t *next) {
+    const size_t lines = next ? ((size_t)16 * w->cols + 63) / 64 : 0;
+    const size_t per = (lines + (size_t)g->n - 1) / (size_t)g->n;
+    size_t l = 0;
+    for (int32_t k = 0; k < g->n; k++) {
+        if (g->nt[k] == 8) panel_step8(g->x[k], g->t[k], w, r, pk, wsg, y, ldy);
+        else if (g->nt[k] == 4) panel_step4(g->x[k], g->t[k], w, r, pk, wsg, y, ldy);
+        else panel_step1(g->x[k], g->t[k], w, r, pk, wsg, y, ldy);
+        prefetch_lines(next, l, l + per < lines ? l + per : lines);
+        l += per;
     }
 }
 
 static void matmul_panels(const int8_t *xq, const float *xs, int32_t n_tokens, const es_qmat *w, int32_t r0,
                           int32_t r1, float *y, int32_t ldy) {
     const int32_t cols = w->cols, ng = es_n_groups(w), B = es_act_block(w), nb = cols / B;
+    const int32_t block = PANEL_BYTES / cols / 8 * 8 > 8 ? PANEL_BYTES / cols / 8 * 8 : 8;
     __m512i pk[PANEL_MAX_COLS / 4];
     __m512 wsg[PANEL_MAX_COLS / 32];
-    int32_t xcorr[PANEL_TOKENS * (PANEL_MAX_COLS / 32)];
+    int32_t xi[PANEL_BYTES / 4];
+    float xsi[PANEL_BYTES / 32 + 8 * (PANEL_MAX_COLS / 32)];
+    int32_t ci[PANEL_BYTES / 32 + 8 * (PANEL_MAX_COLS / 32)];
+    panel_groups g;
     int32_t r = r0;
-    for (int32_t t0 = 0; t0 < n_tokens; t0 += PANEL_TOKENS) {
-        const int32_t t1 = t0 + PANEL_TOKENS < n_tokens ? t0 + PANEL_TOKENS : n_tokens;
-        for (int32_t t = t0; t < t1; t++) /* -128 * sum of each activation block */
-            for (int32_t b = 0; b < nb; b++) {
-                int32_t s = 0;
-                const int8_t *xb = xq + (size_t)t * cols + (size_t)b * B;
-                for (int32_t k = 0; k < B; k++) s += xb[k];
-                xcorr[(t - t0) * nb + b] = -128 * s;
-            }
+    for (int32_t t0 = 0; t0 < n_tokens; t0 += block) {
+        const int32_t t1 = t0 + block < n_tokens ? t0 + block : n_tokens;
+        g.n = 0;
+        size_t oi = 0, os = 0;
+        for (int32_t t = t0; t < t1; g.n++) {
+            const int32_t nt = t1 - t >= 8 ? 8 : t1 - t >= 4 ? 4 : 1;
+            g.t[g.n] = t;
+            g.nt[g.n] = nt;
+            g.x[g.n] = interleave(xq, xs, t, nt, w, xi + oi, xsi + os, ci + os);
+            oi += (size_t)nt * cols / 4;
+            os += (size_t)nt * nb;
+            t += nt;
+        }
         for (r = r0; r + 16 <= r1; r += 16) {
             pack_panel(w, r, pk);
-            for (int32_t g = 0; g < ng; g++) wsg[g] = _mm512_i32gather_ps(scale_index16(r, ng), w->scale + g, 4);
-            panel_tokens(xq, xs, t0, t1, w, r, pk, wsg, xcorr, y, ldy);
+            for (int32_t k = 0; k < ng; k++) wsg[k] = _mm512_i32gather_ps(scale_index16(r, ng), w->scale + k, 4);
+            const int8_t *next = r + 32 <= r1 ? w->q + (size_t)(r + 16) * cols : NULL;
+            panel_tokens(&g, w, r, pk, wsg, y, ldy, next);
         }
     }
     if (r < r1) /* fewer than 16 rows left */
