@@ -102,6 +102,20 @@ def write_weights_bin(path: str, tensors: dict[str, np.ndarray]) -> dict[str, di
     return table
 
 
+def weights_digest(tensors: dict[str, np.ndarray]) -> str:
+    """The sha256 `write_weights_bin(path, tensors)` would give the file, computed without writing it: a model
+    quantized in memory and the package converted from it have the same digest (`manifest["files"]`)."""
+    h = hashlib.sha256()
+    offset = 0
+    for arr in tensors.values():
+        arr = np.ascontiguousarray(arr)
+        pad = (-offset) % ALIGN
+        h.update(b"\0" * pad)
+        h.update(arr.data if arr.size else b"")
+        offset += pad + arr.nbytes
+    return h.hexdigest()
+
+
 def file_stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
     """What identifies a file's content without reading it: (device, inode, size, mtime ns, ctime ns).
 
@@ -235,6 +249,22 @@ def write_package(
         json.dump(manifest, f, indent=1)
     os.replace(tmp, os.path.join(out, MANIFEST))
     return out
+
+
+def add_package_files(path: str | os.PathLike, rels: Sequence[str]) -> None:
+    """List more files of the package at `path` in its manifest, with their sha256 (the manifest's own digest
+    recomputed, the manifest replaced atomically). A signature must be made afterwards."""
+    path = os.fspath(path)
+    manifest = read_manifest(path)
+    for rel in rels:
+        if os.path.normpath(rel).startswith("..") or os.path.isabs(rel):
+            raise PackageError(f"{os.path.join(path, rel)}: file path escapes the package")
+        manifest["files"][rel] = sha256_of(os.path.join(path, rel))
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    tmp = os.path.join(path, MANIFEST + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(path, MANIFEST))
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:

@@ -134,6 +134,10 @@ class NativeCore:
         # int8: one f32 scale per (layer, kv head, position) row of K and of V; (n_layers, n_kv_heads, ctx)
         self._ks = np.zeros(shape[:3], np.float32) if kv_dtype == "int8" else None
         self._vs = np.zeros(shape[:3], np.float32) if kv_dtype == "int8" else None
+        # every array of the cache with its position axis: what a prompt-cache slot saves and restores
+        self._kv_arrays = {"k": (self._k, 2), "v": (self._v, 2)}
+        if self._ks is not None and self._vs is not None:
+            self._kv_arrays.update({"k_scale": (self._ks, 2), "v_scale": (self._vs, 2)})
         self._kv = ffi.new("es_kv_cache *", {
             "k": ffi.cast("void *", self._k.ctypes.data), "v": ffi.cast("void *", self._v.ctypes.data),
             "dtype": getattr(lib, KV_CODES[kv_dtype]), "n_layers": cfg.n_layers, "n_kv_heads": cfg.n_kv_heads,
@@ -229,6 +233,12 @@ class NativeCore:
         if self._ks is None or self._vs is None:
             return None
         return _read_only(self._ks), _read_only(self._vs)
+
+    def kv_arrays(self) -> dict[str, tuple[np.ndarray, int]]:
+        """The KV cache's arrays themselves (writable; the core reads and writes them in place), by name, with
+        the axis of their positions: "k" and "v" (n_layers, n_kv_heads, ctx, head_dim), axis 2. Restoring saved
+        rows into them (`backends.kv_state`) is how a prompt cache hands a prefix back to the core."""
+        return dict(self._kv_arrays)
 
     def kernel_names(self) -> dict[str, str]:
         """Kernel implementations this core runs."""
