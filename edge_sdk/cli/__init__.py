@@ -32,6 +32,7 @@ COMMANDS = (
     "pull",
     "info",
     "ppl",
+    "serve",
     "serve_serial",
     "boards",
     "plan",
