@@ -46,6 +46,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, port: int, api_key: str | None) -> str | None:
+    """What to warn about when `host` is reachable from other machines and no key guards it."""
+    if is_loopback(host) or api_key:
+        return None
+    return (f"listening on {host} without an API key: anyone who can reach port {port} can use the model "
+            "(give --api-key)")
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0: any free one)."""
     try:
@@ -147,9 +155,9 @@ def make_server(model: Any, *, host: str = "127.0.0.1", port: int = 8080, api_ke
     cfg = ServerConfig(api_key=api_key, queue=queue, cors=cors, system_prompt=system_prompt, model_name=name,
                        **config)
     state = ServerState(cfg, loaded)
-    if not is_loopback(host) and not api_key:
-        print(f"edge-sdk serve: warning: listening on {host} without an API key: anyone who can reach port "
-              f"{port} can use the model (give --api-key)", file=sys.stderr)
+    warning = exposure_warning(host, port, api_key)
+    if warning:
+        print(f"edge-sdk serve: warning: {warning}", file=sys.stderr)
     sock = bind(host, port)
     uv = uvicorn.Config(create_app(state), http=guarded_protocol(cfg.header_timeout_s), lifespan="off",
                         log_level=log_level, timeout_graceful_shutdown=int(cfg.shutdown_grace_s) + 5,
