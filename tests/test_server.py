@@ -345,6 +345,33 @@ def test_health_says_loading_until_the_model_is_there(model, tmp_path):
         t.join(30)
 
 
+def test_system_prompt_and_the_kiosk_page(model, tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html><title>kiosk</title>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    with running(model, system_prompt="Be brief.", static_dir=str(tmp_path)) as s:
+        page = httpx.get(url(s, "/"))
+        assert page.status_code == 200 and page.text == "<!doctype html><title>kiosk</title>"
+        assert page.headers["content-type"].startswith("text/html")
+        assert httpx.get(url(s, "/app.js")).text == "console.log(1)"
+        _error(httpx.get(url(s, "/missing.css")), 404)
+        c = openai.OpenAI(base_url=url(s, "/v1"), api_key="x", max_retries=0)
+        r = c.chat.completions.create(model="tiny-long", messages=HI, max_tokens=8)
+        with_system = [{"role": "system", "content": "Be brief."}, *HI]
+        assert r.choices[0].message.content == model.chat(with_system, max_tokens=8)
+        assert r.usage.prompt_tokens == len(model.tokenize(model.chat_prompt(with_system), special=True)) != \
+            len(model.tokenize(model.chat_prompt(HI), special=True))
+        own = [{"role": "system", "content": "Be long."}, *HI]  # a request's own system message wins
+        r = c.chat.completions.create(model="tiny-long", messages=own, max_tokens=8)
+        assert r.choices[0].message.content == model.chat(own, max_tokens=8)
+
+
+def test_serve_is_exported():
+    import edge_sdk
+    from edge_sdk.server.run import serve
+
+    assert edge_sdk.serve is serve and "serve" in edge_sdk.__all__
+
+
 def test_exposed_host_without_a_key_is_warned_about(capsys):
     from edge_sdk.server.run import exposure_warning, is_loopback
 

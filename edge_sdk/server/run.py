@@ -112,12 +112,11 @@ class Server(uvicorn.Server):
             super().run(sockets=[self.sock])
         finally:
             self.state.shutdown()
-            self.state.scheduler.join(timeout=self.state.config.shutdown_grace_s + 5)
-            if self.owns_model and self.state.model is not None:
-                try:
-                    self.state.model.close()
-                except EdgeSDKError as e:  # a generation still holds it: the process is ending anyway
-                    log.warning("closing the model: %s", e)
+            done = self.state.scheduler.join(timeout=self.state.config.shutdown_grace_s + 5)
+            if not done:  # a forward call that outlasts the grace: the process is ending, the thread with it
+                log.warning("the model thread is still running; leaving without closing the model")
+            elif self.owns_model and self.state.model is not None:
+                self.state.model.close()
         if self.state.load_error is not None:
             raise self.state.load_error
 
@@ -125,7 +124,7 @@ class Server(uvicorn.Server):
         try:
             assert self.loader is not None
             self.state.set_model(self.loader())
-            log.info("model %s ready on http://%s:%d", self.state.name, self.host, self.port)
+            print(f"[model {self.state.name} ready]", file=sys.stderr, flush=True)
         except BaseException as e:  # noqa: BLE001 - reported by run(), in the main thread
             self.state.load_error = e
             self.should_exit = True
