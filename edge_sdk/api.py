@@ -42,7 +42,8 @@ class Model:
 
     def __init__(self, backend: Any, tokenizer: Tokenizer, config: ModelConfig, quant: QuantConfig | None,
                  name: str, busy_timeout: float | None = None, details: dict[str, Any] | None = None,
-                 generation_defaults: dict[str, Any] | None = None, prefill_chunk: int | None = None) -> None:
+                 generation_defaults: dict[str, Any] | None = None, prefill_chunk: int | None = None,
+                 prompt_cache: Any = None) -> None:
         from .model.sampling_params import checked_generation_defaults
 
         self.backend = backend
@@ -52,7 +53,9 @@ class Model:
         self.name = name
         self.busy_timeout = check_timeout(busy_timeout, "busy_timeout")
         self.details = details or {}
-        self._gen = Generator(backend, tokenizer) if prefill_chunk is None else Generator(backend, tokenizer, prefill_chunk)
+        self.prompt_cache = prompt_cache  # generate.prompt_cache.PromptCache, or None (no slots)
+        chunk = {} if prefill_chunk is None else {"prefill_chunk": prefill_chunk}
+        self._gen = Generator(backend, tokenizer, prompt_cache=prompt_cache, **chunk)
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._open: Callable[[], Iterator[str] | None] | None = None  # the stream holding the model (a weakref)
@@ -233,11 +236,22 @@ class Model:
             self.last_stats["finish_reason"] = "tool_calls"
         return {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
 
+    # -- the prompt cache -------------------------------------------------------------------------
+    def save_prompt_cache(self) -> int:
+        """Write the prompt-cache slots changed since they were read or written to the `prompt_cache` directory
+        (also done by `close()`); returns how many files were written (0 without a directory)."""
+        self._acquire()
+        try:
+            return self.prompt_cache.save_files() if self.prompt_cache is not None else 0
+        finally:
+            self._release()
+
     # -- lifecycle --------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        cache = {"prompt_cache": self.prompt_cache.info()} if self.prompt_cache is not None else {}
         return {"name": self.name, "ctx": self.backend.ctx, "backend": self.backend.name,
                 "vocab_size": self.config.vocab_size, "n_layers": self.config.n_layers,
-                "quant": self.quant.to_dict() if self.quant else None, **self.details}
+                "quant": self.quant.to_dict() if self.quant else None, **self.details, **cache}
 
     def close(self) -> None:
         """Release the backend. An unfinished stream of this thread is closed first (it ends as "cancelled")."""
@@ -249,6 +263,14 @@ class Model:
         self._acquire()
         try:
             self._closed = True
+            if self.prompt_cache is not None:  # slots go to their files first (nothing without a directory)
+                try:
+                    self.prompt_cache.save_files()
+                except OSError as e:
+                    import warnings
+
+                    warnings.warn(f"prompt cache: cannot write {self.prompt_cache.directory} "
+                                  f"({e.strerror or e}); its slots are lost", RuntimeWarning, stacklevel=2)
             self.backend.close()
         finally:
             self._release()
@@ -325,7 +347,8 @@ def is_package_path(path: Any) -> bool:
 def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board: str | None = None,
          threads: int | None = None, ctx: int | None = None, kv_dtype: str = "auto", group_size: int = 32,
          busy_timeout: float | None = None, quiet: bool = True,
-         trusted_keys: Sequence[str | os.PathLike] | None = None) -> Model:
+         trusted_keys: Sequence[str | os.PathLike] | None = None, slots: int | None = None,
+         prompt_cache: str | os.PathLike | None = None) -> Model:
     """Load a model for generation.
 
     `model`: a registered name (default `smollm2-135m`), a .gguf file, a Hugging Face
@@ -342,14 +365,24 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
     `trusted_keys`: public key files (`edge-sdk keygen`; default: `$EDGE_SDK_TRUSTED_KEYS`); when there are
     any, only packages signed by one of them load (`SignatureError`), and registered names and model files,
     which are converted here unsigned, are refused.
+    `slots`: prompt-cache slots, each keeping the KV rows of a recent prompt (and what was generated after it)
+    for a later prompt that starts the same way (`generate/prompt_cache.py`); default: on a board, as many as
+    its plan's memory left holds (at most `plan.budget.MAX_BOARD_SLOTS`; more than fit is a `PlanError`),
+    else `plan.budget.DEFAULT_SLOTS`; 0 turns them off. `last_stats["cached_tokens"]` says how many prompt
+    tokens were not computed. `prompt_cache`: a directory the slots are saved to (at `close()` and
+    `save_prompt_cache()`) and read from here; files of another model, backend, KV dtype or format version,
+    and damaged ones, are refused with a warning and ignored. A package converted with `--system-prompt`
+    brings its system prompt's rows as one more slot.
     """
+    from .generate.prompt_cache import check_directory, open_prompt_cache
     from .export.convert import cached_package, ready_package
     from .export.package import is_package, load_package
     from .export.signing import refuse_unsigned_source
     from .importers import registry as models
 
-    args = LoadArgs.check(backend, threads, ctx, kv_dtype, group_size, board)  # every argument, once
+    args = LoadArgs.check(backend, threads, ctx, kv_dtype, group_size, board, slots)  # every argument, once
     busy_timeout = check_timeout(busy_timeout, "busy_timeout")
+    cache_dir = check_directory(prompt_cache)
     chosen = args.backend
     name = str(model or models.DEFAULT_MODEL)
     refuse_unsigned_source(model, name, trusted_keys)  # before anything is downloaded or converted
@@ -381,7 +414,19 @@ def load(model: str | os.PathLike | None = None, *, backend: str = "auto", board
         if chosen != "float":
             fweights = None
     run = run or default_settings(cfg, args)
+    if cache_dir is not None and run.slots < 1:  # before the backend is built
+        raise InvalidArgumentError(f"prompt_cache={cache_dir} needs at least one slot; got slots={run.slots}")
     be = make_backend(cfg, qcfg, qweights, fweights, run, package=pkg)
-    return Model(be, tok, cfg, None if chosen == "float" else qcfg, name, busy_timeout,
+    quant = None if chosen == "float" else qcfg
+    try:
+        from .generate.kv_file import identity_of
+
+        cache = open_prompt_cache(be, run.slots, cache_dir, package=pkg, asked=slots is not None,
+                                  identity=lambda: identity_of(cfg, quant, tok, pkg.manifest if pkg else None,
+                                                               qweights if quant is not None else fweights))
+    except BaseException:
+        be.close()
+        raise
+    return Model(be, tok, cfg, quant, name, busy_timeout,
                  details={"kv_dtype": run.kv_dtype, **({"board": board} if board else {})},
-                 generation_defaults=generation, prefill_chunk=run.prefill_chunk)
+                 generation_defaults=generation, prefill_chunk=run.prefill_chunk, prompt_cache=cache)

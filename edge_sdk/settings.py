@@ -74,10 +74,11 @@ class LoadArgs:
     kv_dtype: str  # f32 or f16, "auto" resolved for the backend
     group_size: int
     board: str | None = None
+    slots: int | None = None  # prompt-cache slots; None: the default (the board plan's, else DEFAULT_SLOTS)
 
     @classmethod
     def check(cls, backend: str = "auto", threads: Any = None, ctx: Any = None, kv_dtype: str = "auto",
-              group_size: Any = 32, board: str | None = None) -> "LoadArgs":
+              group_size: Any = 32, board: str | None = None, slots: Any = None) -> "LoadArgs":
         from .model.config import QuantConfig
         from .plan.budget import default_kv_dtype
 
@@ -90,8 +91,11 @@ class LoadArgs:
         QuantConfig(group_size=group_size)  # raises InvalidArgumentError naming group_size
         if board is not None and not isinstance(board, str):
             raise InvalidArgumentError(f"board must be a board profile id (a string), got {board!r}")
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, numbers.Integral) or slots < 0):
+            raise InvalidArgumentError(f"slots must be an int >= 0 (or None for the default), got {slots!r}")
         chosen = resolve_backend(backend)
-        return cls(chosen, threads, ctx, default_kv_dtype(chosen, kv_dtype), int(group_size), board)
+        return cls(chosen, threads, ctx, default_kv_dtype(chosen, kv_dtype), int(group_size), board,
+                   None if slots is None else int(slots))
 
 
 def resolve_backend(backend: str) -> str:
@@ -130,16 +134,18 @@ class RunSettings:
     stream_layers: int = 0  # > 0: the plan streams the weights from the package, this many layers per graph
     providers: tuple[str, ...] | None = None  # ONNX Runtime providers in order of preference (from the board)
     board: str | None = None
+    slots: int = 0  # prompt-cache slots, each with room for a whole context of KV rows
 
 
 def default_settings(cfg: Any, args: LoadArgs) -> RunSettings:
     """Without a board: the caller's values, else min(the model's context, DEFAULT_CTX) and the planner's chunk."""
-    from .plan.budget import DEFAULT_CTX, DEFAULT_PREFILL_CHUNK
+    from .plan.budget import DEFAULT_CTX, DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS
 
     ctx = args.ctx if args.ctx is not None else min(cfg.max_ctx, DEFAULT_CTX)
     if ctx > cfg.max_ctx:
         raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
-    return RunSettings(args.backend, ctx, args.kv_dtype, args.threads, min(DEFAULT_PREFILL_CHUNK, ctx))
+    slots = DEFAULT_SLOTS if args.slots is None else args.slots
+    return RunSettings(args.backend, ctx, args.kv_dtype, args.threads, min(DEFAULT_PREFILL_CHUNK, ctx), slots=slots)
 
 
 def board_settings(path: Any, args: LoadArgs) -> RunSettings:
@@ -161,10 +167,14 @@ def board_settings(path: Any, args: LoadArgs) -> RunSettings:
     profile = load_board(args.board)
     plan_backend = args.backend if args.backend in ("native", "onnx", "tflite") else None
     dp = plan_device(cfg, qcfg, profile, ctx=args.ctx, kv_dtype=args.kv_dtype, backend=plan_backend,
-                     threads=args.threads)
+                     threads=args.threads, slots=args.slots)
     if not dp.fits:
         raise PlanError(f"{cfg.name or path} does not fit {profile.id} at ctx {dp.ctx}: " + "; ".join(dp.reasons))
     extra = load_extra_bytes(cfg, qcfg, args.backend, from_package)
+    if args.slots is None and dp.slots and dp.peak_bytes + extra > dp.budget_bytes:  # the default slots give way
+        over = dp.peak_bytes + extra - dp.budget_bytes
+        dp = plan_device(cfg, qcfg, profile, ctx=dp.ctx, kv_dtype=args.kv_dtype, backend=plan_backend,
+                         threads=args.threads, slots=max(0, dp.slots - -(-over // dp.slot_bytes)))
     if dp.peak_bytes + extra > dp.budget_bytes:
         why = [] if from_package else [
             f"loading {path} imports and quantizes it in this process (about {import_peak_factor(args.backend):g}x "
@@ -177,4 +187,4 @@ def board_settings(path: Any, args: LoadArgs) -> RunSettings:
                         f"{dp.budget_bytes / 2**20:.1f} MiB; " + "; ".join(why))
     stream_layers = dp.split.layers_per_graph if dp.weights_mode == "streamed" else 0
     return RunSettings(args.backend, dp.ctx, args.kv_dtype, dp.threads, dp.prefill_chunk, stream_layers,
-                       tuple(profile.onnxruntime_providers), profile.id)
+                       tuple(profile.onnxruntime_providers), profile.id, dp.slots)

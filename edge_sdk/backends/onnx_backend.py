@@ -63,6 +63,7 @@ from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..model.rope import rope_table
 from ..export.package import WEIGHTS
 from .base import check_files, check_forward_tokens
+from .kv_state import KVSnapshots
 from .file_pages import detach
 from ..export.onnx import HEAD_FROM, io_mismatch, io_of, merge_graphs, model_io
 
@@ -146,7 +147,7 @@ def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(pages, dtype=np.float32, count=count).reshape(shape)
 
 
-class OnnxBackend:
+class OnnxBackend(KVSnapshots):
     """A package's ONNX graphs on ONNX Runtime; one sequence at a time."""
 
     name = "onnx"
@@ -164,6 +165,7 @@ class OnnxBackend:
         if ctx < 1 or ctx > cfg.max_ctx:
             raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
         self.ctx = ctx
+        self.kv_dtype = kv_dtype
         self.specs: list[GraphSpec] = specs_from_manifest(pkg.graphs)
         if not self.specs or any(not s.file for s in self.specs):
             raise BackendError(f"{pkg.path}: the package has no ONNX graphs; convert the model again with `edge-sdk convert`")
@@ -266,6 +268,11 @@ class OnnxBackend:
         if f"key.{layer}" not in self._arrays:
             raise BackendError(f"no cache for layer {layer} (the model has {self.config.n_layers} layers)")
         return self._arrays[f"key.{layer}"], self._arrays[f"value.{layer}"]
+
+    def kv_arrays(self) -> dict[str, tuple[np.ndarray, int]]:
+        """Every layer's K and V buffer ("key.{i}", "value.{i}"), positions on axis 2; ONNX Runtime reads and
+        writes them in place (bound once), so rows restored into them are what the next call attends to."""
+        return {name: (a, 2) for name, a in self._arrays.items()}
 
     # ---- running ---------------------------------------------------------------------------------
     def _run_bound(self, g: int, inputs: Mapping[str, np.ndarray], output: str, shape: tuple[int, ...]) -> np.ndarray:

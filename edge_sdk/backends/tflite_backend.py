@@ -64,6 +64,7 @@ from ..errors import BackendError, InvalidArgumentError, PackageError
 from ..graphs.spec import GraphSpec, specs_from_manifest
 from ..model.rope import rope_table
 from .base import check_files, check_forward_tokens
+from .kv_state import KVRows, KVSnapshots
 from ..export.tflite import graph_file_name, graph_io
 
 WINDOW_STEP = 64  # past positions an interpreter sees grow in steps of this many
@@ -107,7 +108,7 @@ class _Runner:
     window: int = 0
 
 
-class TfliteBackend:
+class TfliteBackend(KVSnapshots):
     """A package's .tflite graphs on LiteRT; one sequence at a time."""
 
     name = "tflite"
@@ -127,6 +128,7 @@ class TfliteBackend:
         if ctx < 1 or ctx > cfg.max_ctx:
             raise InvalidArgumentError(f"ctx must be in [1, {cfg.max_ctx}] for this model, got {ctx}")
         self.ctx, self.chunk, self.step = ctx, prefill_chunk, window_step
+        self.kv_dtype = kv_dtype
         try:
             self.specs: list[GraphSpec] = specs_from_manifest(pkg.graphs)
         except PackageError as e:
@@ -302,6 +304,26 @@ class TfliteBackend:
                     x = x[:, -1:]
                 x = self._stateless_run(g, np.ascontiguousarray(x))
         return x[0]
+
+    # ---- saving and restoring the cache ----------------------------------------------------------------
+    def kv_arrays(self) -> dict[str, tuple[np.ndarray, int]]:
+        """The backend's own cache: "key.{i}" (1, n_kv_heads, ctx, head_dim), positions on axis 2, and
+        "value.{i}" (1, n_kv_heads, head_dim, ctx), on axis 3."""
+        return {**{f"key.{i}": (k, 2) for i, k in self.keys.items()},
+                **{f"value.{i}": (v, 3) for i, v in self.values.items()}}
+
+    def kv_restore(self, rows: KVRows, start: int, end: int) -> None:
+        """Copy positions [start, end) of `rows` into the cache and into the past inputs of every interpreter
+        whose window holds them (the rows only: the rest of a window is refilled when it changes)."""
+        super().kv_restore(rows, start, end)
+        for r in self._runners.values():
+            stop = min(end, r.window)
+            if stop <= start:
+                continue
+            interp = r.interp
+            for i, _, _, k_past, v_past in r.layers:
+                interp.tensor(k_past)()[:, :, start:stop] = self.keys[i][:, :, start:stop]
+                interp.tensor(v_past)()[..., start:stop] = self.values[i][..., start:stop]
 
     def check_files(self) -> None:
         check_files(self.package_files)

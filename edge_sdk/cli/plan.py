@@ -5,6 +5,7 @@ Examples::
     edge-sdk plan -m smollm2-135m --board raspberry-pi-zero-2w --ctx 2048
     edge-sdk plan -m model.gguf --board jetson-nano-4gb --kv int8 --json
     edge-sdk plan --board raspberry-pi-5-4gb --svg plan.svg
+    edge-sdk plan --board raspberry-pi-zero-2w --ctx 1024 --slots 2
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..plan.boards import load_board
 from ..plan.host import detect_board
 from ..errors import EdgeSDKError, PlanError
-from ..plan.budget import DEFAULT_PREFILL_CHUNK, DevicePlan, plan_device
+from ..plan.budget import DEFAULT_PREFILL_CHUNK, MAX_BOARD_SLOTS, DevicePlan, plan_device
 from ..plan.picture import plan_svg, write_png
 
 MiB = 1 << 20
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["native", "onnx", "tflite"], help="default: the board's first")
     p.add_argument("--threads", type=int, help="default: the cores of the board's fastest cluster")
     p.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="prompt tokens per prefill call")
+    p.add_argument("--slots", type=int, default=None,
+                   help="prompt-cache slots to plan room for, each a whole context of KV rows (default: as many as "
+                        f"the memory left holds, at most {MAX_BOARD_SLOTS}, as `load(board=...)` takes)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--svg", metavar="FILE", help="write the arena and budget picture as SVG")
     p.add_argument("--png", metavar="FILE", help="write the picture as PNG (only if matplotlib is installed)")
@@ -61,7 +65,8 @@ def _text(p: DevicePlan, reason: str | None) -> str:
              f"  fits          {'yes' if p.fits else 'NO'}: peak {p.peak_bytes / MiB:.1f} MiB of {p.budget_bytes / MiB:.1f} MiB budget",
              f"  context       {p.ctx} (KV {p.kv_dtype}); largest that fits: {p.max_ctx}, with weights resident: {p.max_ctx_resident}",
              f"  backend       {p.backend}, {p.threads} thread(s)",
-             f"  weights       {p.weights_mode}; {p.split.describe()}: {len(p.layer_ranges)} layer graph(s)"]
+             f"  weights       {p.weights_mode}; {p.split.describe()}: {len(p.layer_ranges)} layer graph(s)",
+             f"  prompt cache  {p.slots} slot(s) of {p.slot_bytes / MiB:.1f} MiB (a whole context of KV rows each)"]
     for name, size in p.breakdown.items():
         lines.append(f"    {name:<12}{size / MiB:9.2f} MiB")
     lines.append(f"  arena         greedy {p.arena.arena_bytes} B, naive {p.arena.naive_bytes} B, "
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         board, reason = detect_board()
         print(f"edge-sdk: board {board.id}: {reason}", file=sys.stderr)
     p = plan_device(cfg, qcfg, board, ctx=args.ctx, kv_dtype=args.kv, backend=args.backend, threads=args.threads,
-                    prefill_chunk=args.prefill_chunk)
+                    prefill_chunk=args.prefill_chunk, slots=args.slots)
     print(json.dumps(p.to_dict(), indent=2) if args.json else _text(p, reason))
     if args.svg:
         try:

@@ -102,6 +102,20 @@ def write_weights_bin(path: str, tensors: dict[str, np.ndarray]) -> dict[str, di
     return table
 
 
+def weights_digest(tensors: dict[str, np.ndarray]) -> str:
+    """The sha256 `write_weights_bin(path, tensors)` would give the file, computed without writing it: a model
+    quantized in memory and the package converted from it have the same digest (`manifest["files"]`)."""
+    h = hashlib.sha256()
+    offset = 0
+    for arr in tensors.values():
+        arr = np.ascontiguousarray(arr)
+        pad = (-offset) % ALIGN
+        h.update(b"\0" * pad)
+        h.update(arr.data if arr.size else b"")
+        offset += pad + arr.nbytes
+    return h.hexdigest()
+
+
 def file_stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
     """What identifies a file's content without reading it: (device, inode, size, mtime ns, ctime ns).
 

@@ -4,7 +4,11 @@
 so a new prompt that starts with the previous conversation (a chat turn)
 re-uses those positions instead of recomputing them. The cache record is
 updated only after a forward pass completes, so a cancelled or interrupted
-generation leaves it consistent and the next request just works.
+generation leaves it consistent and the next request just works. With a
+`PromptCache` (`prompt_cache.py`) the cache's content is also kept in slots
+after each generation, and a prompt that shares a longer prefix with a slot
+than with the live cache gets that prefix restored from it
+(`stats.cached_tokens`: prompt tokens not computed, from either).
 
 With a constraint (`constraints.ConstraintState`) the logits are masked here,
 before sampling, for every backend alike; tokens the constraint forces are fed
@@ -33,6 +37,7 @@ from ..backends.base import Backend
 from ..errors import ContextOverflowError, InvalidArgumentError
 from ..plan.budget import DEFAULT_PREFILL_CHUNK
 from .constraints import ConstraintState
+from .prompt_cache import PromptCache, common_prefix
 from .sampling import Sampler, SamplingParams
 from ..text.streaming import StopMatcher, TextStreamer
 from ..text.tokenizer import Tokenizer
@@ -42,6 +47,8 @@ from ..text.tokenizer import Tokenizer
 class GenerationStats:
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose cache entries were kept from the previous request
+    restored_tokens: int = 0  # prompt tokens whose cache entries were copied back from a prompt-cache slot
+    cached_tokens: int = 0  # reused + restored: prompt tokens not computed (OpenAI's prompt_tokens_details)
     generated_tokens: int = 0  # sampled + forced
     sampled_tokens: int = 0  # chosen by the sampler
     forced_tokens: int = 0  # the only continuation a constraint admitted, fed to the model as chunks
@@ -63,7 +70,7 @@ class GenerationStats:
 
     @property
     def prefill_tok_s(self) -> float:
-        n = self.prompt_tokens - self.reused_tokens
+        n = self.prompt_tokens - self.cached_tokens
         return n / self.prefill_s if self.prefill_s > 0 else 0.0
 
     @property
@@ -83,11 +90,14 @@ class GenerationStats:
 class Generator:
     """Runs prompts through a backend; one sequence at a time (the caller serializes)."""
 
-    def __init__(self, backend: Backend, tokenizer: Tokenizer, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
-        """`prefill_chunk`: prompt tokens per forward call (`settings.RunSettings.prefill_chunk`, the plan's)."""
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                 prompt_cache: PromptCache | None = None) -> None:
+        """`prefill_chunk`: prompt tokens per forward call (`settings.RunSettings.prefill_chunk`, the plan's);
+        `prompt_cache`: slots of recent prompts' KV rows for this backend, or None."""
         self.backend = backend
         self.tokenizer = tokenizer
         self.prefill_chunk = prefill_chunk
+        self.prompt_cache = prompt_cache
         self.cached: list[int] = []  # tokens whose K/V sit at positions 0..len-1
         self.stats = GenerationStats()
 
@@ -106,14 +116,16 @@ class Generator:
 
     def _prefill(self, prompt_ids: list[int], stopped: Callable[[], str]) -> np.ndarray | None:
         """The last prompt token's logits, or None when `stopped()` names a reason between two chunks."""
-        common = 0
-        for a, b in zip(self.cached, prompt_ids):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(prompt_ids) - 1)  # recompute at least the last token for its logits
-        self.cached = self.cached[:common]
+        # recompute at least the last token for its logits
+        common = min(common_prefix(self.cached, prompt_ids), len(prompt_ids) - 1)
+        restored = 0
+        if self.prompt_cache is not None:  # a slot sharing more of the prompt: its rows replace the live ones
+            common, restored = self.prompt_cache.restore(self.backend, self.cached, prompt_ids, common)
         self.stats.reused_tokens = common
+        self.stats.restored_tokens = restored
+        common += restored
+        self.stats.cached_tokens = common
+        self.cached = list(prompt_ids[:common])
         logits = None
         for start in range(common, len(prompt_ids), self.prefill_chunk):
             reason = stopped()
@@ -146,7 +158,16 @@ class Generator:
     def _tokens(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None,
                 timeout: float | None, constraint: ConstraintState | None = None) -> Iterator[int]:
         """stream_tokens of a prompt as a list. Ids, `params` and `timeout` are the caller's, already checked
-        (`api.Model`); the backend checks every forward call's ids against the vocabulary."""
+        (`api.Model`); the backend checks every forward call's ids against the vocabulary. However it ends,
+        the cache's content is then kept in a prompt-cache slot."""
+        try:
+            yield from self._generate(prompt_ids, params, cancel, timeout, constraint)
+        finally:
+            if self.prompt_cache is not None:
+                self.prompt_cache.save(self.backend, self.cached)
+
+    def _generate(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None,
+                  timeout: float | None, constraint: ConstraintState | None = None) -> Iterator[int]:
         st = self.stats
         deadline = None if timeout is None else time.perf_counter() + timeout
         self.check_prompt(prompt_ids)

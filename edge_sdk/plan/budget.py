@@ -11,6 +11,8 @@ Peak memory is the sum of
   embeddings is the whole embedding table) and decode re-reads every weight
   from storage per token;
 * KV cache: `sizes.kv_cache_bytes` for the context and KV dtype;
+* prompt cache: as many bytes again for each prompt-cache slot (`slots`), each
+  planned with room for a whole context (`generate/prompt_cache.py`);
 * activations: the arena planned (greedy by size) over the native core's
   scratch buffers, the larger of the prefill-chunk and the decode plans;
 * I/O buffers outside the arena: residual stream and one row of logits;
@@ -129,6 +131,16 @@ DEFAULT_KV_DTYPE: Mapping[str, str] = {"native": "f16", "numpy": "f16", "float":
 f16 where the backend stores it (half the bytes of f32; the numpy int8 reference mirrors the native
 core), f32 for the float oracle and the runtimes that keep f32 only."""
 
+DEFAULT_SLOTS = 2
+"""Prompt-cache slots when no board is given (`load(slots=None)`): the conversation in progress and one more
+(a fixed system prompt kept while another conversation runs, or two clients taking turns). Each slot can
+hold a whole context of KV rows (at ctx 2048, 45 MiB for SmolLM2-135M with f16 values) but takes memory
+only for the rows saved in it; a save copies only the rows the slot does not hold yet."""
+
+MAX_BOARD_SLOTS = 4
+"""On a board, the default slots are as many as the plan's memory left holds (each a whole context of KV
+rows), at most this many: enough for a few clients of a server taking turns, without taking every byte."""
+
 DEFAULT_CTX = 2048
 """Context when no board is given: min(the model's, 2048). On a board the default is the largest
 context that keeps every weight resident (`plan_device(ctx=None)`), capped by the model's."""
@@ -171,6 +183,8 @@ class DevicePlan:
     prefill_tok_s_est: float = 0.0
     estimate_details: Mapping[str, Any] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
+    slots: int = 0  # prompt-cache slots planned (breakdown["prompt_cache"] holds their bytes)
+    slot_bytes: int = 0  # bytes of one slot: a whole context of KV rows
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for `--json`."""
@@ -201,6 +215,8 @@ class DevicePlan:
             "prefill_tok_s_est": round(self.prefill_tok_s_est, 2),
             "estimate_details": dict(self.estimate_details),
             "reasons": list(self.reasons),
+            "slots": self.slots,
+            "slot_bytes": self.slot_bytes,
         }
 
 
@@ -258,13 +274,14 @@ class _Fit:
 
 
 def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dtype: str, backend: str,
-         threads: int, chunk: int, allow_stream: bool = True) -> _Fit:
+         threads: int, chunk: int, allow_stream: bool = True, slots: int = 0) -> _Fit:
     """Peak memory at `ctx`, streaming the weights if they do not fit resident (and streaming is allowed)."""
     arenas = _plan_arenas(cfg, q, ctx, threads, chunk)
     fixed = {
         "runtime": runtime_bytes(backend),
         "tokenizer": tokenizer_bytes(cfg),
         "kv_cache": kv_cache_bytes(cfg, ctx, kv_dtype),
+        **({"prompt_cache": slots * kv_cache_bytes(cfg, ctx, kv_dtype)} if slots else {}),
         "activations": arenas.report.arena_bytes,
         "io_buffers": io_bytes(cfg, chunk),
         "rope_table": rope_bytes(cfg, ctx),
@@ -294,11 +311,11 @@ def _fit(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, ctx: int, kv_dty
 
 
 def _max_ctx(cfg: ModelConfig, q: QuantConfig, board: BoardProfile, kv_dtype: str, backend: str,
-             threads: int, chunk: int, allow_stream: bool) -> int:
+             threads: int, chunk: int, allow_stream: bool, slots: int = 0) -> int:
     """Largest context (<= cfg.max_ctx) whose peak fits the budget; 0 if none. Peak grows with ctx."""
 
     def ok(c: int) -> bool:
-        f = _fit(cfg, q, board, c, kv_dtype, backend, threads, min(chunk, c), allow_stream)
+        f = _fit(cfg, q, board, c, kv_dtype, backend, threads, min(chunk, c), allow_stream, slots)
         return not f.problem and f.peak <= board.sdk_budget_bytes
 
     if kv_dtype not in KV_DTYPES[backend] or not ok(1):  # a cache this backend cannot store fits at no ctx
@@ -376,6 +393,7 @@ def plan_device(
     threads: int | None = None,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     decode_position: int = DEFAULT_DECODE_POSITION,
+    slots: int | None = 0,
 ) -> DevicePlan:
     """Plan memory and estimate speed for `cfg` on `board`.
 
@@ -384,6 +402,9 @@ def plan_device(
     (`max_ctx`). `kv_dtype=None` (or "auto") takes the backend's `DEFAULT_KV_DTYPE`.
     Backend and threads default to the board's first backend and its fastest
     cluster. `load(..., board=)` uses the same defaults, so a plan describes the run.
+    `slots`: prompt-cache slots to plan room for, each a whole context of KV rows (the context
+    chosen when `ctx=None` leaves room for them); None: as many as the memory left holds, at
+    most `MAX_BOARD_SLOTS` (what `load(board=..., slots=None)` takes).
 
     Example::
 
@@ -396,17 +417,30 @@ def plan_device(
         raise PlanError(f"kv dtype must be f32, f16 or int8, got {kv_dtype!r}")
     if prefill_chunk < 1:
         raise PlanError(f"prefill_chunk must be positive, got {prefill_chunk}")
+    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 0):
+        raise PlanError(f"slots must be an int >= 0 (or None: as many as fit), got {slots!r}")
     threads = choose_threads(board, threads)
-    max_ctx = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=True)
-    max_ctx_resident = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=False)
+    asked = slots or 0
+    max_ctx = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=True, slots=asked)
+    max_ctx_resident = _max_ctx(cfg, q, board, kv_dtype, backend, threads, prefill_chunk, allow_stream=False,
+                                slots=asked)
     if ctx is None:
         ctx = max_ctx_resident or max_ctx or min(cfg.max_ctx, prefill_chunk)
     if not 1 <= ctx <= cfg.max_ctx:
         raise PlanError(f"ctx must be between 1 and the model's maximum context {cfg.max_ctx}, got {ctx}")
     chunk = min(prefill_chunk, ctx)
-    fit = _fit(cfg, q, board, ctx, kv_dtype, backend, threads, chunk)
+    slot_bytes = kv_cache_bytes(cfg, ctx, kv_dtype)
+    bare = _fit(cfg, q, board, ctx, kv_dtype, backend, threads, chunk)
+    room = 0 if bare.problem else max(0, board.sdk_budget_bytes - bare.peak) // slot_bytes  # slots that fit
+    planned = min(MAX_BOARD_SLOTS, room) if slots is None else slots
+    fit = _fit(cfg, q, board, ctx, kv_dtype, backend, threads, chunk, slots=planned) if planned else bare
     kv_ok = kv_dtype in KV_DTYPES[backend]
     fits = not fit.problem and fit.peak <= board.sdk_budget_bytes and kv_ok
+    slot_reason = []
+    if planned > room:
+        slot_reason = [f"{planned} prompt-cache slot(s) need {planned * slot_bytes / MiB:.1f} MiB "
+                       f"({slot_bytes / MiB:.1f} MiB each: a whole context of {kv_dtype} KV rows at ctx {ctx}); "
+                       f"{room} fit at this context" + ("" if room else ": load with slots=0 or a smaller ctx")]
     position = min(decode_position, ctx)
     dec, dec_details = decode_tok_s(cfg, q, board, threads, kv_dtype, position, fit.mode == "streamed")
     pre, pre_details = prefill_tok_s(cfg, board, threads, chunk)
@@ -437,5 +471,8 @@ def plan_device(
         estimate_details={"decode": dec_details, "prefill": pre_details},
         reasons=tuple(([] if kv_ok else [
             f"the {backend} backend keeps the KV cache in {' or '.join(KV_DTYPES[backend])}, not {kv_dtype}; "
-            f"the numbers are for {kv_dtype} values"]) + _reasons(fit, board, ctx, kv_dtype, max_ctx, backend)),
+            f"the numbers are for {kv_dtype} values"]) + slot_reason
+            + _reasons(fit, board, ctx, kv_dtype, max_ctx, backend)),
+        slots=planned,
+        slot_bytes=slot_bytes,
     )

@@ -18,11 +18,12 @@ from ...model.config import ModelConfig, QuantConfig
 from ...model.quantize import QWeights
 from ...plan.budget import DEFAULT_PREFILL_CHUNK
 from ..base import check_files, check_forward_tokens
+from ..kv_state import KVSnapshots
 from .core import NativeCore
 from .threads import prefer_threads
 
 
-class NativeBackend:
+class NativeBackend(KVSnapshots):
     name = "native"
 
     def __init__(self, cfg: ModelConfig, qcfg: QuantConfig, weights: QWeights, ctx: int, kv_dtype: str = "f32",
@@ -33,6 +34,7 @@ class NativeBackend:
         self.config = cfg
         self.package_files = package_files
         self.ctx = ctx
+        self.kv_dtype = kv_dtype
         self.threads = prefer_threads() if threads is None else threads
         self.core = NativeCore(cfg, n_threads=self.threads, kv_dtype=kv_dtype, ctx=ctx, act_block=qcfg.act_block,
                                max_tokens=prefill_chunk)
@@ -42,6 +44,9 @@ class NativeBackend:
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool = False) -> np.ndarray:
         ids = check_forward_tokens(tokens, pos, self.ctx, self.config.vocab_size)  # the one check (and the C core's)
         return self.core.forward(ids.reshape(-1).astype(np.int32), pos, last_only)
+
+    def kv_arrays(self) -> dict[str, tuple[np.ndarray, int]]:
+        return self.core.kv_arrays()
 
     def check_files(self) -> None:
         check_files(self.package_files)

@@ -120,6 +120,8 @@ class NativeCore:
         dt = np.float16 if kv_dtype == "f16" else np.float32
         self._k = np.zeros(shape, dtype=dt)
         self._v = np.zeros(shape, dtype=dt)
+        # every array of the cache with its position axis: what a prompt-cache slot saves and restores
+        self._kv_arrays = {"k": (self._k, 2), "v": (self._v, 2)}
         self._kv = ffi.new("es_kv_cache *", {
             "k": ffi.cast("void *", self._k.ctypes.data), "v": ffi.cast("void *", self._v.ctypes.data),
             "dtype": 1 if kv_dtype == "f16" else 0, "n_layers": cfg.n_layers, "n_kv_heads": cfg.n_kv_heads,
@@ -207,6 +209,12 @@ class NativeCore:
         k.flags.writeable = False
         v.flags.writeable = False
         return k, v
+
+    def kv_arrays(self) -> dict[str, tuple[np.ndarray, int]]:
+        """The KV cache's arrays themselves (writable; the core reads and writes them in place), by name, with
+        the axis of their positions: "k" and "v" (n_layers, n_kv_heads, ctx, head_dim), axis 2. Restoring saved
+        rows into them (`backends.kv_state`) is how a prompt cache hands a prefix back to the core."""
+        return dict(self._kv_arrays)
 
     def kernel_names(self) -> dict[str, str]:
         """Kernel implementations this core runs."""

@@ -39,6 +39,7 @@ from ...export.package import ALIGN, QMAT_FIELDS, WEIGHTS, Package, anonymous_by
 from ...model.quantize import QMat
 from ...plan.budget import DEFAULT_PREFILL_CHUNK
 from ..base import check_files, check_forward_tokens
+from ..kv_state import KVSnapshots
 from .core import NativeCore, PreparedLayers
 from .threads import prefer_threads
 
@@ -81,7 +82,7 @@ def _lay_out(g: _Graph, table: dict[str, tuple[int, np.dtype, tuple[int, ...]]])
         g.nbytes = run_buf + run_end - run_file
 
 
-class StreamedNativeBackend:
+class StreamedNativeBackend(KVSnapshots):
     """A package on the native core, its weights read from weights.bin for every forward call."""
 
     name = "native"
@@ -93,7 +94,7 @@ class StreamedNativeBackend:
             raise InvalidArgumentError(f"layers_per_graph must be an int >= 1, got {layers_per_graph!r}")
         if not package.table or package.files is None:
             raise BackendError(f"{package.path}: the streamed backend needs a package opened by load_package")
-        self.config, self.ctx, self.quant = cfg, ctx, q
+        self.config, self.ctx, self.quant, self.kv_dtype = cfg, ctx, q, kv_dtype
         self.layers_per_graph = min(layers_per_graph, cfg.n_layers)
         self.package_files = package.files
         self.path = package.file(WEIGHTS)
@@ -202,6 +203,9 @@ class StreamedNativeBackend:
         self._read(self.head_graph)
         head = self.head_graph
         return self.core.head(x[-1:] if last_only else x, head.views["out_norm"], self._qmat(head, self._head_name))
+
+    def kv_arrays(self) -> dict[str, tuple[np.ndarray, int]]:
+        return self.core.kv_arrays()
 
     def check_files(self) -> None:
         check_files(self.package_files)
