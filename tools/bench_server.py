@@ -2,17 +2,19 @@
 """Benchmark the HTTP server: time to first token and tokens/s with and without the prompt cache, and the
 resident memory the server adds over a bare loaded model.
 
-Time to first token (TTFT): two `edge-sdk serve` processes of the same model, one whose requests share a
-system prompt of `--system-tokens` tokens (the kiosk case: its KV cache is reused, a hit) and one whose
-requests each start with a different first line, so nothing of the prompt can be reused (a miss, the cost
-without a cache). Each server gets one request to warm up, then `--requests` streamed chat requests each,
-interleaved A, B, A, B so both see the same minutes of a shared machine. TTFT is the time from sending the
-request to the first piece of content; tok/s is (completion tokens - 1) / (time of the last piece - time of
-the first). p50 and p95 are nearest-rank percentiles.
+Time to first token (TTFT): two `edge-sdk serve` processes of the same model, one with prompt-cache slots
+(`--slots 2` unless `--cache-args` says otherwise) and one without (`--slots 0`). Both get the same requests
+in the same order: a kiosk question behind the shared system prompt of `--system-tokens` tokens, then an
+unrelated request (another system prompt), which takes over the live KV cache. So the next kiosk question can
+reuse the system prompt only from a slot: with slots it is a hit, without it the whole prompt is computed
+again. Each server first gets one kiosk request to warm up, then `--requests` rounds, interleaved between the
+two servers so both see the same minutes of a shared machine. TTFT is the time from sending a streamed chat
+request to its first piece of content; tok/s is (completion tokens - 1) / (time of the last piece - time of
+the first); both are measured on the kiosk requests. p50 and p95 are nearest-rank percentiles.
 
-Memory (`--rss`): one process loads the model and generates once (its VmRSS: the bare model), then imports
-the server, serves `--requests` requests (streamed and whole) from a client in another process, and reports
-its VmRSS again (`/metrics`).
+Memory (`--rss`): one process loads the model (without prompt-cache slots) and generates once (its VmRSS:
+the bare model), then imports the server, serves `--requests` requests (streamed and whole) from a client in
+another process, and reports its VmRSS again (`/metrics`).
 
 Usage::
 
@@ -136,24 +138,23 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench_ttft(args: argparse.Namespace) -> dict[str, Any]:
-    cached_args: list[str] = list(args.cache_args)
-    a, base_a = start_server(args, cached_args)
-    b, base_b = start_server(args, list(args.nocache_args))
+    a, base_a = start_server(args, list(args.cache_args) or ["--slots", "2"])
+    b, base_b = start_server(args, list(args.nocache_args) or ["--slots", "0"])
     try:
         system = system_prompt(base_a, args.system_tokens)
         rows: dict[str, list[dict[str, Any]]] = {"with cache": [], "without cache": []}
         with httpx.Client(timeout=600) as c:
-            timed_chat(c, base_a, system, "Hello!", args.max_tokens)  # warm-up: fills the cache of A
-            timed_chat(c, base_b, "Visitor 0.\n" + system, "Hello!", args.max_tokens)
+            for base in (base_a, base_b):
+                timed_chat(c, base, system, "Hello!", args.max_tokens)  # warm-up
             for i in range(args.requests):
                 q = QUESTIONS[i % len(QUESTIONS)]
-                rows["with cache"].append(timed_chat(c, base_a, system, q, args.max_tokens))
-                # a different first line: no prefix of this prompt was seen before, so none can be reused
-                rows["without cache"].append(timed_chat(c, base_b, f"Visitor {i + 1}.\n" + system, q, args.max_tokens))
+                for mode, base in (("with cache", base_a), ("without cache", base_b)):
+                    rows[mode].append(timed_chat(c, base, system, q, args.max_tokens))
+                    timed_chat(c, base, f"You are calculator number {i}. Answer with a number.", "2+2?", 4)
     finally:
         stop_server(a)
         stop_server(b)
-    out = {mode: summary(r) for mode, r in rows.items()}
+    out: dict[str, Any] = {mode: summary(r) for mode, r in rows.items()}
     out["ttft_p50_ratio"] = out["with cache"]["ttft_p50_s"] / out["without cache"]["ttft_p50_s"]
     out["ttft_p95_ratio"] = out["with cache"]["ttft_p95_s"] / out["without cache"]["ttft_p95_s"]
     return out
@@ -182,7 +183,9 @@ sys.stdin.readline()
 
 
 def bench_rss(args: argparse.Namespace) -> dict[str, Any]:
-    kw = {k: v for k, v in (("threads", args.threads), ("backend", args.backend)) if v}
+    # no prompt-cache slots: their rows become resident as requests fill them, which is the cache's memory
+    # (edge-sdk plan --slots counts it), not the server's
+    kw = {"slots": 0, **{k: v for k, v in (("threads", args.threads), ("backend", args.backend)) if v}}
     proc = subprocess.Popen([sys.executable, "-c", RSS_WORKER, args.model, json.dumps(kw)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -215,8 +218,10 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--system-tokens", type=int, default=300, help="tokens of the shared system prompt (default 300)")
     p.add_argument("--max-tokens", type=int, default=16, help="tokens generated per request (default 16)")
-    p.add_argument("--cache-args", nargs="*", default=[], help="more `edge-sdk serve` flags of the cached server")
-    p.add_argument("--nocache-args", nargs="*", default=[], help="more `edge-sdk serve` flags of the other server")
+    p.add_argument("--cache-args", nargs="*", default=[],
+                   help="`edge-sdk serve` flags of the server with the cache (default: --slots 2)")
+    p.add_argument("--nocache-args", nargs="*", default=[],
+                   help="`edge-sdk serve` flags of the server without it (default: --slots 0)")
     p.add_argument("--rss", action="store_true", help="measure the memory the server adds instead")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -229,8 +234,8 @@ def main() -> int:
     else:
         out = bench_ttft(args)
         if not args.json:
-            print(f"{args.model}, {args.system_tokens}-token system prompt, {args.requests} streamed requests each, "
-                  f"{args.max_tokens} tokens generated")
+            print(f"{args.model}, {args.system_tokens}-token system prompt, {args.requests} streamed kiosk requests "
+                  f"per server ({args.max_tokens} tokens each), each followed by an unrelated request")
             print("| server | TTFT p50 ms | TTFT p95 ms | tok/s p50 | tok/s p95 | prompt tokens | cached tokens |")
             print("|---|---:|---:|---:|---:|---:|---:|")
             for mode in ("with cache", "without cache"):

@@ -2,6 +2,7 @@
 
     edge-sdk serve -m smollm2-135m                          # http://127.0.0.1:8080/v1
     edge-sdk serve --host 0.0.0.0 --api-key "$KEY" --board rpi5-8gb --system-prompt kiosk.txt
+    edge-sdk serve --slots 4 --prompt-cache /var/cache/edge-sdk/slots   # slots kept across restarts
 
 Needs `pip install 'edge-sdk[server]'`. The port is bound first; the model then loads while GET /health
 answers 503 {"status": "loading"}. Runs until SIGTERM (exit status 0) or Ctrl-C (130). docs/server.md has
@@ -26,10 +27,9 @@ def _read_text(path: str, what: str) -> str:
 
 
 def load_args(a: argparse.Namespace) -> dict[str, Any]:
-    """The arguments of `edge_sdk.load` the flags give (the slots and cache where this SDK has them)."""
-    out: dict[str, Any] = dict(backend=a.backend, board=a.board, threads=a.threads, ctx=a.ctx, kv_dtype=a.kv_dtype,
-                               group_size=a.group_size, quiet=False)
-    return out
+    """The arguments of `edge_sdk.load` the flags give."""
+    return dict(backend=a.backend, board=a.board, threads=a.threads, ctx=a.ctx, kv_dtype=a.kv_dtype,
+                group_size=a.group_size, quiet=False, slots=a.slots, prompt_cache=a.prompt_cache)
 
 
 def cmd(a: argparse.Namespace) -> int:
@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None, help="requests must send 'Authorization: Bearer KEY'")
     p.add_argument("--queue", type=int, default=None,
                    help="requests that may wait behind the running one (default 8); past it, 503 with Retry-After")
+    p.add_argument("--slots", type=int, default=None,
+                   help="prompt-cache slots: KV caches of recent prompts that later prompts sharing a prefix reuse "
+                        "(default 2; with --board, what the plan's memory left holds; 0: off)")
+    p.add_argument("--prompt-cache", metavar="DIR", default=None,
+                   help="save the slots to DIR when the server stops and read them back at start")
     p.add_argument("--system-prompt", metavar="FILE", default=None,
                    help="system message for chat requests that bring none (the kiosk's instructions)")
     p.add_argument("--cors", metavar="ORIGIN", default=None,

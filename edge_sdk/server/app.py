@@ -42,7 +42,7 @@ from starlette.routing import Mount, Route
 from ..errors import EdgeSDKError
 from .bodies import GenerationRequest, chat_request, completion_request, get, parse_json, ARRAY, BOOLEAN, STRING
 from .errors import APIError, bad_request, error_for, unavailable, unprocessable
-from .generation import check_values, run as run_generation
+from .generation import check_values, run as run_generation, warm_system_prompt
 from .metrics import Metrics
 from .middleware import ApiKey, CountRequests
 from .responses import Reply, finish_reason
@@ -86,14 +86,22 @@ class ServerState:
         self.metrics = Metrics(self.name)
         self.created = int(time.time())
         self._lock = threading.Lock()
+        if model is not None:
+            self._warm(model)
 
     def set_model(self, model: Any) -> None:
         with self._lock:
             self.model = model
             if not self.config.model_name:
                 self.name = self.metrics.model_name = model_id(model.name)
+            self._warm(model)
             if self.status == "loading":
                 self.status = "ready"
+
+    def _warm(self, model: Any) -> None:
+        """Compute the system prompt's KV cache first, so the first request that starts with it reuses it."""
+        if self.config.system_prompt:
+            self.scheduler.submit(Job(lambda j: warm_system_prompt(model, self.config.system_prompt), None))
 
     def ready_model(self) -> Any:
         if self.status == "shutting_down":
@@ -244,6 +252,10 @@ def _model_card(state: ServerState) -> dict[str, Any]:
         info = state.model.info()
         card["meta"] = {k: info.get(k) for k in ("ctx", "backend", "vocab_size", "n_layers", "kv_dtype", "board")
                         if info.get(k) is not None}
+        cache = info.get("prompt_cache")
+        if cache:
+            card["meta"]["prompt_cache"] = {"slots": cache.get("slots"), "slot_tokens": cache.get("slot_tokens"),
+                                            "pinned_tokens": cache.get("pinned_tokens")}
     return card
 
 

@@ -51,6 +51,16 @@ def with_system(messages: list[dict[str, Any]], system_prompt: str | None) -> li
     return [{"role": "system", "content": system_prompt}, *messages]
 
 
+def warm_system_prompt(model: Any, system_prompt: str) -> None:
+    """Prefill the system prompt as the chat template renders it (the prefix every chat request without a
+    system message of its own starts with), so that its KV rows are in the cache and a prompt-cache slot."""
+    text = model.chat_prompt([{"role": "system", "content": system_prompt}], add_generation_prompt=False)
+    ids = model.tokenize(text, special=True)
+    if 0 < len(ids) < model.backend.ctx:
+        for _ in model.stream_ids(ids, max_tokens=1, temperature=0):
+            pass
+
+
 def _checked_ids(model: Any, ids: Sequence[int]) -> list[int]:
     ctx = model.backend.ctx
     if not ids:

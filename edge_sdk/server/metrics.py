@@ -51,6 +51,7 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.prompt_tokens = 0
         self.cached_prompt_tokens = 0
+        self.restored_prompt_tokens = 0
         self.completion_tokens = 0
         self.generations = 0
         self.cancelled = 0
@@ -69,6 +70,7 @@ class Metrics:
             self.generations += 1
             self.prompt_tokens += int(stats.get("prompt_tokens", 0))
             self.cached_prompt_tokens += cached_tokens(stats)
+            self.restored_prompt_tokens += int(stats.get("restored_tokens", 0) or 0)
             self.completion_tokens += int(stats.get("generated_tokens", 0))
             self.generation_seconds += float(stats.get("prefill_s", 0.0)) + float(stats.get("decode_s", 0.0))
             if stats.get("stop_reason") == "cancelled":
@@ -99,6 +101,9 @@ class Metrics:
             metric("prompt_tokens_total", "counter", "Prompt tokens of all generations.", [("", self.prompt_tokens)])
             metric("prompt_tokens_cached_total", "counter",
                    "Prompt tokens whose KV cache was reused instead of computed.", [("", self.cached_prompt_tokens)])
+            metric("prompt_tokens_restored_total", "counter",
+                   "Of the cached prompt tokens, those copied back from a prompt-cache slot.",
+                   [("", self.restored_prompt_tokens)])
             metric("completion_tokens_total", "counter", "Tokens generated.", [("", self.completion_tokens)])
             metric("generation_seconds_total", "counter", "Seconds spent in prefill and decode.",
                    [("", self.generation_seconds)])

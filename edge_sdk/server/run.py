@@ -116,7 +116,9 @@ class Server(uvicorn.Server):
             if not done:  # a forward call that outlasts the grace: the process is ending, the thread with it
                 log.warning("the model thread is still running; leaving without closing the model")
             elif self.owns_model and self.state.model is not None:
-                self.state.model.close()
+                self.state.model.close()  # which saves the prompt-cache slots to their directory, if any
+            elif self.state.model is not None and getattr(self.state.model, "prompt_cache", None) is not None:
+                self.state.model.save_prompt_cache()
         if self.state.load_error is not None:
             raise self.state.load_error
 

@@ -42,7 +42,8 @@ class ClientGone(Exception):
 class Job:
     """One request's work for the model thread, and the events it sends back to its event loop."""
 
-    def __init__(self, work: Callable[["Job"], None], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, work: Callable[["Job"], None], loop: asyncio.AbstractEventLoop | None) -> None:
+        """`loop`: the event loop of the request to report to; None for work no request waits for."""
         self.work = work
         self.loop = loop
         self.cancel = threading.Event()  # set: stop within one token
@@ -53,6 +54,8 @@ class Job:
 
     def emit(self, kind: str, value: Any = None) -> None:
         """Send an event to the request (from any thread); a loop that is gone cancels the job."""
+        if self.loop is None:
+            return
         try:
             self.loop.call_soon_threadsafe(self._events.put_nowait, (kind, value))
         except RuntimeError:
