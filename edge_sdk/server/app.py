@@ -101,7 +101,10 @@ class ServerState:
     def _warm(self, model: Any) -> None:
         """Compute the system prompt's KV cache first, so the first request that starts with it reuses it."""
         if self.config.system_prompt:
-            self.scheduler.submit(Job(lambda j: warm_system_prompt(model, self.config.system_prompt), None))
+            try:
+                self.scheduler.submit(Job(lambda j: warm_system_prompt(model, self.config.system_prompt), None))
+            except APIError:  # shutting down already
+                pass
 
     def ready_model(self) -> Any:
         if self.status == "shutting_down":
