@@ -1,9 +1,15 @@
-"""`edge-sdk convert`: quantize a model into an edge package (weights.bin, graphs, ONNX files)."""
+"""`edge-sdk convert`: quantize a model into an edge package (weights.bin, graphs, ONNX files).
+
+Example::
+
+    edge-sdk convert smollm2-135m -o kiosk-pkg --system-prompt kiosk.txt --system-prompt-backend native
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..export.tflite import DEFAULT_LINEAR, LINEAR_KINDS
@@ -22,15 +28,63 @@ def cmd(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edge-sdk convert: {e}", file=sys.stderr)
         return 2
+    finish, system = None, {}
+    if a.system_prompt is not None:
+        try:
+            with open(a.system_prompt, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"edge-sdk convert: cannot read the system prompt {a.system_prompt}: {e}", file=sys.stderr)
+            return 2
+        backends = a.system_prompt_backend or [default_system_backend()]
+        if "tflite" in backends and "tflite" not in (a.backend or []):
+            print("edge-sdk convert: --system-prompt-backend tflite needs the TFLite graphs: add --backend tflite",
+                  file=sys.stderr)
+            return 2
+        finish = lambda d: system_prompt_files(d, text, backends, system)  # noqa: E731
+    elif a.system_prompt_backend:
+        print("edge-sdk convert: --system-prompt-backend needs --system-prompt FILE", file=sys.stderr)
+        return 2
     src = resolve(a.model, quiet=False)
     info = convert(src, a.output, qcfg, policy, quiet=False, onnx_graphs=False if a.no_onnx else None,
-                   tflite_graphs="tflite" in (a.backend or []), tflite_linear=a.tflite_linear, sign=a.sign)
-    report = {"output": a.output, **{k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()}}
+                   tflite_graphs="tflite" in (a.backend or []), tflite_linear=a.tflite_linear, sign=a.sign,
+                   finish=finish)
+    report = {"output": a.output, **{k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()},
+              **({"system_prompt": system} if system else {})}
     if a.json:
         print(json.dumps(report, indent=1))
     else:
         print(summary(report, qcfg))
     return 0
+
+
+def default_system_backend() -> str:
+    """The backend a system-prompt cache is made for by default: the one `load()` picks here."""
+    from ..settings import resolve_backend
+
+    return resolve_backend("auto")
+
+
+def system_prompt_files(d: str, text: str, backends: list[str], report: dict) -> list[str]:
+    """Prefill `text`, rendered as the system turn of the model's chat template, on each backend (its default
+    KV dtype) and write its rows into the package at `d` (`generate/system_prompt.py`); returns the files."""
+    import edge_sdk
+    from ..export.package import read_manifest
+    from ..generate.kv_file import identity_of
+    from ..generate.system_prompt import system_file, system_prompt_ids, write_system_cache
+
+    manifest = read_manifest(d)
+    rels = []
+    for name in dict.fromkeys(backends):
+        with edge_sdk.load(d, backend=name, slots=0, trusted_keys=[]) as m:  # signed later, when asked
+            ids = system_prompt_ids(m.chat_prompt, lambda t: m.tokenize(t, special=True), text)
+            identity = identity_of(m.config, m.quant, m.tokenizer, manifest)
+            layout = m.backend.kv_layout()
+            rel = system_file(layout.backend, layout.kv_dtype)
+            write_system_cache(m.backend, ids, identity, os.path.join(d, rel), chunk=m._gen.prefill_chunk)
+        rels.append(rel)
+        report[rel] = len(ids)
+    return rels
 
 
 def summary(r: dict, qcfg) -> str:
@@ -39,9 +93,10 @@ def summary(r: dict, qcfg) -> str:
     files = [f"{len(r['onnx_files'])} ONNX" if r["onnx_files"] else "no ONNX"] + (["TFLite"] if r["tflite_s"] else [])
     steps = ", ".join(f"{name} {r[key]:.1f} s" for name, key in (("import", "import_s"), ("quantize", "quantize_s"),
                                                                     ("ONNX", "onnx_s"), ("TFLite", "tflite_s")) if r[key])
+    system = "".join(f"; system prompt: {n} tokens in {rel}" for rel, n in r.get("system_prompt", {}).items())
     return (f"wrote {r['output']}: {r['package_bytes'] / 1e6:.1f} MB on disk, {r['weights_bytes'] / 2**20:.1f} MiB of "
             f"int8 weights ({quant}), {r['graphs']} graph(s), {' + '.join(files)} graph files; "
-            f"{r['total_s']:.1f} s ({steps})")
+            f"{r['total_s']:.1f} s ({steps}){system}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,4 +119,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sign", metavar="KEY", default=None,
                    help="sign the package with this private key (from `edge-sdk keygen`; needs edge-sdk[sign]): "
                         "writes manifest.sig, which loading checks where trusted keys are configured")
+    p.add_argument("--system-prompt", metavar="FILE", default=None,
+                   help="precompute the KV cache of FILE's text as the system turn of the model's chat template and "
+                        "store it in the package: loading it on that backend reuses it for every chat that starts "
+                        "with this system prompt")
+    p.add_argument("--system-prompt-backend", action="append", choices=("native", "numpy", "onnx", "tflite"),
+                   default=None, help="backend to precompute the system prompt for, with its default KV dtype "
+                                      "(repeatable; default: the one `load` picks, the native core where built)")
     p.set_defaults(func=cmd)

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..plan.boards import load_board
 from ..plan.host import detect_board
 from ..errors import EdgeSDKError, PlanError
-from ..plan.budget import DEFAULT_PREFILL_CHUNK, MAX_BOARD_SLOTS, DevicePlan, plan_device
+from ..plan.budget import DEFAULT_PREFILL_CHUNK, MAX_BOARD_SLOTS, DevicePlan, plan_device, size_text
 from ..plan.picture import plan_svg, write_png
 
 MiB = 1 << 20
@@ -66,7 +66,7 @@ def _text(p: DevicePlan, reason: str | None) -> str:
              f"  context       {p.ctx} (KV {p.kv_dtype}); largest that fits: {p.max_ctx}, with weights resident: {p.max_ctx_resident}",
              f"  backend       {p.backend}, {p.threads} thread(s)",
              f"  weights       {p.weights_mode}; {p.split.describe()}: {len(p.layer_ranges)} layer graph(s)",
-             f"  prompt cache  {p.slots} slot(s) of {p.slot_bytes / MiB:.1f} MiB (a whole context of KV rows each)"]
+             f"  prompt cache  {p.slots} slot(s) of {size_text(p.slot_bytes)} (a whole context of KV rows each)"]
     for name, size in p.breakdown.items():
         lines.append(f"    {name:<12}{size / MiB:9.2f} MiB")
     lines.append(f"  arena         greedy {p.arena.arena_bytes} B, naive {p.arena.naive_bytes} B, "

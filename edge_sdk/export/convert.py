@@ -35,7 +35,7 @@ from ..graphs.build import build_graphs
 from ..graphs.spec import GraphSpec
 from ..graphs.split import SplitPolicy
 from ..importers import import_model
-from .package import MANIFEST, is_package, read_manifest, write_package
+from .package import MANIFEST, add_package_files, is_package, read_manifest, write_package
 from ..model.quantize import quantize_weights
 
 
@@ -54,7 +54,8 @@ def _check_table(out: str, specs: list[GraphSpec]) -> None:
 def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig = QuantConfig(),
             policy: SplitPolicy = SplitPolicy(), quiet: bool = True, onnx_graphs: bool | None = None,
             tflite_graphs: bool = False, tflite_linear: str = DEFAULT_LINEAR,
-            sign: str | os.PathLike | None = None) -> dict[str, Any]:
+            sign: str | os.PathLike | None = None,
+            finish: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
     """Write the package for `model` to `out`; returns timings and sizes.
 
     `onnx_graphs`: write the ONNX files (None: whenever the quantization allows it).
@@ -63,6 +64,8 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
     `tflite_linear` picks their int8 product (`backends/tflite_export.py`).
     `sign`: a private key file (`edge-sdk keygen`): the package is signed with it
     (`manifest.sig`, see `signing.py`) before it is moved into place.
+    `finish(dir)`: more files made from the written package (a precomputed system-prompt cache) before it is
+    signed and moved into place; returns their paths relative to `dir`, which the manifest then lists.
     """
     from .onnx import check_exportable, write_onnx_graphs
 
@@ -115,6 +118,8 @@ def convert(model: str | os.PathLike, out: str | os.PathLike, qcfg: QuantConfig 
                       extra_files=extra_files, source=os.path.basename(os.fspath(model)), runtimes=runtimes,
                       generation=imported.generation)
         _check_table(d, specs)
+        if finish is not None:
+            add_package_files(d, finish(d))
         if key is not None:
             from .signing import sign_package
 

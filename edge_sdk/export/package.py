@@ -251,6 +251,22 @@ def write_package(
     return out
 
 
+def add_package_files(path: str | os.PathLike, rels: Sequence[str]) -> None:
+    """List more files of the package at `path` in its manifest, with their sha256 (the manifest's own digest
+    recomputed, the manifest replaced atomically). A signature must be made afterwards."""
+    path = os.fspath(path)
+    manifest = read_manifest(path)
+    for rel in rels:
+        if os.path.normpath(rel).startswith("..") or os.path.isabs(rel):
+            raise PackageError(f"{os.path.join(path, rel)}: file path escapes the package")
+        manifest["files"][rel] = sha256_of(os.path.join(path, rel))
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    tmp = os.path.join(path, MANIFEST + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(path, MANIFEST))
+
+
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """sha256 of the manifest's canonical JSON (sorted keys, no spaces), without its own digest field."""
     body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}

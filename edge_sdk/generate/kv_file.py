@@ -159,7 +159,7 @@ def parse_header(data: bytes, path: str) -> tuple[dict[str, Any], int]:
         raise KVFileRefused(f"{path}: {len(data)} bytes, too short for a prompt-cache file (truncated): ignored")
     magic, version, hlen = HEAD.unpack_from(data)
     if magic != MAGIC:
-        raise KVFileRefused(f"{path}: not a prompt-cache file (no {MAGIC!r} magic): ignored")
+        raise KVFileRefused(f"{path}: not a prompt-cache file (it does not start with the EDGE-KV magic): ignored")
     if version != FORMAT_VERSION:
         raise KVFileRefused(f"{path}: format version {version}, this edge_sdk reads version {FORMAT_VERSION}: ignored")
     if hlen > min(MAX_HEADER, len(data) - HEAD.size - DIGEST_BYTES):

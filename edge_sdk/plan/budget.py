@@ -220,6 +220,11 @@ class DevicePlan:
         }
 
 
+def size_text(nbytes: int) -> str:
+    """Bytes in MiB with one decimal, or in KiB below a tenth of a MiB."""
+    return f"{nbytes / MiB:.1f} MiB" if nbytes >= MiB // 10 else f"{nbytes / 1024:.1f} KiB"
+
+
 # ---------------------------------------------------------------------------
 # Pieces of the budget
 # ---------------------------------------------------------------------------
@@ -438,8 +443,8 @@ def plan_device(
     fits = not fit.problem and fit.peak <= board.sdk_budget_bytes and kv_ok
     slot_reason = []
     if planned > room:
-        slot_reason = [f"{planned} prompt-cache slot(s) need {planned * slot_bytes / MiB:.1f} MiB "
-                       f"({slot_bytes / MiB:.1f} MiB each: a whole context of {kv_dtype} KV rows at ctx {ctx}); "
+        slot_reason = [f"{planned} prompt-cache slot(s) need {size_text(planned * slot_bytes)} "
+                       f"({size_text(slot_bytes)} each: a whole context of {kv_dtype} KV rows at ctx {ctx}); "
                        f"{room} fit at this context" + ("" if room else ": load with slots=0 or a smaller ctx")]
     position = min(decode_position, ctx)
     dec, dec_details = decode_tok_s(cfg, q, board, threads, kv_dtype, position, fit.mode == "streamed")
