@@ -53,10 +53,15 @@ def with_system(messages: list[dict[str, Any]], system_prompt: str | None) -> li
 
 def warm_system_prompt(model: Any, system_prompt: str) -> None:
     """Prefill the system prompt as the chat template renders it (the prefix every chat request without a
-    system message of its own starts with), so that its KV rows are in the cache and a prompt-cache slot."""
-    text = model.chat_prompt([{"role": "system", "content": system_prompt}], add_generation_prompt=False)
-    ids = model.tokenize(text, special=True)
-    if 0 < len(ids) < model.backend.ctx:
+    system message of its own starts with), so that its KV rows are in the cache and a prompt-cache slot.
+    Nothing to do where the template does not render it as a prefix (`generate.system_prompt`)."""
+    from ..generate.system_prompt import system_prompt_ids
+
+    try:
+        ids = system_prompt_ids(model.chat_prompt, lambda t: model.tokenize(t, special=True), system_prompt)
+    except InvalidArgumentError:
+        return
+    if len(ids) < model.backend.ctx:
         for _ in model.stream_ids(ids, max_tokens=1, temperature=0):
             pass
 
