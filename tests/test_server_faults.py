@@ -65,7 +65,7 @@ def _wait(cond, timeout: float = 10.0) -> None:
 
 
 # -- load ---------------------------------------------------------------------------------------------------
-RSS_GROWTH_BOUND = 16 << 20  # resident memory after 200 requests may exceed that after the first 10 by this much
+RSS_GROWTH_BOUND = 8 << 20  # resident memory after 211 requests may exceed that after the first 10 by this much (measured: +0.2 MiB)
 
 
 @pytest.mark.slow
@@ -117,6 +117,7 @@ def test_eight_clients_past_the_queue(gguf):
         rss_after = float(re.search(r"^edge_sdk_resident_memory_bytes (\S+)$", text, re.M).group(1))
         served = re.search(r'^edge_sdk_requests_total\{route="/v1/completions",code="200"\} (\d+)$', text, re.M)
         assert int(served.group(1)) == 10 + len(ok) + 1
+        print(f"RSS after 10 requests {rss_10 / 2**20:.1f} MiB, after {11 + len(results)}: {rss_after / 2**20:.1f} MiB")
         assert rss_after - rss_10 < RSS_GROWTH_BOUND, (rss_10, rss_after)
 
 
