@@ -65,7 +65,8 @@ def _wait(cond, timeout: float = 10.0) -> None:
 
 
 # -- load ---------------------------------------------------------------------------------------------------
-RSS_GROWTH_BOUND = 8 << 20  # resident memory after 211 requests may exceed that after the first 10 by this much (measured: +0.2 MiB)
+# resident memory after 211 requests may exceed that after the first 10 by this much (measured here: +0.2 MiB)
+RSS_GROWTH_BOUND = 8 << 20
 
 
 @pytest.mark.slow
