@@ -39,7 +39,7 @@ from .errors import BackendError, BoardError, BusyError, ContextOverflowError, E
 
 __version__ = "0.1.0"
 __all__ = [
-    "load", "Model", "__version__",
+    "load", "Model", "serve", "__version__",
     "BackendError", "BoardError", "BusyError", "ContextOverflowError", "EdgeSDKError", "InvalidArgumentError",
     "ModelFileError", "NativeError", "PackageError", "PlanError", "ProtocolError", "TokenizerError",
     "UnsupportedModelError",
@@ -47,6 +47,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .api import Model, load
+    from .server.run import serve
 
 
 def __getattr__(name: str) -> Any:
@@ -55,4 +56,8 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "serve":  # the HTTP server (the `server` extra)
+        from . import server
+
+        return server.serve
     raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")

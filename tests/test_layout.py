@@ -12,7 +12,7 @@ The layers, lowest first (a module may import from its own layer and those below
     backends                   runtimes: native core, ONNX Runtime, LiteRT, numpy
     generate                   generator, sampling
     api, settings              load(), Model, and the checked settings of a load
-    cli, serial, bench         front ends and the benchmark tool
+    cli, serial, server, bench front ends (the command line, the serial and HTTP servers) and the benchmark tool
 
 Imports under `if TYPE_CHECKING:` (type hints only) do not count. `edge_sdk/__init__.py`, `__main__.py` and the
 one-release re-exports `tokenizer.py` and `sampling.py` stand outside the layers.
@@ -39,7 +39,7 @@ LAYERS = {
     "backends": 7,
     "generate": 8,
     "api": 9, "settings": 9,
-    "cli": 10, "serial": 10, "bench": 10,
+    "cli": 10, "serial": 10, "bench": 10, "server": 10,
 }
 OUTSIDE = {"__init__", "__main__", "tokenizer", "sampling"}  # entry points and one-release re-exports
 MAX_LOOSE_MODULES = 10

@@ -33,6 +33,7 @@ COMMANDS = (
     "pull",
     "info",
     "ppl",
+    "serve",
     "serve_serial",
     "boards",
     "plan",
