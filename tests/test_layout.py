@@ -29,7 +29,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 PACKAGE = os.path.join(ROOT, "edge_sdk")
 LAYERS = {
-    "errors": 0, "progress": 0,
+    "errors": 0, "progress": 0, "heap": 0,
     "model": 1,
     "text": 2,
     "importers": 3,
